@@ -1,0 +1,1 @@
+"""ml_collections configurations: released model shapes and experiments (``get_config(arg)``)."""

@@ -1,0 +1,1 @@
+"""Reading and writing model checkpoints: fair-esm ``.pt``, Hugging Face folders and Orbax."""

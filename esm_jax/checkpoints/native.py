@@ -1,0 +1,82 @@
+"""esm-jax's own checkpoint: an Orbax folder with the model's variables and its configuration.
+
+Orbax writes into a temporary folder and renames it when complete, so an interrupted save
+never leaves a half-written checkpoint behind.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import jax
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from esm_jax.errors import CheckpointError
+from esm_jax.model import ESM, ModelConfig, abstract_model
+
+FORMAT = "esm_jax.native.v1"
+
+
+def _checkpointer() -> ocp.Checkpointer:
+    return ocp.Checkpointer(ocp.CompositeCheckpointHandler())
+
+
+def save(model: ESM, path: str | os.PathLike, *, overwrite: bool = False) -> None:
+    """Save ``model`` to the folder ``path`` (refuses to replace an existing one unless asked)."""
+    path = Path(path).absolute()
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
+    header = {
+        "format": FORMAT,
+        "config": model.config.to_dict(),
+        "has_contact_regression": bool(model.has_contact_regression),
+    }
+    state = nnx.to_pure_dict(nnx.state(model))
+    _checkpointer().save(
+        path,
+        args=ocp.args.Composite(state=ocp.args.StandardSave(state), header=ocp.args.JsonSave(header)),
+        force=overwrite,
+    )
+
+
+def is_checkpoint(path: str | os.PathLike) -> bool:
+    path = Path(path)
+    return (path / "state").is_dir() and (path / "header").is_dir()
+
+
+def read_header(path: str | os.PathLike) -> dict:
+    path = Path(path).absolute()
+    if not is_checkpoint(path):
+        raise CheckpointError(f"{path}: not an esm-jax checkpoint folder (no state/ and header/)")
+    header = _checkpointer().restore(path, args=ocp.args.Composite(header=ocp.args.JsonRestore()))["header"]
+    if header.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: unknown checkpoint format {header.get('format')!r}")
+    return header
+
+
+def restore(path: str | os.PathLike, *, compute_dtype: str | None = None, scan_layers: bool | None = None) -> ESM:
+    """Restore a model saved by :func:`save`, bit for bit."""
+    path = Path(path).absolute()
+    header = read_header(path)
+    config = ModelConfig.from_dict(header["config"])
+    if compute_dtype is not None:
+        config = config.replace(compute_dtype=compute_dtype)
+    if scan_layers is not None:
+        config = config.replace(scan_layers=scan_layers)
+    model = abstract_model(config)
+    state = nnx.state(model)
+    target = jax.tree.map(
+        lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype), nnx.to_pure_dict(state)
+    )
+    try:
+        restored = _checkpointer().restore(
+            path, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))
+        )["state"]
+    except (ValueError, KeyError, FileNotFoundError) as exc:
+        raise CheckpointError(f"{path}: the saved variables do not match the saved configuration ({exc})") from None
+    nnx.replace_by_pure_dict(state, restored)
+    nnx.update(model, state)
+    model.has_contact_regression = bool(header["has_contact_regression"])
+    return model

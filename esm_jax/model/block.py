@@ -1,0 +1,32 @@
+"""The pre-LayerNorm Transformer block shared by ESM-1b, ESM-1v and ESM-2."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from esm_jax.model.attention import SelfAttention
+from esm_jax.model.config import ModelConfig
+from esm_jax.model.layers import LayerNorm, dense, gelu
+
+
+class TransformerBlock(nnx.Module):
+    """``x + attn(LN(x))`` then ``x + fc2(gelu(fc1(LN(x))))``; the residual stream stays float32."""
+
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        d, f, dtype = config.embed_dim, config.ffn_embed_dim, config.dtype
+        self.self_attn_layer_norm = LayerNorm(d, config.layer_norm_eps)
+        self.self_attn = SelfAttention(config, rngs=rngs)
+        self.final_layer_norm = LayerNorm(d, config.layer_norm_eps)
+        self.fc1 = dense(d, f, ("embed", "mlp"), dtype, rngs)
+        self.fc2 = dense(f, d, ("mlp", "embed"), dtype, rngs)
+
+    def __call__(
+        self, x: jax.Array, key_padding_mask: jax.Array | None, need_weights: bool
+    ) -> tuple[jax.Array, jax.Array | None]:
+        attended, probs = self.self_attn(self.self_attn_layer_norm(x), key_padding_mask, need_weights)
+        x = x + attended.astype(jnp.float32)
+        hidden = gelu(self.fc1(self.final_layer_norm(x)).astype(jnp.float32))
+        x = x + self.fc2(hidden).astype(jnp.float32)
+        return x, probs

@@ -1,0 +1,88 @@
+"""The shape and options of an ESM model, independent of its weights."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import jax.numpy as jnp
+
+Architecture = Literal["esm1b", "esm2"]
+_COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to build an ESM model with random weights.
+
+    ``architecture`` selects the family: ``esm1b`` (ESM-1b and ESM-1v: learned absolute
+    positions with fairseq offsets) or ``esm2`` (rotary positions). ``compute_dtype`` and
+    ``scan_layers`` change how the model runs, never what its parameters are.
+    """
+
+    architecture: Architecture
+    num_layers: int
+    embed_dim: int
+    attention_heads: int
+    ffn_embed_dim: int
+    vocab_size: int = 33
+    max_positions: int = 1024
+    emb_layer_norm_before: bool = False
+    token_dropout: bool = True
+    layer_norm_eps: float = 1e-5
+    compute_dtype: str = "float32"
+    scan_layers: bool = False
+
+    def __post_init__(self) -> None:
+        if self.architecture not in ("esm1b", "esm2"):
+            raise ValueError(f"architecture must be 'esm1b' or 'esm2', got {self.architecture!r}")
+        if self.embed_dim % self.attention_heads:
+            raise ValueError(
+                f"embed_dim {self.embed_dim} is not divisible by attention_heads {self.attention_heads}"
+            )
+        if self.architecture == "esm2" and (self.embed_dim // self.attention_heads) % 2:
+            raise ValueError("rotary embeddings need an even head dimension")
+        if self.compute_dtype not in _COMPUTE_DTYPES:
+            raise ValueError(f"compute_dtype must be one of {sorted(_COMPUTE_DTYPES)}, got {self.compute_dtype!r}")
+        if self.architecture == "esm2" and self.emb_layer_norm_before:
+            raise ValueError("ESM-2 has no embedding LayerNorm before the encoder")
+
+    @property
+    def head_dim(self) -> int:
+        return self.embed_dim // self.attention_heads
+
+    @property
+    def dtype(self) -> jnp.dtype:
+        """The dtype matrix multiplications run in."""
+        return _COMPUTE_DTYPES[self.compute_dtype]
+
+    @property
+    def uses_rotary(self) -> bool:
+        return self.architecture == "esm2"
+
+    def replace(self, **changes) -> ModelConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> ModelConfig:
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown model config fields {sorted(unknown)}")
+        return cls(**values)
+
+    def num_parameters(self) -> int:
+        """Trainable parameters, counted as fair-esm counts them (tied LM head counted once)."""
+        d, f, v, layers = self.embed_dim, self.ffn_embed_dim, self.vocab_size, self.num_layers
+        per_layer = 4 * (d * d + d) + 2 * d * f + f + d + 4 * d
+        total = v * d + layers * per_layer + 2 * d  # tokens, blocks, final LayerNorm
+        total += d * d + d + 2 * d + v  # LM head dense, LayerNorm, bias
+        total += layers * self.attention_heads + 1  # contact regression
+        if self.architecture == "esm1b":
+            total += (self.max_positions + 2) * d
+            if self.emb_layer_norm_before:
+                total += 2 * d
+        return total

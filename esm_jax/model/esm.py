@@ -1,0 +1,219 @@
+"""The ESM protein language model (ESM-1b, ESM-1v and ESM-2) as one Flax NNX module.
+
+``model(tokens, repr_layers=[...], need_head_weights=..., return_contacts=...)`` behaves as
+fair-esm's ``ProteinBertModel`` / ``ESM2`` forward and compiles once per input shape and set
+of options. :meth:`ESM.forward` is the same computation without the compilation cache, for
+use inside a caller's own ``jax.jit`` (training and evaluation steps).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from esm_jax.alphabet import Alphabet
+from esm_jax.errors import CheckpointError
+from esm_jax.model.block import TransformerBlock
+from esm_jax.model.config import ModelConfig
+from esm_jax.model.heads import ContactHead, LMHead
+from esm_jax.model.layers import WEIGHT_INIT, LayerNorm, partitioned
+
+# Fraction of tokens replaced by <mask> during ESM training (15% selected × 80% masked);
+# token dropout rescales embeddings by it at train and inference time (fair-esm esm2.py).
+MASK_RATIO_TRAIN = 0.15 * 0.8
+
+_ALPHABET = Alphabet()
+
+
+class ESM(nnx.Module):
+    """ESM-1b / ESM-1v / ESM-2 encoder with its tied LM head and contact head.
+
+    Transformer blocks are stored stacked along a leading ``layers`` axis; ``config.scan_layers``
+    runs them with ``jax.lax.scan`` (fast compilation) instead of an unrolled loop. Both give
+    the same outputs.
+    """
+
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        self.config = config
+        self.padding_idx = _ALPHABET.padding_idx
+        self.mask_idx = _ALPHABET.mask_idx
+        self.cls_idx = _ALPHABET.cls_idx
+        self.eos_idx = _ALPHABET.eos_idx
+        self.prepend_bos = True
+        self.append_eos = True
+        self.has_contact_regression = True
+        d = config.embed_dim
+        self.embed_tokens = nnx.Embed(
+            config.vocab_size, d, embedding_init=partitioned(WEIGHT_INIT, ("vocab", "embed")), rngs=rngs
+        )
+        zero_rows = [self.padding_idx] + ([self.mask_idx] if config.architecture == "esm1b" else [])
+        self.embed_tokens.embedding.value = self.embed_tokens.embedding.value.at[jnp.array(zero_rows)].set(0.0)
+        esm1b = config.architecture == "esm1b"
+        self.embed_positions = self._position_table(config, rngs) if esm1b else None
+        use_before = esm1b and config.emb_layer_norm_before
+        self.emb_layer_norm_before = LayerNorm(d, config.layer_norm_eps) if use_before else None
+        self.layers = _stacked_blocks(config, rngs)
+        self.emb_layer_norm_after = LayerNorm(d, config.layer_norm_eps)
+        self.lm_head = LMHead(config, rngs=rngs)
+        self.contact_head = ContactHead(config, self.eos_idx, rngs=rngs)
+
+    def _position_table(self, config: ModelConfig, rngs: nnx.Rngs) -> nnx.Embed:
+        """Learned positions for ``max_positions`` tokens after fairseq's ``padding_idx + 1`` offset."""
+        table = nnx.Embed(
+            config.max_positions + self.padding_idx + 1,
+            config.embed_dim,
+            embedding_init=partitioned(WEIGHT_INIT, ("positions", "embed")),
+            rngs=rngs,
+        )
+        table.embedding.value = table.embedding.value.at[self.padding_idx].set(0.0)
+        return table
+
+    @property
+    def num_layers(self) -> int:
+        return self.config.num_layers
+
+    @property
+    def alphabet(self) -> Alphabet:
+        return _ALPHABET
+
+    def __call__(
+        self,
+        tokens,
+        repr_layers: Iterable[int] = (),
+        need_head_weights: bool = False,
+        return_contacts: bool = False,
+    ) -> dict:
+        """Run the model on ``tokens`` (B, T); outputs as fair-esm, compiled per shape.
+
+        Returns ``logits`` (B, T, V), ``representations`` {layer: (B, T, D)}, and with
+        ``need_head_weights`` ``attentions`` (B, L, H, T, T), with ``return_contacts`` also
+        ``contacts`` (B, T-2, T-2). Negative layer indices count from the end (-1 = last).
+        """
+        layers = self.normalize_layers(repr_layers)
+        if return_contacts and not self.has_contact_regression:
+            raise CheckpointError(
+                "contacts were asked for but this model was loaded without contact-regression "
+                "weights; place the '<model>-contact-regression.pt' file next to the checkpoint "
+                "and load it again"
+            )
+        if not isinstance(tokens, jax.Array):
+            tokens = np.asarray(tokens, dtype=np.int32)
+        graphdef, state = nnx.split(self)
+        return _compiled_forward(graphdef, state, tokens, layers, bool(need_head_weights), bool(return_contacts))
+
+    def normalize_layers(self, repr_layers: Iterable[int]) -> tuple[int, ...]:
+        """Sorted, de-duplicated layer indices in ``0..num_layers`` (negative ones count back)."""
+        count = self.config.num_layers
+        normalized = set()
+        for layer in repr_layers:
+            if not -(count + 1) <= layer <= count:
+                raise ValueError(f"representation layer {layer} does not exist: the model has layers 0..{count}")
+            normalized.add(layer % (count + 1))
+        return tuple(sorted(normalized))
+
+    def forward(
+        self,
+        tokens: jax.Array,
+        repr_layers: tuple[int, ...] = (),
+        need_head_weights: bool = False,
+        return_contacts: bool = False,
+    ) -> dict:
+        """The uncompiled forward pass; ``repr_layers`` must already be normalised."""
+        need_head_weights = need_head_weights or return_contacts
+        tokens = jnp.asarray(tokens, dtype=jnp.int32)
+        padding_mask = tokens == self.padding_idx
+        x = self._embed(tokens, padding_mask)
+        representations = {0: x} if 0 in repr_layers else {}
+        x, hidden, attentions = self._run_layers(x, padding_mask, repr_layers, need_head_weights)
+        representations.update(hidden)
+        x = self.emb_layer_norm_after(x)
+        if self.config.num_layers in repr_layers:
+            representations[self.config.num_layers] = x
+        result = {
+            "logits": self.lm_head(x, self.embed_tokens.embedding[...]),
+            "representations": representations,
+        }
+        if need_head_weights:
+            not_padding = (~padding_mask).astype(attentions.dtype)
+            attentions = attentions * (not_padding[:, None, :] * not_padding[:, :, None])[:, None, None]
+            result["attentions"] = attentions
+            if return_contacts:
+                result["contacts"] = self.contact_head(tokens, attentions)
+        return result
+
+    def _embed(self, tokens: jax.Array, padding_mask: jax.Array) -> jax.Array:
+        x = self.embed_tokens(tokens).astype(jnp.float32)
+        if self.config.token_dropout:
+            is_mask = tokens == self.mask_idx
+            x = jnp.where(is_mask[..., None], 0.0, x)
+            lengths = jnp.sum(~padding_mask, axis=-1)
+            observed = jnp.sum(is_mask, axis=-1).astype(jnp.float32) / lengths
+            x = x * (1 - MASK_RATIO_TRAIN) / (1 - observed)[:, None, None]
+        if self.embed_positions is not None:
+            x = x + self.embed_positions(self._positions(tokens, padding_mask))
+            if self.emb_layer_norm_before is not None:
+                x = self.emb_layer_norm_before(x)
+        return x * (1 - padding_mask[..., None].astype(x.dtype))
+
+    def _positions(self, tokens: jax.Array, padding_mask: jax.Array) -> jax.Array:
+        """fairseq positions: 1-based count of non-padding tokens offset by the padding index."""
+        if tokens.shape[1] > self.config.max_positions:
+            raise ValueError(
+                f"sequence of {tokens.shape[1]} tokens exceeds this model's maximum of "
+                f"{self.config.max_positions} (BOS and EOS included); truncate it, e.g. with "
+                f"truncation_seq_length={self.config.max_positions - 2}"
+            )
+        not_padding = (~padding_mask).astype(jnp.int32)
+        return jnp.cumsum(not_padding, axis=1) * not_padding + self.padding_idx
+
+    def _run_layers(
+        self, x: jax.Array, padding_mask: jax.Array, repr_layers: tuple[int, ...], need_weights: bool
+    ) -> tuple[jax.Array, dict[int, jax.Array], jax.Array | None]:
+        graphdef, stacked = nnx.split(self.layers)
+        count = self.config.num_layers
+        wanted = [layer for layer in repr_layers if 1 <= layer < count]
+
+        def run_block(x, layer_state):
+            return nnx.merge(graphdef, layer_state)(x, padding_mask, need_weights)
+
+        if not self.config.scan_layers:
+            hidden, maps = {}, []
+            for i in range(count):
+                x, probs = run_block(x, jax.tree.map(lambda a, i=i: a[i], stacked))
+                if i + 1 in wanted:
+                    hidden[i + 1] = x
+                maps.append(probs)
+            return x, hidden, (jnp.stack(maps, axis=1) if need_weights else None)
+
+        slots = jnp.array([wanted.index(i + 1) if i + 1 in wanted else len(wanted) for i in range(count)])
+        buffer = jnp.zeros((len(wanted) + 1, *x.shape), x.dtype)
+
+        def body(carry, inputs):
+            x, buffer = carry
+            layer_state, slot = inputs
+            x, probs = run_block(x, layer_state)
+            return (x, jax.lax.dynamic_update_index_in_dim(buffer, x, slot, 0)), probs
+
+        (x, buffer), maps = jax.lax.scan(body, (x, buffer), (stacked, slots))
+        hidden = {layer: buffer[k] for k, layer in enumerate(wanted)}
+        return x, hidden, (jnp.moveaxis(maps, 0, 1) if need_weights else None)
+
+
+def _stacked_blocks(config: ModelConfig, rngs: nnx.Rngs) -> TransformerBlock:
+    @nnx.split_rngs(splits=config.num_layers)
+    @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
+    def make(rngs: nnx.Rngs) -> TransformerBlock:
+        return TransformerBlock(config, rngs=rngs)
+
+    return make(rngs)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3, 4, 5))
+def _compiled_forward(graphdef, state, tokens, repr_layers, need_head_weights, return_contacts):
+    model = nnx.merge(graphdef, state)
+    return model.forward(tokens, repr_layers, need_head_weights, return_contacts)

@@ -1,0 +1,61 @@
+"""Building blocks shared by every ESM module: dense layers, LayerNorm and GELU.
+
+Every parameter carries logical axis names (``out_sharding`` metadata) that
+:mod:`esm_jax.sharding` maps onto a device mesh. Eager sharding is off so a model can be
+built without a mesh; sharded initialisation happens under ``jax.jit`` with explicit
+output shardings instead.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+# fairseq/RoBERTa initialisation (init_bert_params): N(0, 0.02) weights, zero biases.
+WEIGHT_INIT = nnx.initializers.normal(stddev=0.02)
+
+
+def partitioned(initializer, axes: tuple[str | None, ...]):
+    """Wrap ``initializer`` so the created parameter carries the logical ``axes``."""
+    return nnx.with_partitioning(initializer, axes, eager_sharding=False)
+
+
+def gelu(x: jax.Array) -> jax.Array:
+    """Exact (erf) GELU as ESM uses; ``jax.nn.gelu`` defaults to the tanh approximation."""
+    return jax.nn.gelu(x, approximate=False)
+
+
+def dense(
+    in_features: int,
+    out_features: int,
+    axes: tuple[str | None, str | None],
+    dtype: jnp.dtype,
+    rngs: nnx.Rngs,
+) -> nnx.Linear:
+    """A float32-parameter linear layer whose matmul runs in ``dtype``; kernel is (in, out)."""
+    return nnx.Linear(
+        in_features,
+        out_features,
+        kernel_init=partitioned(WEIGHT_INIT, axes),
+        bias_init=partitioned(nnx.initializers.zeros_init(), (axes[1],)),
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        rngs=rngs,
+    )
+
+
+class LayerNorm(nnx.Module):
+    """LayerNorm over the last axis, computed in float32 with a two-pass variance (as torch)."""
+
+    def __init__(self, features: int, eps: float, axis_name: str = "embed"):
+        self.eps = eps
+        self.scale = nnx.Param(jnp.ones((features,), jnp.float32), out_sharding=(axis_name,), eager_sharding=False)
+        self.bias = nnx.Param(jnp.zeros((features,), jnp.float32), out_sharding=(axis_name,), eager_sharding=False)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = x.astype(jnp.float32)
+        mean = jnp.mean(x, axis=-1, keepdims=True)
+        centered = x - mean
+        variance = jnp.mean(jnp.square(centered), axis=-1, keepdims=True)
+        return centered * jax.lax.rsqrt(variance + self.eps) * self.scale[...] + self.bias[...]

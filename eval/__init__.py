@@ -1,0 +1,1 @@
+"""Evaluations of what ESM representations learn, run as jitted pipelines over frozen parameters."""
