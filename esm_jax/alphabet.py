@@ -131,12 +131,12 @@ class Alphabet:
     def _raise_invalid(self, label: str, char: str, position: int, upper_case: bool) -> None:
         if char.isalpha() and char.islower() and char.upper() in RESIDUE_TOKENS and not upper_case:
             hint = "Lower-case residues are refused; pass upper_case=True (CLI: --upper-case) to accept them."
+        elif char == "*":
+            hint = "'*' marks a stop codon; remove it (CLI: --strip-stop drops a terminal '*')."
         elif char == "<":
             hint = f"Special tokens must be one of {sorted(self._bracket_tokens)}."
         else:
-            hint = (
-                "Allowed residues are " + "".join(RESIDUE_TOKENS) + "; replace unknown residues with 'X'."
-            )
+            hint = "Allowed residues are " + "".join(RESIDUE_TOKENS) + "; replace unknown residues with 'X'."
         raise InvalidSequenceError(label, char, position, hint)
 
     def tokenize(self, text: str, *, label: str = "<unnamed>", upper_case: bool = False) -> list[str]:
@@ -156,9 +156,7 @@ class BatchConverter:
     ``truncation_seq_length``, EOS, then right padding.
     """
 
-    def __init__(
-        self, alphabet: Alphabet, truncation_seq_length: int | None = None, *, upper_case: bool = False
-    ):
+    def __init__(self, alphabet: Alphabet, truncation_seq_length: int | None = None, *, upper_case: bool = False):
         self.alphabet = alphabet
         self.truncation_seq_length = truncation_seq_length
         self.upper_case = upper_case
@@ -168,10 +166,7 @@ class BatchConverter:
             raise ValueError("the batch is empty: give at least one (label, sequence) pair")
         labels = [label for label, _ in raw_batch]
         strs = [seq for _, seq in raw_batch]
-        encoded = [
-            self.alphabet.encode(seq, label=str(label), upper_case=self.upper_case)
-            for label, seq in raw_batch
-        ]
+        encoded = [self.alphabet.encode(seq, label=str(label), upper_case=self.upper_case) for label, seq in raw_batch]
         if self.truncation_seq_length:
             encoded = [ids[: self.truncation_seq_length] for ids in encoded]
         max_len = max(len(ids) for ids in encoded)

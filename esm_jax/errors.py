@@ -12,10 +12,7 @@ class InvalidSequenceError(EsmJaxError, ValueError):
         self.label = label
         self.character = character
         self.position = position
-        message = (
-            f"sequence {label!r}: character {character!r} at position {position} "
-            "is not in the ESM alphabet"
-        )
+        message = f"sequence {label!r}: character {character!r} at position {position} is not in the ESM alphabet"
         super().__init__(f"{message}. {hint}" if hint else message)
 
 

@@ -117,9 +117,7 @@ def load_model_and_alphabet_local(
         elif native.is_checkpoint(path):
             model = native.restore(path, compute_dtype=compute_dtype, scan_layers=scan_layers)
         else:
-            raise CheckpointError(
-                f"{path}: folder holds neither a Hugging Face config.json nor an esm-jax checkpoint"
-            )
+            raise CheckpointError(f"{path}: folder holds neither a Hugging Face config.json nor an esm-jax checkpoint")
     elif path.is_file():
         model = load_fair_esm(path, compute_dtype=compute_dtype, scan_layers=scan_layers, on_tensor=on_tensor)
     else:

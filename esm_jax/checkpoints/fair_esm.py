@@ -26,7 +26,10 @@ CONTACT_SLOTS = [
 
 
 def _linear(path: tuple[str, ...], name: str) -> list[TensorSlot]:
-    return [TensorSlot((*path, "kernel"), f"{name}.weight", transpose=True), TensorSlot((*path, "bias"), f"{name}.bias")]
+    return [
+        TensorSlot((*path, "kernel"), f"{name}.weight", transpose=True),
+        TensorSlot((*path, "bias"), f"{name}.bias"),
+    ]
 
 
 def _layer_norm(path: tuple[str, ...], name: str) -> list[TensorSlot]:

@@ -29,7 +29,10 @@ from esm_jax.model.rotary import default_inverse_frequencies
 
 _LAYER = "esm.encoder.layer.{layer}"
 _ROTARY_PER_LAYER = f"{_LAYER}.attention.self.rotary_embeddings.inv_freq"
-_ROTARY_SHARED = "esm.rotary_embeddings.inv_freq"
+# transformers ≥ 5 keeps one shared copy, saved under either name.
+_ROTARY_SHARED = ("esm.rotary_embeddings.inv_freq", "esm.encoder.layer.*.attention.self.rotary_embeddings.inv_freq")
+# Old BERT-style names that transformers still writes on save.
+_LEGACY_SUFFIXES = {"LayerNorm.gamma": "LayerNorm.weight", "LayerNorm.beta": "LayerNorm.bias"}
 # Present in some exports but not used by the masked-LM model.
 _IGNORED = ("esm.embeddings.position_ids", "esm.pooler.", "lm_head.decoder.weight")
 CONTACT_SLOTS = [
@@ -39,7 +42,10 @@ CONTACT_SLOTS = [
 
 
 def _linear(path: tuple[str, ...], name: str) -> list[TensorSlot]:
-    return [TensorSlot((*path, "kernel"), f"{name}.weight", transpose=True), TensorSlot((*path, "bias"), f"{name}.bias")]
+    return [
+        TensorSlot((*path, "kernel"), f"{name}.weight", transpose=True),
+        TensorSlot((*path, "bias"), f"{name}.bias"),
+    ]
 
 
 def _layer_norm(path: tuple[str, ...], name: str) -> list[TensorSlot]:
@@ -129,14 +135,21 @@ def read_tensors(folder: Path) -> dict[str, Any]:
             if not isinstance(state, dict):
                 raise CheckpointError(f"{file}: expected a state dict of tensors")
             tensors.update(state)
-    return tensors
+    return {_modern_name(name): tensor for name, tensor in tensors.items()}
+
+
+def _modern_name(name: str) -> str:
+    for legacy, modern in _LEGACY_SUFFIXES.items():
+        if name.endswith(legacy):
+            return name[: -len(legacy)] + modern
+    return name
 
 
 def _rotary_per_layer(tensors: dict[str, Any], config: ModelConfig) -> None:
     """Give every layer its inverse frequencies: stored per layer, shared, or (if absent) default."""
     if _ROTARY_PER_LAYER.format(layer=0) in tensors:
         return
-    shared = tensors.pop(_ROTARY_SHARED, None)
+    shared = next((tensors.pop(name) for name in _ROTARY_SHARED if name in tensors), None)
     value = np.asarray(default_inverse_frequencies(config.head_dim)) if shared is None else shared
     for layer in range(config.num_layers):
         tensors[_ROTARY_PER_LAYER.format(layer=layer)] = value
@@ -148,9 +161,7 @@ def _check_tied_decoder(tensors: dict[str, Any], source: str) -> None:
     embeddings = tensors.get("esm.embeddings.word_embeddings.weight")
     if decoder is None or embeddings is None:
         return
-    if tensor_shape(decoder) != tensor_shape(embeddings) or not np.array_equal(
-        as_numpy(decoder), as_numpy(embeddings)
-    ):
+    if tensor_shape(decoder) != tensor_shape(embeddings) or not np.array_equal(as_numpy(decoder), as_numpy(embeddings)):
         raise CheckpointError(f"{source}: lm_head.decoder.weight is not tied to the token embeddings")
 
 

@@ -67,13 +67,11 @@ def restore(path: str | os.PathLike, *, compute_dtype: str | None = None, scan_l
         config = config.replace(scan_layers=scan_layers)
     model = abstract_model(config)
     state = nnx.state(model)
-    target = jax.tree.map(
-        lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype), nnx.to_pure_dict(state)
-    )
+    target = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype), nnx.to_pure_dict(state))
     try:
-        restored = _checkpointer().restore(
-            path, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))
-        )["state"]
+        restored = _checkpointer().restore(path, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))[
+            "state"
+        ]
     except (ValueError, KeyError, FileNotFoundError) as exc:
         raise CheckpointError(f"{path}: the saved variables do not match the saved configuration ({exc})") from None
     nnx.replace_by_pure_dict(state, restored)

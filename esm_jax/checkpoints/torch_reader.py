@@ -92,7 +92,7 @@ class TensorRef:
         flat = self.storage.read()
         if any(n == 0 for n in self.shape):
             return np.zeros(self.shape, self.dtype)
-        last = self.offset + sum((n - 1) * s for n, s in zip(self.shape, self.stride))
+        last = self.offset + sum((n - 1) * s for n, s in zip(self.shape, self.stride, strict=True))
         if self.offset < 0 or last >= flat.size:
             raise CheckpointError(
                 f"tensor of shape {self.shape} at offset {self.offset} reaches past the end of "

@@ -47,10 +47,49 @@ class SelfAttention(nnx.Module):
         if self.rotary_frequencies is not None:
             query = apply_rotary(query, self.rotary_frequencies[...])
             key = apply_rotary(key, self.rotary_frequencies[...])
-        scores = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32)
-        if key_padding_mask is not None:
-            scores = jnp.where(key_padding_mask[:, None, None, :], -jnp.inf, scores)
-        probs = jax.nn.softmax(scores, axis=-1)
-        context = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(self.dtype), value)
+        if need_weights or jax.default_backend() != "cpu":
+            context, probs = _dense_attention(query, key, value, key_padding_mask, self.dtype)
+        else:
+            context, probs = _attention_head_by_head(query, key, value, key_padding_mask, self.dtype), None
         out = self.out_proj(context.reshape(*x.shape[:2], -1))
-        return out, (probs if need_weights else None)
+        return out, probs
+
+
+def _scores_to_probabilities(scores: jax.Array, key_padding_mask: jax.Array | None) -> jax.Array:
+    if key_padding_mask is not None:
+        scores = jnp.where(key_padding_mask, -jnp.inf, scores)
+    return jax.nn.softmax(scores, axis=-1)
+
+
+def _dense_attention(query, key, value, key_padding_mask, dtype) -> tuple[jax.Array, jax.Array]:
+    """All heads at once; materialises the (B, H, T, T) probabilities, which are returned."""
+    scores = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32)
+    mask = None if key_padding_mask is None else key_padding_mask[:, None, None, :]
+    probs = _scores_to_probabilities(scores, mask)
+    context = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(dtype), value)
+    return context, probs
+
+
+def _attention_head_by_head(query, key, value, key_padding_mask, dtype) -> jax.Array:
+    """One (sequence, head) at a time, so each T×T score matrix stays in the CPU cache.
+
+    On CPUs attention is bound by memory bandwidth when the (B, H, T, T) scores are written
+    to RAM; looping keeps them in L2 and is several times faster. Same arithmetic as dense.
+    """
+    batch, length, heads, head_dim = query.shape
+
+    def per_head(x):
+        return jnp.swapaxes(x, 1, 2).reshape(batch * heads, length, head_dim)
+
+    if key_padding_mask is None:
+        key_padding_mask = jnp.zeros((batch, length), bool)
+    masks = jnp.repeat(key_padding_mask, heads, axis=0)
+
+    def one_head(args):
+        q, k, v, mask = args
+        scores = jnp.einsum("qd,kd->qk", q, k, preferred_element_type=jnp.float32)
+        probs = _scores_to_probabilities(scores, mask[None, :])
+        return jnp.einsum("qk,kd->qd", probs.astype(dtype), v)
+
+    context = jax.lax.map(one_head, (per_head(query), per_head(key), per_head(value), masks))
+    return jnp.swapaxes(context.reshape(batch, heads, length, head_dim), 1, 2)

@@ -37,9 +37,7 @@ class ModelConfig:
         if self.architecture not in ("esm1b", "esm2"):
             raise ValueError(f"architecture must be 'esm1b' or 'esm2', got {self.architecture!r}")
         if self.embed_dim % self.attention_heads:
-            raise ValueError(
-                f"embed_dim {self.embed_dim} is not divisible by attention_heads {self.attention_heads}"
-            )
+            raise ValueError(f"embed_dim {self.embed_dim} is not divisible by attention_heads {self.attention_heads}")
         if self.architecture == "esm2" and (self.embed_dim // self.attention_heads) % 2:
             raise ValueError("rotary embeddings need an even head dimension")
         if self.compute_dtype not in _COMPUTE_DTYPES:

@@ -52,7 +52,8 @@ class ESM(nnx.Module):
             config.vocab_size, d, embedding_init=partitioned(WEIGHT_INIT, ("vocab", "embed")), rngs=rngs
         )
         zero_rows = [self.padding_idx] + ([self.mask_idx] if config.architecture == "esm1b" else [])
-        self.embed_tokens.embedding.value = self.embed_tokens.embedding.value.at[jnp.array(zero_rows)].set(0.0)
+        table = self.embed_tokens.embedding
+        table[...] = table[...].at[jnp.array(zero_rows)].set(0.0)
         esm1b = config.architecture == "esm1b"
         self.embed_positions = self._position_table(config, rngs) if esm1b else None
         use_before = esm1b and config.emb_layer_norm_before
@@ -60,7 +61,7 @@ class ESM(nnx.Module):
         self.layers = _stacked_blocks(config, rngs)
         self.emb_layer_norm_after = LayerNorm(d, config.layer_norm_eps)
         self.lm_head = LMHead(config, rngs=rngs)
-        self.contact_head = ContactHead(config, self.eos_idx, rngs=rngs)
+        self.contact_head = ContactHead(config, self.eos_idx, self.padding_idx, rngs=rngs)
 
     def _position_table(self, config: ModelConfig, rngs: nnx.Rngs) -> nnx.Embed:
         """Learned positions for ``max_positions`` tokens after fairseq's ``padding_idx + 1`` offset."""
@@ -70,7 +71,7 @@ class ESM(nnx.Module):
             embedding_init=partitioned(WEIGHT_INIT, ("positions", "embed")),
             rngs=rngs,
         )
-        table.embedding.value = table.embedding.value.at[self.padding_idx].set(0.0)
+        table.embedding[...] = table.embedding[...].at[self.padding_idx].set(0.0)
         return table
 
     @property
@@ -94,6 +95,17 @@ class ESM(nnx.Module):
         ``need_head_weights`` ``attentions`` (B, L, H, T, T), with ``return_contacts`` also
         ``contacts`` (B, T-2, T-2). Negative layer indices count from the end (-1 = last).
         """
+        return self._compiled(tokens, repr_layers, bool(need_head_weights), bool(return_contacts), lean=False)
+
+    def embed(self, tokens, repr_layers: Iterable[int] = (-1,), return_contacts: bool = False) -> dict:
+        """Only ``representations`` (and ``contacts``): no logits, no attention maps kept.
+
+        The lean call for extraction: contacts are accumulated layer by layer, so memory grows
+        with one layer's attention instead of all of them.
+        """
+        return self._compiled(tokens, repr_layers, False, bool(return_contacts), lean=True)
+
+    def _compiled(self, tokens, repr_layers, need_head_weights: bool, return_contacts: bool, lean: bool) -> dict:
         layers = self.normalize_layers(repr_layers)
         if return_contacts and not self.has_contact_regression:
             raise CheckpointError(
@@ -104,7 +116,7 @@ class ESM(nnx.Module):
         if not isinstance(tokens, jax.Array):
             tokens = np.asarray(tokens, dtype=np.int32)
         graphdef, state = nnx.split(self)
-        return _compiled_forward(graphdef, state, tokens, layers, bool(need_head_weights), bool(return_contacts))
+        return _compiled_forward(graphdef, state, tokens, layers, need_head_weights, return_contacts, lean)
 
     def normalize_layers(self, repr_layers: Iterable[int]) -> tuple[int, ...]:
         """Sorted, de-duplicated layer indices in ``0..num_layers`` (negative ones count back)."""
@@ -122,28 +134,34 @@ class ESM(nnx.Module):
         repr_layers: tuple[int, ...] = (),
         need_head_weights: bool = False,
         return_contacts: bool = False,
+        *,
+        lean: bool = False,
     ) -> dict:
-        """The uncompiled forward pass; ``repr_layers`` must already be normalised."""
-        need_head_weights = need_head_weights or return_contacts
+        """The uncompiled forward pass; ``repr_layers`` must already be normalised.
+
+        ``lean`` drops logits and attention maps and accumulates contacts per layer (see :meth:`embed`).
+        """
+        keep_attentions = (need_head_weights or return_contacts) and not lean
         tokens = jnp.asarray(tokens, dtype=jnp.int32)
         padding_mask = tokens == self.padding_idx
         x = self._embed(tokens, padding_mask)
         representations = {0: x} if 0 in repr_layers else {}
-        x, hidden, attentions = self._run_layers(x, padding_mask, repr_layers, need_head_weights)
+        stack = self._run_layers(x, tokens, padding_mask, repr_layers, keep_attentions, lean and return_contacts)
+        x, hidden, attentions, contact_logits = stack
         representations.update(hidden)
         x = self.emb_layer_norm_after(x)
         if self.config.num_layers in repr_layers:
             representations[self.config.num_layers] = x
-        result = {
-            "logits": self.lm_head(x, self.embed_tokens.embedding[...]),
-            "representations": representations,
-        }
-        if need_head_weights:
+        result = {"representations": representations}
+        if not lean:
+            result["logits"] = self.lm_head(x, self.embed_tokens.embedding[...])
+        if keep_attentions:
             not_padding = (~padding_mask).astype(attentions.dtype)
             attentions = attentions * (not_padding[:, None, :] * not_padding[:, :, None])[:, None, None]
             result["attentions"] = attentions
-            if return_contacts:
-                result["contacts"] = self.contact_head(tokens, attentions)
+        if return_contacts:
+            logits = self.contact_head.finish(contact_logits) if lean else self.contact_head(tokens, attentions)
+            result["contacts"] = logits
         return result
 
     def _embed(self, tokens: jax.Array, padding_mask: jax.Array) -> jax.Array:
@@ -172,36 +190,53 @@ class ESM(nnx.Module):
         return jnp.cumsum(not_padding, axis=1) * not_padding + self.padding_idx
 
     def _run_layers(
-        self, x: jax.Array, padding_mask: jax.Array, repr_layers: tuple[int, ...], need_weights: bool
-    ) -> tuple[jax.Array, dict[int, jax.Array], jax.Array | None]:
+        self,
+        x: jax.Array,
+        tokens: jax.Array,
+        padding_mask: jax.Array,
+        repr_layers: tuple[int, ...],
+        keep_attentions: bool,
+        accumulate_contacts: bool,
+    ) -> tuple[jax.Array, dict[int, jax.Array], jax.Array | None, jax.Array | None]:
+        """Run every block; returns the final x, requested hidden states, attentions, contact logits."""
         graphdef, stacked = nnx.split(self.layers)
         count = self.config.num_layers
         wanted = [layer for layer in repr_layers if 1 <= layer < count]
+        need_weights = keep_attentions or accumulate_contacts
 
-        def run_block(x, layer_state):
-            return nnx.merge(graphdef, layer_state)(x, padding_mask, need_weights)
+        def run_block(x, layer_state, layer):
+            x, probs = nnx.merge(graphdef, layer_state)(x, padding_mask, need_weights)
+            contacts = self.contact_head.layer_logits(tokens, probs, layer) if accumulate_contacts else None
+            return x, (probs if keep_attentions else None), contacts
 
         if not self.config.scan_layers:
-            hidden, maps = {}, []
+            hidden, maps, contact_logits = {}, [], None
             for i in range(count):
-                x, probs = run_block(x, jax.tree.map(lambda a, i=i: a[i], stacked))
+                x, probs, contacts = run_block(x, jax.tree.map(lambda a, i=i: a[i], stacked), i)
                 if i + 1 in wanted:
                     hidden[i + 1] = x
                 maps.append(probs)
-            return x, hidden, (jnp.stack(maps, axis=1) if need_weights else None)
+                if accumulate_contacts:
+                    contact_logits = contacts if contact_logits is None else contact_logits + contacts
+            return x, hidden, (jnp.stack(maps, axis=1) if keep_attentions else None), contact_logits
 
         slots = jnp.array([wanted.index(i + 1) if i + 1 in wanted else len(wanted) for i in range(count)])
         buffer = jnp.zeros((len(wanted) + 1, *x.shape), x.dtype)
+        length = tokens.shape[1] - 2
+        contact_logits = jnp.zeros((tokens.shape[0], length, length), jnp.float32) if accumulate_contacts else None
 
         def body(carry, inputs):
-            x, buffer = carry
-            layer_state, slot = inputs
-            x, probs = run_block(x, layer_state)
-            return (x, jax.lax.dynamic_update_index_in_dim(buffer, x, slot, 0)), probs
+            x, buffer, contact_logits = carry
+            layer_state, slot, layer = inputs
+            x, probs, contacts = run_block(x, layer_state, layer)
+            if accumulate_contacts:
+                contact_logits = contact_logits + contacts
+            return (x, jax.lax.dynamic_update_index_in_dim(buffer, x, slot, 0), contact_logits), probs
 
-        (x, buffer), maps = jax.lax.scan(body, (x, buffer), (stacked, slots))
+        carry = (x, buffer, contact_logits)
+        (x, buffer, contact_logits), maps = jax.lax.scan(body, carry, (stacked, slots, jnp.arange(count)))
         hidden = {layer: buffer[k] for k, layer in enumerate(wanted)}
-        return x, hidden, (jnp.moveaxis(maps, 0, 1) if need_weights else None)
+        return x, hidden, (jnp.moveaxis(maps, 0, 1) if keep_attentions else None), contact_logits
 
 
 def _stacked_blocks(config: ModelConfig, rngs: nnx.Rngs) -> TransformerBlock:
@@ -213,7 +248,7 @@ def _stacked_blocks(config: ModelConfig, rngs: nnx.Rngs) -> TransformerBlock:
     return make(rngs)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3, 4, 5))
-def _compiled_forward(graphdef, state, tokens, repr_layers, need_head_weights, return_contacts):
+@functools.partial(jax.jit, static_argnums=(0, 3, 4, 5, 6))
+def _compiled_forward(graphdef, state, tokens, repr_layers, need_head_weights, return_contacts, lean):
     model = nnx.merge(graphdef, state)
-    return model.forward(tokens, repr_layers, need_head_weights, return_contacts)
+    return model.forward(tokens, repr_layers, need_head_weights, return_contacts, lean=lean)

@@ -49,19 +49,31 @@ def average_product_correct(x: jax.Array) -> jax.Array:
 class ContactHead(nnx.Module):
     """Logistic regression over symmetrised, APC-corrected attention maps of every head.
 
-    EOS rows/columns are zeroed, BOS and the last position dropped, giving contacts of shape
-    (B, T-2, T-2) for tokens of shape (B, T).
+    Padding and EOS rows/columns are zeroed, BOS and the last position dropped, giving contacts
+    of shape (B, T-2, T-2) for tokens of shape (B, T). The regression is linear in the maps,
+    so it can be accumulated layer by layer (:meth:`layer_logits`) without keeping every
+    layer's attention in memory.
     """
 
-    def __init__(self, config: ModelConfig, eos_idx: int, *, rngs: nnx.Rngs):
+    def __init__(self, config: ModelConfig, eos_idx: int, padding_idx: int, *, rngs: nnx.Rngs):
         self.eos_idx = eos_idx
+        self.padding_idx = padding_idx
+        self.heads = config.attention_heads
         self.regression = dense(config.num_layers * config.attention_heads, 1, (None, None), jnp.float32, rngs)
 
+    def layer_logits(self, tokens: jax.Array, probs: jax.Array, layer: int | jax.Array) -> jax.Array:
+        """This layer's share (B, T-2, T-2) of the contact logits, from its probabilities (B, H, T, T)."""
+        keep = ((tokens != self.eos_idx) & (tokens != self.padding_idx)).astype(jnp.float32)
+        maps = (probs.astype(jnp.float32) * (keep[:, None, :] * keep[:, :, None])[:, None])[..., 1:-1, 1:-1]
+        maps = average_product_correct(symmetrize(maps))
+        weights = jax.lax.dynamic_slice_in_dim(self.regression.kernel[...][:, 0], layer * self.heads, self.heads)
+        return jnp.einsum("bhij,h->bij", maps, weights)
+
+    def finish(self, logits: jax.Array) -> jax.Array:
+        """Contact probabilities from the logits summed over every layer."""
+        return jax.nn.sigmoid(logits + self.regression.bias[...][0])
+
     def __call__(self, tokens: jax.Array, attentions: jax.Array) -> jax.Array:
-        not_eos = (tokens != self.eos_idx).astype(jnp.float32)
-        pair_mask = not_eos[:, None, :] * not_eos[:, :, None]
-        maps = (attentions.astype(jnp.float32) * pair_mask[:, None, None])[..., 1:-1, 1:-1]
-        batch, layers, heads, length, _ = maps.shape
-        maps = average_product_correct(symmetrize(maps.reshape(batch, layers * heads, length, length)))
-        features = jnp.moveaxis(maps, 1, -1)
-        return jax.nn.sigmoid(self.regression(features)[..., 0])
+        """Contacts from the attention maps of all layers (B, L, H, T, T)."""
+        total = sum(self.layer_logits(tokens, attentions[:, layer], layer) for layer in range(attentions.shape[1]))
+        return self.finish(total)

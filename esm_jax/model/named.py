@@ -55,6 +55,4 @@ def named_config(name: str) -> ModelConfig:
     try:
         return NAMED_MODELS[name]
     except KeyError:
-        raise ValueError(
-            f"unknown model name {name!r}; known names: {', '.join(sorted(NAMED_MODELS))}"
-        ) from None
+        raise ValueError(f"unknown model name {name!r}; known names: {', '.join(sorted(NAMED_MODELS))}") from None

@@ -1,0 +1,38 @@
+"""How the command line names a model: a checkpoint path, a released name, or a shape with random weights."""
+
+from __future__ import annotations
+
+import argparse
+
+from esm_jax import pretrained
+from esm_jax.model import ESM, NAMED_MODELS
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="build the named model shape with random weights instead of loading it (for trying the pipeline)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of --random-weights (default: 0)")
+    parser.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16"),
+        default="float32",
+        help="precision of the matrix multiplications (default: float32, identical to fair-esm)",
+    )
+
+
+MODEL_HELP = (
+    "a checkpoint: a fair-esm .pt file (its -contact-regression.pt beside it), a Hugging Face ESM folder, "
+    "an esm-jax checkpoint folder, or a released name such as esm2_t33_650M_UR50D "
+    f"(fetched once into the cache). Released names: {', '.join(NAMED_MODELS)}"
+)
+
+
+def load_model(name: str, args: argparse.Namespace) -> ESM:
+    if args.random_weights:
+        model, _ = pretrained.random_model_and_alphabet(name, seed=args.seed, compute_dtype=args.dtype)
+    else:
+        model, _ = pretrained.load_model_and_alphabet(name, compute_dtype=args.dtype)
+    return model

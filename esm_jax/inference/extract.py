@@ -1,0 +1,155 @@
+"""Extract per-residue and per-sequence representations and contact maps, as fair-esm's extract.py.
+
+Each sequence is written to ``<output_dir>/<label>.npz`` with fair-esm's keys flattened:
+``label``, ``representations/<layer>`` (L, D), ``mean_representations/<layer>`` (D,),
+``bos_representations/<layer>`` (D,) and ``contacts`` (L, L), where L is the number of
+residues after truncation. :func:`load_extracted` turns a file back into fair-esm's nested dict.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from esm_jax.alphabet import Alphabet
+from esm_jax.inference.batching import plan_batches
+from esm_jax.model import ESM
+
+INCLUDE_CHOICES = ("mean", "per_tok", "bos", "contacts")
+_MAX_NAME_BYTES = 200
+
+
+@dataclasses.dataclass(frozen=True)
+class ExtractionSummary:
+    sequences: int
+    residues: int
+    seconds: float
+    output_dir: Path
+    files: dict[str, Path]
+
+    @property
+    def residues_per_second(self) -> float:
+        return self.residues / max(self.seconds, 1e-9)
+
+
+def output_names(labels: Sequence[str]) -> list[str]:
+    """File stems for ``labels``: path separators replaced, long names shortened, clashes numbered."""
+    names, used = [], set()
+    for number, label in enumerate(labels, start=1):
+        name = label.replace(os.sep, "_").replace("\0", "_") or "unnamed"
+        if name in (".", ".."):
+            name = f"_{name}"
+        if len(name.encode()) > _MAX_NAME_BYTES:
+            digest = hashlib.sha1(label.encode()).hexdigest()[:12]
+            name = name.encode()[: _MAX_NAME_BYTES - 13].decode(errors="ignore") + "-" + digest
+        if name in used:
+            name = f"{name}-{number}"
+        used.add(name)
+        names.append(name)
+    return names
+
+
+def _write_npz_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".partial-", suffix=".npz")
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            np.savez(handle, **arrays)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _write_text_atomically(path: Path, text: str) -> None:
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".partial-")
+    try:
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _sequence_arrays(label: str, row: int, length: int, outputs: dict, include: Sequence[str]) -> dict:
+    arrays: dict[str, np.ndarray] = {"label": np.array(label)}
+    for layer, values in outputs["representations"].items():
+        residues = values[row, 1 : length + 1]
+        if "per_tok" in include:
+            arrays[f"representations/{layer}"] = residues
+        if "mean" in include:
+            arrays[f"mean_representations/{layer}"] = residues.mean(axis=0)
+        if "bos" in include:
+            arrays[f"bos_representations/{layer}"] = values[row, 0]
+    if "contacts" in include:
+        arrays["contacts"] = outputs["contacts"][row, :length, :length]
+    return arrays
+
+
+def extract(
+    model: ESM,
+    records: Sequence[tuple[str, str]],
+    output_dir: str | os.PathLike,
+    *,
+    repr_layers: Sequence[int] = (-1,),
+    include: Sequence[str] = ("mean",),
+    toks_per_batch: int = 4096,
+    truncation_seq_length: int | None = 1022,
+    upper_case: bool = False,
+    show_progress: bool = True,
+) -> ExtractionSummary:
+    """Run ``model`` over ``records`` and write one ``.npz`` per sequence into ``output_dir``.
+
+    Every sequence is validated before anything is computed or written. Sequences are
+    length-sorted into token-budget batches of a few fixed shapes (one compilation each).
+    """
+    unknown = set(include) - set(INCLUDE_CHOICES)
+    if unknown or not include:
+        raise ValueError(f"include must name some of {INCLUDE_CHOICES}, got {list(include)}")
+    layers = model.normalize_layers(repr_layers)
+    alphabet = Alphabet()
+    encoded = [alphabet.encode(sequence, label=label, upper_case=upper_case) for label, sequence in records]
+    if truncation_seq_length:
+        encoded = [ids[:truncation_seq_length] for ids in encoded]
+    names = output_names([label for label, _ in records])
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    return_contacts = "contacts" in include
+    max_width = model.config.max_positions if model.config.architecture == "esm1b" else None
+    files: dict[str, Path] = {}
+    residues = sum(len(ids) for ids in encoded)
+    start = time.perf_counter()
+    with tqdm(total=residues, unit="res", unit_scale=True, desc="extract", disable=not show_progress) as bar:
+        for batch in plan_batches(encoded, toks_per_batch, max_width=max_width):
+            out = jax.device_get(model.embed(batch.tokens, repr_layers=layers, return_contacts=return_contacts))
+            for row, index in enumerate(batch.indices):
+                label = records[index][0]
+                path = output_dir / f"{names[index]}.npz"
+                _write_npz_atomically(path, _sequence_arrays(label, row, len(encoded[index]), out, include))
+                files[label] = path
+                bar.update(len(encoded[index]))
+    index_lines = "".join(f"{files[label].name}\t{label}\n" for label, _ in records)
+    _write_text_atomically(output_dir / "index.tsv", "file\tlabel\n" + index_lines)
+    return ExtractionSummary(len(records), residues, time.perf_counter() - start, output_dir, files)
+
+
+def load_extracted(path: str | os.PathLike) -> dict:
+    """Read an extracted ``.npz`` back into fair-esm's nested layout (``{"representations": {33: ...}}``)."""
+    result: dict = {}
+    with np.load(path) as data:
+        for key in data.files:
+            if "/" in key:
+                group, layer = key.split("/")
+                result.setdefault(group, {})[int(layer)] = data[key]
+            else:
+                result[key] = data[key].item() if key == "label" else data[key]
+    return result

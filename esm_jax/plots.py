@@ -1,0 +1,59 @@
+"""PNG figures for results people would rather see than read: contact maps and embedding projections."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _save_atomically(figure, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".partial-", suffix=".png")
+    os.close(descriptor)
+    try:
+        figure.savefig(temporary, dpi=120, bbox_inches="tight")
+        os.replace(temporary, path)
+    finally:
+        plt.close(figure)
+        Path(temporary).unlink(missing_ok=True)
+
+
+def contact_map_png(contacts: np.ndarray, path: str | os.PathLike, title: str) -> Path:
+    """Predicted contact probabilities (L, L) as a heat map."""
+    figure, axis = plt.subplots(figsize=(5, 5))
+    image = axis.imshow(contacts, cmap="Blues", vmin=float(np.min(contacts)), vmax=float(np.max(contacts)))
+    axis.set_title(title, fontsize=9)
+    axis.set_xlabel("residue")
+    axis.set_ylabel("residue")
+    figure.colorbar(image, ax=axis, fraction=0.046, label="contact probability")
+    _save_atomically(figure, Path(path))
+    return Path(path)
+
+
+def projection_png(
+    embeddings: np.ndarray,
+    path: str | os.PathLike,
+    title: str,
+    colour: np.ndarray | None = None,
+    colour_label: str = "",
+) -> Path:
+    """The first two principal components of ``embeddings`` (N, D), optionally coloured by a value."""
+    centred = embeddings - embeddings.mean(axis=0)
+    _, _, components = np.linalg.svd(centred, full_matrices=False)
+    points = centred @ components[:2].T
+    figure, axis = plt.subplots(figsize=(5.5, 4.5))
+    scatter = axis.scatter(points[:, 0], points[:, 1], c=colour, s=12, cmap="viridis")
+    if colour is not None:
+        figure.colorbar(scatter, ax=axis, label=colour_label)
+    axis.set_xlabel("PC 1")
+    axis.set_ylabel("PC 2")
+    axis.set_title(title, fontsize=9)
+    _save_atomically(figure, Path(path))
+    return Path(path)

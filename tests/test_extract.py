@@ -1,0 +1,147 @@
+"""`esm-jax extract` writes what fair-esm's extract.py writes, safely and for every sequence."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from esm_jax import pretrained
+from esm_jax.cli.main import main
+from esm_jax.errors import InvalidSequenceError
+from esm_jax.fasta import FastaError, bundled_proteome, read_fasta
+from esm_jax.inference.batching import bucket_width, plan_batches
+from esm_jax.inference.extract import extract, load_extracted, output_names
+from tests.fair_esm_reference import esm, esm2_model, load_reference, save_official, torch
+
+PROTEINS = [
+    ("sp|P1|first protein", "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEKAVQVKVKALPDAQFEVV"),
+    ("second", "GSHMACDEFGHIKLMNPQRSTVWY"),
+    ("third/with slash", "MKTAYIAKQRQISFV"),
+    ("fourth", "MKV"),
+]
+
+
+def _write_fasta(path, records):
+    path.write_text("".join(f">{label}\n{sequence}\n" for label, sequence in records))
+    return path
+
+
+def _fair_esm_extract(model, fasta, layers, truncation):
+    """fair-esm's scripts/extract.py logic, with its own dataset, batching and batch converter."""
+    alphabet = esm.Alphabet.from_architecture("ESM-1b")
+    dataset = esm.data.FastaBatchedDataset.from_file(str(fasta))
+    batches = dataset.get_batch_indices(64, extra_toks_per_seq=1)
+    loader = torch.utils.data.DataLoader(
+        dataset, collate_fn=alphabet.get_batch_converter(truncation), batch_sampler=batches
+    )
+    results = {}
+    with torch.no_grad():
+        for labels, strs, tokens in loader:
+            out = model(tokens, repr_layers=layers, return_contacts=True)
+            for i, label in enumerate(labels):
+                n = min(truncation, len(strs[i]))
+                results[label] = {
+                    "representations": {k: v[i, 1 : n + 1].numpy() for k, v in out["representations"].items()},
+                    "mean_representations": {
+                        k: v[i, 1 : n + 1].mean(0).numpy() for k, v in out["representations"].items()
+                    },
+                    "bos_representations": {k: v[i, 0].numpy() for k, v in out["representations"].items()},
+                    "contacts": out["contacts"][i, :n, :n].numpy(),
+                }
+    return results
+
+
+@pytest.mark.parametrize("truncation", [1022, 20])
+def test_outputs_match_fair_esm_extract(tmp_path, truncation):
+    checkpoint = save_official(esm2_model(2, 32, 2, seed=11), tmp_path / "esm2_small.pt")
+    fasta = _write_fasta(tmp_path / "in.fasta", PROTEINS)
+    expected = _fair_esm_extract(load_reference(checkpoint), fasta, [0, 1, 2], truncation)
+    code = main(
+        [
+            "extract", str(checkpoint), str(fasta), str(tmp_path / "out"),
+            "--include", "mean", "per_tok", "bos", "contacts",
+            "--repr-layers", "0", "1", "-1", "--toks-per-batch", "128",
+            "--truncation-seq-length", str(truncation),
+        ]
+    )  # fmt: skip
+    assert code == 0
+    names = dict(zip([label for label, _ in PROTEINS], output_names([label for label, _ in PROTEINS]), strict=True))
+    for label, reference in expected.items():
+        got = load_extracted(tmp_path / "out" / f"{names[label]}.npz")
+        assert got["label"] == label
+        for group in ("representations", "mean_representations", "bos_representations"):
+            assert sorted(got[group]) == [0, 1, 2]
+            for layer in (0, 1, 2):
+                np.testing.assert_allclose(got[group][layer], reference[group][layer], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(got["contacts"], reference["contacts"], rtol=1e-4, atol=1e-5)
+    index = (tmp_path / "out" / "index.tsv").read_text().splitlines()
+    assert index[0] == "file\tlabel" and len(index) == len(PROTEINS) + 1
+    assert not list((tmp_path / "out").glob(".partial*"))
+
+
+def test_batching_covers_every_sequence_once_in_few_shapes():
+    lengths = [5, 70, 71, 300, 1000, 62, 63, 64, 200, 1, 1022] * 3
+    encoded = [[4] * n for n in lengths]
+    batches = list(plan_batches(encoded, toks_per_batch=1024))
+    seen = sorted(i for batch in batches for i in batch.indices)
+    assert seen == list(range(len(lengths)))
+    for batch in batches:
+        assert batch.tokens.shape[1] == bucket_width(max(lengths[i] for i in batch.indices) + 2)
+        assert batch.tokens.shape[0] >= len(batch.indices)
+        assert batch.tokens.shape[0] * batch.tokens.shape[1] <= max(1024, batch.tokens.shape[1])
+    assert len({batch.tokens.shape for batch in batches}) <= 12
+    assert [bucket_width(n) for n in (2, 64, 65, 81, 97, 129, 1024, 1025)] == [64, 64, 80, 96, 128, 160, 1024, 1280]
+
+
+def test_padding_rows_do_not_change_a_sequence(tmp_path):
+    model, _ = pretrained.random_model_and_alphabet("esm2_t6_8M_UR50D", seed=1)
+    summary = extract(
+        model, PROTEINS, tmp_path, include=("per_tok", "contacts"), toks_per_batch=2048, show_progress=False
+    )
+    for label, sequence in PROTEINS:
+        alone = model.embed(
+            np.array([[0] + model.alphabet.encode(sequence) + [2]], np.int32), repr_layers=[-1], return_contacts=True
+        )
+        got = load_extracted(summary.files[label])
+        np.testing.assert_allclose(
+            got["representations"][6], alone["representations"][6][0, 1:-1], rtol=1e-5, atol=1e-5
+        )
+        np.testing.assert_allclose(got["contacts"], alone["contacts"][0], rtol=1e-5, atol=1e-5)
+
+
+def test_a_bad_sequence_stops_before_anything_is_written(tmp_path):
+    model, _ = pretrained.random_model_and_alphabet("esm2_t6_8M_UR50D")
+    records = PROTEINS + [("broken", "MKTJ")]
+    with pytest.raises(InvalidSequenceError, match="'broken': character 'J' at position 4"):
+        extract(model, records, tmp_path / "out", show_progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_reports_bad_input_without_a_traceback(tmp_path, capsys):
+    fasta = _write_fasta(tmp_path / "bad.fasta", [("x", "MK*")])
+    code = main(
+        ["extract", "esm2_t6_8M_UR50D", str(fasta), str(tmp_path / "o"), "--include", "mean", "--random-weights"]
+    )
+    assert code == 2
+    assert "'x': character '*' at position 3" in capsys.readouterr().err
+
+
+def test_fasta_reader_refuses_duplicates_and_empty_records(tmp_path):
+    with pytest.raises(FastaError, match="record 2 repeats the label 'a' of record 1"):
+        read_fasta(_write_fasta(tmp_path / "dup.fasta", [("a", "MK"), ("a", "MV")]))
+    (tmp_path / "empty.fasta").write_text(">a\n\n>b\nMK\n")
+    with pytest.raises(FastaError, match="record 1 .'a'. has an empty sequence"):
+        read_fasta(tmp_path / "empty.fasta")
+
+
+def test_bundled_proteome_is_available_and_clean_after_stripping_stops():
+    records = read_fasta(bundled_proteome(), strip_stop=True)
+    assert len(records) == 2100
+    assert all("*" not in sequence for _, sequence in records)
+
+
+def test_demo_writes_a_report(tmp_path):
+    assert main(["demo", "--workdir", str(tmp_path), "--num-sequences", "6"]) == 0
+    report = tmp_path / "report"
+    for name in ("summary.md", "metrics.json", "contact_map.png", "embedding_projection.png"):
+        assert (report / name).stat().st_size > 0, name
