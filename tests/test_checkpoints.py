@@ -191,3 +191,18 @@ def test_reader_refuses_unlisted_globals_even_when_harmless(tmp_path):
     torch.save({"model": {1, 2}}, path)
     with pytest.raises(UnsafeCheckpointError, match="refused to load '__builtin__.set'"):
         torch_reader.load(path)
+
+
+def test_convert_cli_goes_pt_to_orbax_to_pt(tmp_path, capsys):
+    from esm_jax.cli.main import main
+
+    source = save_official(esm1b_model(2, 32, 2, 64), tmp_path / "esm1b_small.pt")
+    assert main(["convert", str(source), str(tmp_path / "native")]) == 0
+    assert main(["convert", str(tmp_path / "native"), str(tmp_path / "esm1b_back.pt")]) == 0
+    assert "done" in capsys.readouterr().out
+    tokens = reference_tokens()
+    expected = run_reference(load_reference(source), tokens, return_contacts=True)
+    got = run_reference(load_reference(tmp_path / "esm1b_back.pt"), tokens, return_contacts=True)
+    np.testing.assert_array_equal(got["logits"], expected["logits"])
+    assert main(["convert", str(source), str(tmp_path / "native")]) == 2
+    assert "already exists" in capsys.readouterr().err

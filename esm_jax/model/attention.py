@@ -74,7 +74,9 @@ def _attention_head_by_head(query, key, value, key_padding_mask, dtype) -> jax.A
     """One (sequence, head) at a time, so each T×T score matrix stays in the CPU cache.
 
     On CPUs attention is bound by memory bandwidth when the (B, H, T, T) scores are written
-    to RAM; looping keeps them in L2 and is several times faster. Same arithmetic as dense.
+    to RAM; looping keeps them in L2 and is several times faster. The softmax normalisation is
+    applied to the (T, head_dim) context instead of the (T, T) weights: the same result up to
+    rounding, one pass over the scores fewer.
     """
     batch, length, heads, head_dim = query.shape
 
@@ -88,8 +90,10 @@ def _attention_head_by_head(query, key, value, key_padding_mask, dtype) -> jax.A
     def one_head(args):
         q, k, v, mask = args
         scores = jnp.einsum("qd,kd->qk", q, k, preferred_element_type=jnp.float32)
-        probs = _scores_to_probabilities(scores, mask[None, :])
-        return jnp.einsum("qk,kd->qd", probs.astype(dtype), v)
+        scores = jnp.where(mask[None, :], -jnp.inf, scores)
+        unnormalised = jnp.exp(scores - jnp.max(scores, axis=-1, keepdims=True))
+        context = jnp.einsum("qk,kd->qd", unnormalised.astype(dtype), v, preferred_element_type=jnp.float32)
+        return (context / jnp.sum(unnormalised, axis=-1, keepdims=True)).astype(dtype)
 
     context = jax.lax.map(one_head, (per_head(query), per_head(key), per_head(value), masks))
     return jnp.swapaxes(context.reshape(batch, heads, length, head_dim), 1, 2)
