@@ -63,12 +63,14 @@ def build_dataset(
     num_shards: int | None = None,
     host_count: int | None = None,
     beam_runner=None,
+    beam_options=None,
     overwrite: bool = False,
 ) -> BuildResult:
     """Generate ``config`` (``ur50_s``, ``ur50_d`` or ``ur100``) under ``out_dir`` and return a summary.
 
     ``files`` is a :class:`CorpusFiles`, ``options`` a :class:`BuildOptions`. With ``beam_runner`` (for example
-    ``apache_beam.runners.DirectRunner()``) generation runs as an Apache Beam pipeline.
+    ``apache_beam.runners.DirectRunner()``) generation runs as an Apache Beam pipeline; ``beam_options`` defaults to
+    empty ``PipelineOptions`` (Beam would otherwise parse this program's command line).
     """
     tensorflow_without_accelerators()
     import tensorflow_datasets as tfds
@@ -93,8 +95,12 @@ def build_dataset(
         report_dir.mkdir()
         options = dataclasses.replace(options, use_beam=beam_runner is not None, report_dir=str(report_dir))
         builder = UnirefMlm(config=config, data_dir=staging / "data", files=files, options=options)
+        if beam_runner is not None and beam_options is None:
+            from apache_beam.options.pipeline_options import PipelineOptions
+
+            beam_options = PipelineOptions(flags=[])
         download_config = tfds.download.DownloadConfig(
-            num_shards=choose_num_shards(num_shards, host_count), beam_runner=beam_runner
+            num_shards=choose_num_shards(num_shards, host_count), beam_runner=beam_runner, beam_options=beam_options
         )
         builder.download_and_prepare(download_config=download_config)
         log = _merge_bad_records(builder.bad_records, report_dir)

@@ -11,10 +11,9 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from esm_jax.alphabet import RESIDUE_TOKENS
-
 from data_pipeline.bad_records import BadRecord, Reason
 from data_pipeline.corpus_files import MappingRow, SequenceRecord
+from esm_jax.alphabet import RESIDUE_TOKENS
 
 CORPUS_RESIDUES = "".join(tok for tok in RESIDUE_TOKENS if tok.isalpha())
 _REFUSED = re.compile(f"[^{CORPUS_RESIDUES}]")
