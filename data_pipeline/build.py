@@ -102,7 +102,15 @@ def build_dataset(
         download_config = tfds.download.DownloadConfig(
             num_shards=choose_num_shards(num_shards, host_count), beam_runner=beam_runner, beam_options=beam_options
         )
-        builder.download_and_prepare(download_config=download_config)
+        try:
+            builder.download_and_prepare(download_config=download_config)
+        except AssertionError as error:
+            if "No examples were yielded" not in str(error):
+                raise
+            raise DataPipelineError(
+                f"a split of {config} has no valid records ({builder.bad_records.summary()}); check the input files, "
+                "or lower --heldout-fraction for a very small corpus"
+            ) from error
         log = _merge_bad_records(builder.bad_records, report_dir)
         built_dir = Path(builder.data_dir)
         write_json_atomically(built_dir / REPORT_NAME, log.to_json())

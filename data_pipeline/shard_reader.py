@@ -73,7 +73,7 @@ class ProcessStream:
         """Records at stream positions ``[start, start + count)`` as lists of bytes per field."""
         out: dict[str, list[bytes]] = {field: [] for field in self.fields}
         for shard, skip, take in self._segments(start, count):
-            for field, values in self._read_shard(shard, skip, take).items():
+            for field, values in self.read_shard(shard, skip, take).items():
                 out[field].extend(values)
         return out
 
@@ -93,7 +93,8 @@ class ProcessStream:
                 if position >= end:
                     break
 
-    def _read_shard(self, shard: Shard, skip: int, take: int) -> dict[str, list[bytes]]:
+    def read_shard(self, shard: Shard, skip: int, take: int) -> dict[str, list[bytes]]:
+        """Records ``skip .. skip + take - 1`` of one shard, with the file checked for damage and truncation."""
         tf = self._tf
         spec = {field: tf.io.FixedLenFeature([], tf.string) for field in self.fields}
         dataset = (
@@ -123,3 +124,16 @@ class ProcessStream:
                 "(esm-jax build-data) or restore the file from a good copy."
             )
         return out
+
+
+def read_split(data_dir: str | Path, split: str) -> list[dict[str, str]]:
+    """Every example of a split as ``{id, cluster_id, sequence}`` strings, in shard order (for checks and tools)."""
+    shards = split_shards(data_dir, split)
+    stream = ProcessStream(shards, seed=0, fields=("id", "cluster_id", "sequence"))
+    examples: list[dict[str, str]] = []
+    for shard in shards:
+        columns = stream.read_shard(shard, 0, shard.num_records)
+        examples += [
+            {field: columns[field][i].decode("utf-8") for field in stream.fields} for i in range(shard.num_records)
+        ]
+    return examples
