@@ -93,9 +93,10 @@ def build_dataset(
         staging = Path(staging)
         report_dir = staging / "bad_record_parts"
         report_dir.mkdir()
-        options = dataclasses.replace(options, use_beam=beam_runner is not None, report_dir=str(report_dir))
+        use_beam = beam_runner is not None or beam_options is not None
+        options = dataclasses.replace(options, use_beam=use_beam, report_dir=str(report_dir))
         builder = UnirefMlm(config=config, data_dir=staging / "data", files=files, options=options)
-        if beam_runner is not None and beam_options is None:
+        if use_beam and beam_options is None:
             from apache_beam.options.pipeline_options import PipelineOptions
 
             beam_options = PipelineOptions(flags=[])
