@@ -130,7 +130,8 @@ def main() -> None:
             f"  {row['build']:<26} {row['seconds']:6.1f} s  {row['residues_per_s']:>12,.0f} residues/s  "
             f"{row['records_per_s']:>9,.0f} records/s"
         )
-    print(f"\nInput pipeline (UR100 train, fixed bucket shapes, {args.token_budget} tokens/batch, {args.seconds:.0f} s each):")
+    setup = f"UR100 train, fixed bucket shapes, {args.token_budget} tokens/batch, {args.seconds:.0f} s each"
+    print(f"\nInput pipeline ({setup}):")
     base = reads[0]["real"]
     for row in reads:
         verdict = "meets" if row["real"] >= TARGET_TOKENS_PER_S else "below"
