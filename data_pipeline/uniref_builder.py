@@ -27,6 +27,7 @@ from data_pipeline.bad_records import BadRecordLog
 from data_pipeline.cluster_sampling import cluster_draws
 from data_pipeline.corpus_files import MappingRow, SequenceRecord, read_fasta, read_mapping
 from data_pipeline.heldout import HELDOUT_SALT, TRAIN, VALIDATION, split_of
+from data_pipeline.tf_runtime import tensorflow_without_accelerators
 
 REPRESENTATIVES = "representatives"
 CLUSTER_DRAWS = "cluster_draws"
@@ -77,6 +78,7 @@ class UnirefMlm(tfds.core.GeneratorBasedBuilder):
     ]
 
     def __init__(self, *, files: CorpusFiles | None = None, options: BuildOptions | None = None, **kwargs) -> None:
+        tensorflow_without_accelerators()
         self.files = files or CorpusFiles()
         self.options = options or BuildOptions()
         self.bad_records = BadRecordLog(self.options.on_bad_record)
