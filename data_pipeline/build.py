@@ -15,10 +15,14 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from data_pipeline.bad_records import BadRecord, BadRecordLog, write_json_atomically
 from data_pipeline.errors import DataPipelineError
 from data_pipeline.tf_runtime import tensorflow_without_accelerators
+
+if TYPE_CHECKING:
+    from data_pipeline.uniref_builder import BuildOptions, CorpusFiles
 
 LOGGER = logging.getLogger("data_pipeline")
 DATASET_NAME = "uniref_mlm"
@@ -56,14 +60,14 @@ def choose_num_shards(num_shards: int | None, host_count: int | None) -> int | N
 
 def build_dataset(
     config: str,
-    files,
+    files: CorpusFiles,
     out_dir: str | Path,
-    options=None,
+    options: BuildOptions | None = None,
     *,
     num_shards: int | None = None,
     host_count: int | None = None,
-    beam_runner=None,
-    beam_options=None,
+    beam_runner: object | None = None,
+    beam_options: object | None = None,
     overwrite: bool = False,
 ) -> BuildResult:
     """Generate ``config`` (``ur50_s``, ``ur50_d`` or ``ur100``) under ``out_dir`` and return a summary.
