@@ -41,3 +41,10 @@ def test_an_unknown_config_is_a_usage_error(tmp_path):
     with pytest.raises(SystemExit) as stop:
         main(["--config", "ur90", "--out", str(tmp_path)])
     assert stop.value.code == 2
+
+
+def test_a_member_based_set_without_members_says_which_options_are_missing(uniref_sample_files, tmp_path, capsys):
+    argv = ["--config", "ur50_d", "--uniref50", *uniref_sample_files.uniref50_fastas, "--out", str(tmp_path)]
+    assert main(argv) == 1
+    assert "needs member FASTA files (--members) and the cluster mapping TSV (--mapping)" in capsys.readouterr().err
+    assert not (tmp_path / "uniref_mlm").exists()
