@@ -16,15 +16,21 @@ CORE = [
     "tqdm>=4.66",
     "matplotlib>=3.9",
     "pyhmmer==0.12.3",
+    # Data pipeline (TFRecords via TFDS, tf.data input); imported only by data_pipeline/.
+    "tensorflow-cpu==2.21.0",
+    "tensorflow-datasets==4.9.10",
+    "importlib_resources==7.1.0",  # used by tensorflow-datasets for builders outside its package, undeclared
+    "protobuf==6.33.6",  # what tensorflow-cpu 2.21 resolves to; orbax-checkpoint works with it
 ]
+BEAM = ["apache-beam==2.77.0"]  # building corpora too large for one machine
 TORCH = [
     "torch==2.13.0",  # the CPU build already on these machines; an unpinned torch pulls CUDA
     "fair-esm==2.0.0",
     "transformers==5.24.0",
 ]
-DEV = TORCH + [
-    "pytest>=8",
-    "ruff>=0.15",
+DEV = TORCH + BEAM + [
+    "pytest==9.2.0",
+    "ruff==0.17.5",
 ]
 
 setup(
@@ -36,7 +42,7 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["esm_jax*", "configs*", "data_pipeline*", "eval*"]),
     install_requires=CORE,
-    extras_require={"torch": TORCH, "dev": DEV},
+    extras_require={"torch": TORCH, "beam": BEAM, "dev": DEV},
     entry_points={"console_scripts": ["esm-jax=esm_jax.cli.main:main"]},
     license="MIT",
 )

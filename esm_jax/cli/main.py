@@ -1,8 +1,13 @@
-"""The ``esm-jax`` command: one sub-command per job, each a thin layer over the library."""
+"""The ``esm-jax`` command: one sub-command per job, each a thin layer over the library.
+
+Commands implemented outside the ``esm_jax`` package (the data pipeline, which needs TensorFlow)
+are imported only when they run, so ``import esm_jax`` never loads TensorFlow.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
@@ -13,6 +18,10 @@ from esm_jax.errors import EsmJaxError
 from esm_jax.pretrained import cache_dir
 
 COMMANDS = {"extract": extract, "convert": convert, "demo": demo}
+# name -> (module with main(argv), one-line help)
+EXTERNAL_COMMANDS = {
+    "build-data": ("data_pipeline.cli", "FASTA corpora to TFRecord training data (UR50/S, UR50/D, UR100)"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module in COMMANDS.items():
         module.add_parser(subcommands, name)
+    for name, (_, summary) in EXTERNAL_COMMANDS.items():
+        external = subcommands.add_parser(name, help=summary, add_help=False, prefix_chars="\0")
+        external.add_argument("arguments", nargs=argparse.REMAINDER)
     return parser
 
 
@@ -33,6 +45,10 @@ def _use_compilation_cache() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in EXTERNAL_COMMANDS:
+        module = importlib.import_module(EXTERNAL_COMMANDS[argv[0]][0])
+        return module.main(argv[1:])
     args = build_parser().parse_args(argv)
     _use_compilation_cache()
     try:

@@ -1,0 +1,107 @@
+"""What makes a corpus record acceptable, decided the same way by the local builder and by Beam workers.
+
+Rules: a sequence must be non-empty and hold only the amino-acid letters of the ESM alphabet (gaps, ``*`` and
+special tokens are refused; lower case only with ``upper_case``); ids are unique (the first record in file order is
+kept); a member must be in exactly one UniRef50 cluster of the mapping and a mapping entry must have a sequence.
+The judges take every record that shares one id, so the verdict does not depend on the order records arrive in.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from data_pipeline.bad_records import BadRecord, Reason
+from data_pipeline.corpus_files import MappingRow, SequenceRecord
+from esm_jax.alphabet import RESIDUE_TOKENS
+
+CORPUS_RESIDUES = "".join(tok for tok in RESIDUE_TOKENS if tok.isalpha())
+_REFUSED = re.compile(f"[^{CORPUS_RESIDUES}]")
+_REFUSED_CASELESS = re.compile(f"[^{CORPUS_RESIDUES}{CORPUS_RESIDUES.lower()}]")
+
+
+def sequence_problem(record: SequenceRecord, upper_case: bool) -> BadRecord | None:
+    """The reason ``record``'s sequence cannot be used, or None when it is fine."""
+    if not record.sequence:
+        return _bad(Reason.EMPTY_SEQUENCE, record, "the record has a header but no residues")
+    refused = (_REFUSED_CASELESS if upper_case else _REFUSED).search(record.sequence)
+    if refused is None:
+        return None
+    char = refused.group()
+    hint = " (lower case: pass --upper-case to accept it)" if char.upper() in CORPUS_RESIDUES else ""
+    return _bad(
+        Reason.INVALID_CHARACTER,
+        record,
+        f"character {char!r} at residue {refused.start() + 1} is not an amino-acid letter of the ESM alphabet "
+        f"({CORPUS_RESIDUES}){hint}",
+    )
+
+
+def stored_sequence(record: SequenceRecord, upper_case: bool) -> str:
+    """The sequence as it goes into the dataset: unchanged, or upper-cased when the user asked for it."""
+    return record.sequence.upper() if upper_case else record.sequence
+
+
+def judge_representative(
+    records: Sequence[SequenceRecord], upper_case: bool
+) -> tuple[SequenceRecord | None, list[BadRecord]]:
+    """Among the records sharing one id, the one to keep (first in file order, if valid) and the bad ones."""
+    ordered = sorted(records, key=lambda r: (r.file_index, r.record))
+    first, later = ordered[0], ordered[1:]
+    bads = [duplicate(r, (first.path, first.record)) for r in later]
+    problem = sequence_problem(first, upper_case)
+    if problem:
+        return None, [problem, *bads]
+    return first, bads
+
+
+def judge_member(
+    member_id: str, records: Sequence[SequenceRecord], rows: Sequence[MappingRow], upper_case: bool
+) -> tuple[tuple[str, SequenceRecord] | None, list[BadRecord]]:
+    """For one member id: ``(cluster_id, record)`` to keep, or None, and the bad records found."""
+    rows = sorted(rows, key=lambda r: r.line)
+    bads = [duplicate_mapping(row, rows[0]) for row in rows[1:]]
+    if not records:
+        return None, [*bads, mapping_without_sequence(rows[0])]
+    kept, record_bads = judge_representative(records, upper_case)
+    bads += record_bads
+    if kept is None:
+        return None, bads
+    if not rows:
+        return None, [*bads, member_without_cluster(kept)]
+    return (rows[0].cluster_id, kept), bads
+
+
+def duplicate(record: SequenceRecord, first: tuple[str, int]) -> BadRecord:
+    """``record`` repeats an id first used at ``first`` = (path, record number)."""
+    return _bad(Reason.DUPLICATE_ID, record, f"the id was already used by record {first[1]} of {first[0]}")
+
+
+def duplicate_mapping(row: MappingRow, first: MappingRow) -> BadRecord:
+    return BadRecord(
+        Reason.DUPLICATE_MAPPING,
+        row.path,
+        row.line,
+        row.member_id,
+        f"member listed under cluster {row.cluster_id!r} but line {first.line} already put it in {first.cluster_id!r}",
+        unit="line",
+    )
+
+
+def mapping_without_sequence(row: MappingRow) -> BadRecord:
+    return BadRecord(
+        Reason.MAPPING_WITHOUT_SEQUENCE,
+        row.path,
+        row.line,
+        row.member_id,
+        f"cluster {row.cluster_id!r} lists this member but no member FASTA has a record with that id",
+        unit="line",
+    )
+
+
+def member_without_cluster(record: SequenceRecord) -> BadRecord:
+    return _bad(Reason.MEMBER_WITHOUT_CLUSTER, record, "no row of the mapping TSV lists this member")
+
+
+def _bad(reason: Reason, record: SequenceRecord, detail: str) -> BadRecord:
+    return BadRecord(reason, record.path, record.record, record.record_id, detail)

@@ -1,0 +1,255 @@
+"""The MLM input pipeline: TFRecord shards -> crop -> tokenise -> mask -> token-budget batches of numpy arrays.
+
+How a process produces batches: its stream of records (:mod:`data_pipeline.shard_reader`, read with tf.data) is
+cut into blocks of ``block_records`` records. A block is crop-measured, sorted by length (ties in random order),
+planned into batches (:mod:`data_pipeline.batch_plan`) from the length profile shared by all hosts
+(:mod:`data_pipeline.host_agreement`), and its batches are served in a random order. Each record's crop and mask
+depend only on the seed and its stream position (:mod:`data_pipeline.counter_random`), so a block can be rebuilt
+exactly from its index: the iterator state is ``(block, batch_in_block)`` (:mod:`data_pipeline.iterator_state`).
+The next block is read ahead on a background thread while the current one is served.
+
+A batch is a dict of numpy arrays whose leading dimension is the per-process batch, ready for
+``jax.make_array_from_process_local_data``: ``tokens`` (int32, model input with masking applied), ``targets``
+(int32, original id at selected positions, ``padding_idx`` elsewhere), ``loss_mask`` (float32, 1 at selected
+positions) and ``residues`` (int32, residues per row, 0 for an empty padding row).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from data_pipeline import counter_random, iterator_state
+from data_pipeline.batch_plan import DEFAULT_BUCKETS, FIXED, PlannedBatch, plan_batches
+from data_pipeline.cropping import DEFAULT_MAX_RESIDUES, crop_windows
+from data_pipeline.errors import DataPipelineError
+from data_pipeline.host_agreement import LengthCombiner, jax_all_hosts, single_host
+from data_pipeline.masking import MaskingRule, mask_batch
+from data_pipeline.shard_reader import ProcessStream, shards_for_process, split_shards
+from data_pipeline.tokenization import ResidueTable
+
+_SORT_COUNTER = 5 << 20
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    """Everything that decides which batches come out (all of it is checked again on restore)."""
+
+    split: str = "train"
+    seed: int = 0
+    token_budget: int = 32768
+    buckets: tuple[int, ...] = DEFAULT_BUCKETS
+    shapes: str = FIXED
+    max_residues: int = DEFAULT_MAX_RESIDUES
+    block_records: int = 16384
+    repeat: bool = True
+    masking: MaskingRule = MaskingRule()
+    include_ids: bool = False
+
+    def __post_init__(self) -> None:
+        if list(self.buckets) != sorted(set(self.buckets)) or self.buckets[-1] < self.max_residues + 2:
+            raise ValueError(
+                f"buckets must increase and the last must hold max_residues + 2 = {self.max_residues + 2} tokens"
+            )
+        if self.block_records < 1:
+            raise ValueError("block_records must be positive")
+
+    def settings(self) -> dict[str, Any]:
+        """JSON form of the settings that change batches (``include_ids`` only adds a field)."""
+        data = dataclasses.asdict(self)
+        data.pop("include_ids")
+        return json.loads(json.dumps(data))
+
+
+@dataclasses.dataclass
+class _Block:
+    index: int
+    sequences: list[bytes]
+    ids: list[bytes] | None
+    starts: np.ndarray
+    residues: np.ndarray
+    streams: np.ndarray
+    record_at_rank: np.ndarray
+    plan: list[PlannedBatch]
+    order: np.ndarray
+
+
+class MlmBatchIterator:
+    """Endless (or, with ``repeat=False``, one-epoch) iterator of masked, bucketed numpy batches for one process."""
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        config: PipelineConfig = PipelineConfig(),
+        *,
+        process_index: int | None = None,
+        process_count: int | None = None,
+        combine_lengths: LengthCombiner | None = None,
+        state: dict[str, Any] | str | None = None,
+    ) -> None:
+        self.config = config
+        self.process_index, self.process_count = _process_position(process_index, process_count)
+        self._combine = combine_lengths or _default_combiner(self.process_count)
+        all_shards = split_shards(data_dir, config.split)
+        fields = ("sequence", "id") if config.include_ids else ("sequence",)
+        mine = shards_for_process(all_shards, self.process_index, self.process_count)
+        self._stream = ProcessStream(mine, config.seed, fields)
+        self._dataset = {
+            "split": config.split,
+            "num_examples": sum(s.num_records for s in all_shards),
+            "shard_records": [s.num_records for s in all_shards],
+        }
+        self._table = ResidueTable()
+        self._block_index, self._batch_in_block = 0, 0
+        self._current: _Block | None = None
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tfrecord-readahead")
+        self._pending: dict[int, Future] = {}
+        if state is not None:
+            saved = iterator_state.from_json(state) if isinstance(state, str | bytes) else state
+            self._block_index, self._batch_in_block = iterator_state.resume_point(
+                saved, self.config.settings(), self._dataset, self.process_count
+            )
+
+    def __iter__(self) -> MlmBatchIterator:
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        if self._current is None:
+            self._current = self._prepare_block(self._block_index)
+        block = self._current
+        batch = self._assemble(block, block.plan[int(block.order[self._batch_in_block])])
+        self._batch_in_block += 1
+        if self._batch_in_block == len(block.plan):
+            self._block_index, self._batch_in_block, self._current = self._block_index + 1, 0, None
+        return batch
+
+    def get_state(self) -> dict[str, Any]:
+        """State after the last batch returned; JSON-able, the same on every host."""
+        return iterator_state.make_state(
+            self._block_index, self._batch_in_block, self.process_count, self.config.settings(), self._dataset
+        )
+
+    def state_json(self) -> str:
+        return iterator_state.to_json(self.get_state())
+
+    @property
+    def epoch(self) -> float:
+        """Epochs of this process's shards consumed so far, counted in started blocks."""
+        return self._block_index * self.config.block_records / self._stream.epoch_records
+
+    def close(self) -> None:
+        self._reader.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> MlmBatchIterator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _block_span(self, index: int) -> tuple[int, int]:
+        size = self.config.block_records
+        start = index * size
+        if self.config.repeat:
+            return start, size
+        return start, max(0, min(size, self._stream.epoch_records - start))
+
+    def _read(self, index: int) -> Future:
+        if index not in self._pending:
+            self._pending[index] = self._reader.submit(self._stream.read, *self._block_span(index))
+        return self._pending[index]
+
+    def _prepare_block(self, index: int) -> _Block:
+        records = self._read(index).result()
+        self._pending.pop(index)
+        self._read(index + 1)
+        start, count = self._block_span(index)
+        sequences = records["sequence"]
+        positions = np.arange(start, start + count, dtype=np.uint64)
+        streams = positions * np.uint64(self.process_count) + np.uint64(self.process_index)
+        lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=count)
+        starts, residues = crop_windows(lengths, self.config.max_residues, self.config.seed, streams)
+        tie_break = counter_random.random_bits(self.config.seed, streams, _SORT_COUNTER)
+        by_length = np.lexsort((tie_break, residues))
+        size = self.config.block_records
+        profile = np.zeros(size, dtype=np.int64)
+        profile[size - count :] = residues[by_length] + 2
+        combined = self._combined_profile(profile)
+        if not combined.any():
+            raise StopIteration
+        record_at_rank = np.full(size, -1, dtype=np.int64)
+        record_at_rank[size - count :] = by_length
+        plan = plan_batches(combined, self.config.token_budget, self.config.buckets, self.config.shapes)
+        order_stream = counter_random.stable_hash64(f"batch-order\x00{index}")
+        order = counter_random.permutation(self.config.seed, order_stream, len(plan))
+        ids = records.get("id")
+        return _Block(index, sequences, ids, starts, residues, streams, record_at_rank, plan, order)
+
+    def _combined_profile(self, profile: np.ndarray) -> np.ndarray:
+        combined = np.asarray(self._combine(profile), dtype=np.int64)
+        if combined.shape != profile.shape or np.any(combined < profile):
+            raise DataPipelineError(
+                "the length combiner must return an array of the same shape that is at least the local profile "
+                "at every rank (an elementwise maximum over hosts)"
+            )
+        return combined
+
+    def _assemble(self, block: _Block, planned: PlannedBatch) -> dict[str, np.ndarray]:
+        tokens = np.full((planned.rows, planned.length), self._table.padding_idx, dtype=np.int32)
+        residues = np.zeros(planned.rows, dtype=np.int32)
+        streams = np.zeros(planned.rows, dtype=np.uint64)
+        ids: list[bytes] = [b""] * planned.rows
+        for row, rank in enumerate(range(planned.start, planned.stop)):
+            record = int(block.record_at_rank[rank])
+            if record < 0:
+                continue
+            n, first = int(block.residues[record]), int(block.starts[record])
+            tokens[row, 0] = self._table.cls_idx
+            tokens[row, 1 : n + 1] = self._encode(block, record, first, n)
+            tokens[row, n + 1] = self._table.eos_idx
+            residues[row], streams[row] = n, block.streams[record]
+            if block.ids is not None:
+                ids[row] = block.ids[record]
+        batch = mask_batch(tokens, residues, streams, self.config.seed, self._table, self.config.masking)
+        batch["residues"] = residues
+        if block.ids is not None:
+            batch["ids"] = np.array(ids, dtype=object)
+        return batch
+
+    def _encode(self, block: _Block, record: int, first: int, n: int) -> np.ndarray:
+        try:
+            label = f"record {record} of block {block.index}"
+            return self._table.encode(block.sequences[record][first : first + n], label)
+        except ValueError as error:
+            raise DataPipelineError(
+                f"{error}; the dataset was not written by this builder or is damaged: rebuild it (esm-jax build-data)"
+            ) from error
+
+
+def _process_position(process_index: int | None, process_count: int | None) -> tuple[int, int]:
+    if process_index is not None and process_count is not None:
+        return process_index, process_count
+    import jax
+
+    return (
+        jax.process_index() if process_index is None else process_index,
+        jax.process_count() if process_count is None else process_count,
+    )
+
+
+def _default_combiner(process_count: int) -> LengthCombiner:
+    if process_count == 1:
+        return single_host
+    import jax
+
+    if jax.process_count() != process_count:
+        raise DataPipelineError(
+            f"{process_count} processes were asked for but JAX runs {jax.process_count()}: hosts cannot agree on "
+            "batch shapes; initialise jax.distributed, or pass combine_lengths=single_host if each process may "
+            "deliver batches of its own shapes"
+        )
+    return jax_all_hosts
