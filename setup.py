@@ -28,10 +28,14 @@ TORCH = [
     "fair-esm==2.0.0",
     "transformers==5.24.0",
 ]
-DEV = TORCH + BEAM + [
-    "pytest==9.2.0",
-    "ruff==0.17.5",
-]
+DEV = (
+    TORCH
+    + BEAM
+    + [
+        "pytest==9.2.0",
+        "ruff==0.17.5",
+    ]
+)
 
 setup(
     name="esm-jax",

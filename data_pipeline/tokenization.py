@@ -30,7 +30,7 @@ class ResidueTable:
         if ids.size and ids.min() == _NOT_A_RESIDUE:
             position = int(np.flatnonzero(ids == _NOT_A_RESIDUE)[0])
             raise ValueError(
-                f"{label}: byte {sequence[position:position + 1]!r} at residue {position + 1} is not an amino-acid "
+                f"{label}: byte {sequence[position : position + 1]!r} at residue {position + 1} is not an amino-acid "
                 "letter of the ESM alphabet"
             )
         return ids

@@ -26,9 +26,7 @@ def _contents(data_dir, splits=("train", "validation")) -> dict[str, Counter]:
 
 @pytest.mark.parametrize("config", ["ur50_s", "ur50_d", "ur100"])
 def test_beam_build_equals_the_local_build(config, uniref_sample_files, uniref_sample_datasets, tmp_path):
-    result = build_dataset(
-        config, uniref_sample_files, tmp_path, num_shards=4, beam_runner=beam.runners.DirectRunner()
-    )
+    result = build_dataset(config, uniref_sample_files, tmp_path, num_shards=4, beam_runner=beam.runners.DirectRunner())
     assert _contents(result.data_dir) == _contents(uniref_sample_datasets[config])
     assert result.shards == {"train": 4, "validation": 4}
 

@@ -145,3 +145,15 @@ def test_demo_writes_a_report(tmp_path):
     report = tmp_path / "report"
     for name in ("summary.md", "metrics.json", "contact_map.png", "embedding_projection.png"):
         assert (report / name).stat().st_size > 0, name
+
+
+def test_embed_sequences_keeps_input_order_and_drops_padding():
+    from esm_jax.inference.embedding import embed_sequences
+
+    model, _ = pretrained.random_model_and_alphabet("esm2_t6_8M_UR50D", seed=2)
+    sequences = [sequence for _, sequence in PROTEINS]
+    per_residue = embed_sequences(model, sequences, per_residue=True, toks_per_batch=256)
+    means = embed_sequences(model, sequences)
+    for sequence, residues, mean in zip(sequences, per_residue, means, strict=True):
+        assert residues.shape == (len(sequence), 320)
+        np.testing.assert_allclose(mean, residues.mean(axis=0), rtol=1e-6)

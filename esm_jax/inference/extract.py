@@ -16,12 +16,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import jax
 import numpy as np
 from tqdm import tqdm
 
-from esm_jax.alphabet import Alphabet
-from esm_jax.inference.batching import plan_batches
+from esm_jax.inference.embedding import SequenceOutputs, encode_records, iter_outputs
 from esm_jax.model import ESM
 
 INCLUDE_CHOICES = ("mean", "per_tok", "bos", "contacts")
@@ -80,18 +78,17 @@ def _write_text_atomically(path: Path, text: str) -> None:
         raise
 
 
-def _sequence_arrays(label: str, row: int, length: int, outputs: dict, include: Sequence[str]) -> dict:
+def _sequence_arrays(label: str, outputs: SequenceOutputs, include: Sequence[str]) -> dict:
     arrays: dict[str, np.ndarray] = {"label": np.array(label)}
-    for layer, values in outputs["representations"].items():
-        residues = values[row, 1 : length + 1]
+    for layer, residues in outputs.residues.items():
         if "per_tok" in include:
             arrays[f"representations/{layer}"] = residues
         if "mean" in include:
             arrays[f"mean_representations/{layer}"] = residues.mean(axis=0)
         if "bos" in include:
-            arrays[f"bos_representations/{layer}"] = values[row, 0]
+            arrays[f"bos_representations/{layer}"] = outputs.bos[layer]
     if "contacts" in include:
-        arrays["contacts"] = outputs["contacts"][row, :length, :length]
+        arrays["contacts"] = outputs.contacts
     return arrays
 
 
@@ -115,28 +112,28 @@ def extract(
     unknown = set(include) - set(INCLUDE_CHOICES)
     if unknown or not include:
         raise ValueError(f"include must name some of {INCLUDE_CHOICES}, got {list(include)}")
-    layers = model.normalize_layers(repr_layers)
-    alphabet = Alphabet()
-    encoded = [alphabet.encode(sequence, label=label, upper_case=upper_case) for label, sequence in records]
-    if truncation_seq_length:
-        encoded = [ids[:truncation_seq_length] for ids in encoded]
+    model.normalize_layers(repr_layers)
+    encoded = encode_records(records, truncation_seq_length, upper_case)
     names = output_names([label for label, _ in records])
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    return_contacts = "contacts" in include
-    max_width = model.config.max_positions if model.config.architecture == "esm1b" else None
     files: dict[str, Path] = {}
     residues = sum(len(ids) for ids in encoded)
     start = time.perf_counter()
     with tqdm(total=residues, unit="res", unit_scale=True, desc="extract", disable=not show_progress) as bar:
-        for batch in plan_batches(encoded, toks_per_batch, max_width=max_width):
-            out = jax.device_get(model.embed(batch.tokens, repr_layers=layers, return_contacts=return_contacts))
-            for row, index in enumerate(batch.indices):
-                label = records[index][0]
-                path = output_dir / f"{names[index]}.npz"
-                _write_npz_atomically(path, _sequence_arrays(label, row, len(encoded[index]), out, include))
-                files[label] = path
-                bar.update(len(encoded[index]))
+        outputs = iter_outputs(
+            model,
+            encoded,
+            repr_layers,
+            return_contacts="contacts" in include,
+            toks_per_batch=toks_per_batch,
+            progress=bar,
+        )
+        for sequence in outputs:
+            label = records[sequence.index][0]
+            path = output_dir / f"{names[sequence.index]}.npz"
+            _write_npz_atomically(path, _sequence_arrays(label, sequence, include))
+            files[label] = path
     index_lines = "".join(f"{files[label].name}\t{label}\n" for label, _ in records)
     _write_text_atomically(output_dir / "index.tsv", "file\tlabel\n" + index_lines)
     return ExtractionSummary(len(records), residues, time.perf_counter() - start, output_dir, files)

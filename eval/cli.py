@@ -1,0 +1,80 @@
+"""``esm-jax eval TASK``: run one evaluation (or ``all``) on a checkpoint over frozen parameters.
+
+Each task lives in its own module, registered in :data:`TASKS` by module path; a task module
+provides ``DESCRIPTION``, ``add_arguments(parser)`` and ``run(args) -> dict`` (its headline
+numbers). Common options (``--checkpoint``, ``--random-weights``, ``--data``, ``--out``) are added here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from esm_jax import pretrained
+from esm_jax.model import ESM
+
+# task name -> module implementing it
+TASKS: dict[str, str] = {}
+
+
+def default_data_dir() -> Path:
+    """``$ESM_JAX_SHARED_DATA`` or ``../shared/data`` next to the working directory's repository."""
+    return Path(os.environ.get("ESM_JAX_SHARED_DATA", Path.cwd().parent / "shared" / "data"))
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--checkpoint", required=True, help="model: .pt file, Hugging Face or esm-jax folder, or released name"
+    )
+    parser.add_argument("--random-weights", action="store_true", help="use --checkpoint's shape with random weights")
+    parser.add_argument("--seed", type=int, default=0, help="seed for random weights and any sampling (default: 0)")
+    parser.add_argument(
+        "--data", type=Path, default=None, help="data folder (default: $ESM_JAX_SHARED_DATA or ../shared/data)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("eval_results"), help="results folder (default: ./eval_results)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="esm-jax eval", description=__doc__.splitlines()[0])
+    tasks = parser.add_subparsers(dest="task", required=True, metavar="TASK")
+    everything = tasks.add_parser("all", help="run every task with its defaults")
+    _add_common(everything)
+    for name, module_path in TASKS.items():
+        module = importlib.import_module(module_path)
+        task = tasks.add_parser(name, help=module.DESCRIPTION.splitlines()[0], description=module.DESCRIPTION)
+        _add_common(task)
+        module.add_arguments(task)
+    return parser
+
+
+def load_backbone(args: argparse.Namespace) -> ESM:
+    """The frozen backbone named by ``--checkpoint`` (random weights of that shape with ``--random-weights``)."""
+    if args.random_weights:
+        model, _ = pretrained.random_model_and_alphabet(args.checkpoint, seed=args.seed)
+    else:
+        model, _ = pretrained.load_model_and_alphabet(args.checkpoint)
+    return model
+
+
+def _task_arguments(module, common: argparse.Namespace) -> argparse.Namespace:
+    """``common`` plus the task's own options at their defaults (for ``all``)."""
+    parser = argparse.ArgumentParser()
+    module.add_arguments(parser)
+    return argparse.Namespace(**vars(parser.parse_args([])), **vars(common))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.data is None:
+        args.data = default_data_dir()
+    names = list(TASKS) if args.task == "all" else [args.task]
+    for name in names:
+        module = importlib.import_module(TASKS[name])
+        task_args = _task_arguments(module, args) if args.task == "all" else args
+        print(f"{name}: {module.run(task_args)}")
+    return 0

@@ -1,0 +1,57 @@
+"""Write evaluation results: JSON for machines, a Markdown table for people, PNG plots beside them."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".partial-")
+    try:
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
+    """A GitHub Markdown table of ``rows`` (floats to 4 significant digits)."""
+    if not rows:
+        return "(no rows)\n"
+    columns = list(columns or rows[0].keys())
+
+    def cell(value: Any) -> str:
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(column, "")) for column in columns) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_results(
+    out_dir: str | os.PathLike,
+    task: str,
+    results: Mapping[str, Any],
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    title: str,
+    notes: str = "",
+    figures: Sequence[str] = (),
+) -> Path:
+    """``<task>.json`` (everything in ``results``) and ``<task>.md`` (``rows`` as a table, figures linked)."""
+    out_dir = Path(out_dir)
+    _write_atomically(out_dir / f"{task}.json", json.dumps(results, indent=2, default=float) + "\n")
+    parts = [f"# {title}\n", markdown_table(rows)]
+    if notes:
+        parts.append(notes + "\n")
+    parts += [f"![{name}]({name})\n" for name in figures]
+    _write_atomically(out_dir / f"{task}.md", "\n".join(parts))
+    return out_dir / f"{task}.md"
