@@ -16,6 +16,7 @@ CORE = [
     "tqdm>=4.66",
     "matplotlib>=3.9",
     "pyhmmer==0.12.3",
+    "tensorboardX==2.6.5",  # training metrics as TensorBoard events, without TensorFlow in the trainer
     # Data pipeline (TFRecords via TFDS, tf.data input); imported only by data_pipeline/.
     "tensorflow-cpu==2.21.0",
     "tensorflow-datasets==4.9.10",

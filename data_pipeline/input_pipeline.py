@@ -11,7 +11,8 @@ The next block is read ahead on a background thread while the current one is ser
 A batch is a dict of numpy arrays whose leading dimension is the per-process batch, ready for
 ``jax.make_array_from_process_local_data``: ``tokens`` (int32, model input with masking applied), ``targets``
 (int32, original id at selected positions, ``padding_idx`` elsewhere), ``loss_mask`` (float32, 1 at selected
-positions) and ``residues`` (int32, residues per row, 0 for an empty padding row).
+positions) and ``residues`` (int32, residues per row, 0 for an empty padding row). Empty rows hold ``<cls><eos>`` so
+the model never sees a row of padding only (its attention would have no key to attend to).
 """
 
 from __future__ import annotations
@@ -200,6 +201,7 @@ class MlmBatchIterator:
 
     def _assemble(self, block: _Block, planned: PlannedBatch) -> dict[str, np.ndarray]:
         tokens = np.full((planned.rows, planned.length), self._table.padding_idx, dtype=np.int32)
+        tokens[:, :2] = (self._table.cls_idx, self._table.eos_idx)  # an empty row is <cls><eos>, never all padding
         residues = np.zeros(planned.rows, dtype=np.int32)
         streams = np.zeros(planned.rows, dtype=np.uint64)
         ids: list[bytes] = [b""] * planned.rows

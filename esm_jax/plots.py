@@ -57,3 +57,22 @@ def projection_png(
     axis.set_title(title, fontsize=9)
     _save_atomically(figure, Path(path))
     return Path(path)
+
+
+def learning_curve_png(history: list[dict], path: str | os.PathLike) -> Path:
+    """Training and held-out ECE against step (with the unigram baseline when evaluated)."""
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for split, style in (("train", "-"), ("heldout", "o-")):
+        points = [(record["step"], record["ece"]) for record in history if record["split"] == split]
+        if points:
+            steps, values = zip(*points, strict=True)
+            axis.plot(steps, values, style, label=f"{split} ECE", markersize=3)
+    baseline = [record["unigram_ece"] for record in history if record["split"] == "heldout"]
+    if baseline:
+        axis.axhline(baseline[-1], color="grey", linestyle="--", label="unigram baseline (held-out)")
+    axis.set_xlabel("step")
+    axis.set_ylabel("ECE (exp cross-entropy per masked token)")
+    if axis.lines:
+        axis.legend()
+    _save_atomically(figure, Path(path))
+    return Path(path)

@@ -28,9 +28,11 @@ DEFAULT_RULES: dict[str, str | tuple[str, ...] | None] = {
 
 
 def logical_axes(variable: nnx.Variable) -> tuple[str | None, ...]:
-    """The logical axis names of ``variable`` (one per dimension)."""
+    """The logical axis names of ``variable`` (one per dimension); scalars need none."""
     names = variable.get_metadata().get("out_sharding")
-    if names is None or len(names) != variable.shape.__len__():
+    if names is None and len(variable.shape) == 0:
+        return ()
+    if names is None or len(names) != len(variable.shape):
         raise ValueError(f"variable of shape {variable.shape} has no logical axis names per dimension: {names}")
     return tuple(names)
 

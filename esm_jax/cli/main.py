@@ -13,11 +13,12 @@ from collections.abc import Sequence
 
 import jax
 
-from esm_jax.cli import convert, demo, extract
+from esm_jax.cli import convert, demo, extract, train
+from esm_jax.cli.configuration import split_overrides
 from esm_jax.errors import EsmJaxError
 from esm_jax.pretrained import cache_dir
 
-COMMANDS = {"extract": extract, "convert": convert, "demo": demo}
+COMMANDS = {"extract": extract, "convert": convert, "demo": demo, "train": train}
 # name -> (module with main(argv), one-line help)
 EXTERNAL_COMMANDS = {
     "build-data": ("data_pipeline.cli", "FASTA corpora to TFRecord training data (UR50/S, UR50/D, UR100)"),
@@ -50,7 +51,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] in EXTERNAL_COMMANDS:
         module = importlib.import_module(EXTERNAL_COMMANDS[argv[0]][0])
         return module.main(argv[1:])
+    argv, overrides = split_overrides(argv)
     args = build_parser().parse_args(argv)
+    if overrides and not hasattr(args, "config_overrides"):
+        raise SystemExit(f"error: esm-jax {args.command} takes no --config.* overrides")
+    if overrides:
+        args.config_overrides = overrides
     _use_compilation_cache()
     try:
         return COMMANDS[args.command].run(args) or 0

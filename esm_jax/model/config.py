@@ -9,6 +9,10 @@ import jax.numpy as jnp
 
 Architecture = Literal["esm1b", "esm2"]
 _COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+# What a rematerialised (jax.checkpoint) Transformer block keeps from its forward pass for the
+# backward pass: "none" = no rematerialisation, "full" = nothing (recompute the whole block),
+# "dots" = matrix-multiplication outputs, "dots_no_batch" = those without batch dimensions.
+REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -16,8 +20,8 @@ class ModelConfig:
     """Everything needed to build an ESM model with random weights.
 
     ``architecture`` selects the family: ``esm1b`` (ESM-1b and ESM-1v: learned absolute
-    positions with fairseq offsets) or ``esm2`` (rotary positions). ``compute_dtype`` and
-    ``scan_layers`` change how the model runs, never what its parameters are.
+    positions with fairseq offsets) or ``esm2`` (rotary positions). ``compute_dtype``,
+    ``scan_layers`` and ``remat_policy`` change how the model runs, never what its parameters are.
     """
 
     architecture: Architecture
@@ -32,6 +36,7 @@ class ModelConfig:
     layer_norm_eps: float = 1e-5
     compute_dtype: str = "float32"
     scan_layers: bool = False
+    remat_policy: str = "none"
 
     def __post_init__(self) -> None:
         if self.architecture not in ("esm1b", "esm2"):
@@ -42,6 +47,8 @@ class ModelConfig:
             raise ValueError("rotary embeddings need an even head dimension")
         if self.compute_dtype not in _COMPUTE_DTYPES:
             raise ValueError(f"compute_dtype must be one of {sorted(_COMPUTE_DTYPES)}, got {self.compute_dtype!r}")
+        if self.remat_policy not in REMAT_POLICIES:
+            raise ValueError(f"remat_policy must be one of {REMAT_POLICIES}, got {self.remat_policy!r}")
         if self.architecture == "esm2" and self.emb_layer_norm_before:
             raise ValueError("ESM-2 has no embedding LayerNorm before the encoder")
 

@@ -28,6 +28,11 @@ from esm_jax.model.layers import WEIGHT_INIT, LayerNorm, partitioned
 MASK_RATIO_TRAIN = 0.15 * 0.8
 
 _ALPHABET = Alphabet()
+_REMAT = {
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
 
 
 class ESM(nnx.Module):
@@ -169,7 +174,7 @@ class ESM(nnx.Module):
         if self.config.token_dropout:
             is_mask = tokens == self.mask_idx
             x = jnp.where(is_mask[..., None], 0.0, x)
-            lengths = jnp.sum(~padding_mask, axis=-1)
+            lengths = jnp.maximum(jnp.sum(~padding_mask, axis=-1), 1)
             observed = jnp.sum(is_mask, axis=-1).astype(jnp.float32) / lengths
             x = x * (1 - MASK_RATIO_TRAIN) / (1 - observed)[:, None, None]
         if self.embed_positions is not None:
@@ -208,6 +213,9 @@ class ESM(nnx.Module):
             x, probs = nnx.merge(graphdef, layer_state)(x, padding_mask, need_weights)
             contacts = self.contact_head.layer_logits(tokens, probs, layer) if accumulate_contacts else None
             return x, (probs if keep_attentions else None), contacts
+
+        if self.config.remat_policy != "none":
+            run_block = jax.checkpoint(run_block, policy=_REMAT[self.config.remat_policy])
 
         if not self.config.scan_layers:
             hidden, maps, contact_logits = {}, [], None

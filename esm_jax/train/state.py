@@ -1,0 +1,67 @@
+"""The training state (model + optimizer) built abstractly, then initialised straight into its shards.
+
+Nothing is ever materialised whole on one device: the state's structure is traced with
+``nnx.eval_shape``, every variable's sharding comes from its logical axes and the config's
+rules, and initialisation runs under ``jax.jit`` with those output shardings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import jax
+import optax
+from flax import nnx
+from jax.sharding import Mesh
+
+from esm_jax.model import ESM, ModelConfig
+from esm_jax.sharding import state_shardings
+
+
+class TrainState(nnx.Module):
+    """The model and its optimizer (AdamW moments and step count) as one graph."""
+
+    def __init__(self, model: ESM, tx: optax.GradientTransformation):
+        self.model = model
+        self.optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+
+
+def _create(config: ModelConfig, tx: optax.GradientTransformation, seed: int) -> TrainState:
+    return TrainState(ESM(config, rngs=nnx.Rngs(seed)), tx)
+
+
+def abstract_state(config: ModelConfig, tx: optax.GradientTransformation) -> tuple[nnx.GraphDef, nnx.State]:
+    """Graph definition and shape-only state of a fresh :class:`TrainState`."""
+    return nnx.split(nnx.eval_shape(lambda: _create(config, tx, 0)))
+
+
+def shardings_of(state: nnx.State, mesh: Mesh, rules: Mapping[str, object]) -> nnx.State:
+    return state_shardings(state, mesh, rules)
+
+
+def initialise(config: ModelConfig, tx: optax.GradientTransformation, shardings: nnx.State, seed: int) -> nnx.State:
+    """A freshly initialised state, each variable created directly with its sharding."""
+
+    def init() -> nnx.State:
+        return nnx.state(_create(config, tx, seed))
+
+    return jax.jit(init, out_shardings=shardings)()
+
+
+def with_shardings(state: nnx.State, shardings: nnx.State) -> nnx.State:
+    """Shape-only ``state`` whose leaves also carry their target shardings (for restoring)."""
+
+    def attach(variable: nnx.Variable, sharding) -> nnx.Variable:
+        return variable.replace(jax.ShapeDtypeStruct(variable.shape, variable.dtype, sharding=sharding))
+
+    return jax.tree.map(attach, state, shardings, is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
+def large_unsharded(state: nnx.State, shardings: nnx.State, threshold: int = 1 << 20) -> list[str]:
+    """Paths of variables with at least ``threshold`` elements that every device holds whole."""
+    leaves = jax.tree_util.tree_flatten_with_path(state)[0]
+    found = []
+    for (path, leaf), sharding in zip(leaves, jax.tree.leaves(shardings), strict=True):
+        if leaf.size >= threshold and sharding.is_fully_replicated:
+            found.append(jax.tree_util.keystr(path))
+    return found

@@ -1,0 +1,105 @@
+"""The jitted training and evaluation steps, with explicit shardings and a donated state.
+
+A batch is a dict of global arrays ``tokens``, ``targets`` and ``loss_mask`` of shape
+(rows, T), split into ``accumulation_steps`` micro-batches (row ``i`` goes to micro-batch
+``i mod accumulation_steps``, so each device keeps its rows). Gradients of the summed loss are
+added over micro-batches and divided once by the total number of target positions, so every
+masked token weighs the same however the batch was cut. A step whose loss or gradient is not
+finite leaves the state unchanged and reports ``finite = 0``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
+
+from esm_jax.train.loss import masked_lm_sums
+
+BATCH_KEYS = ("tokens", "targets", "loss_mask")
+
+
+def _micro_batches(batch: dict, steps: int) -> dict:
+    def split(x):
+        return jnp.swapaxes(x.reshape(x.shape[0] // steps, steps, *x.shape[1:]), 0, 1)
+
+    return {key: split(batch[key]) for key in BATCH_KEYS}
+
+
+def _loss_sums(params: nnx.State, graphdef: nnx.GraphDef, rest: nnx.State, batch: dict):
+    model = nnx.merge(graphdef, params, rest)
+    logits = model.forward(batch["tokens"])["logits"]
+    loss_sum, count, correct = masked_lm_sums(logits, batch["targets"], batch["loss_mask"])
+    return loss_sum, (count, correct)
+
+
+def make_train_step(
+    graphdef: nnx.GraphDef,
+    state_shardings: nnx.State,
+    batch_sharding: NamedSharding,
+    accumulation_steps: int,
+    schedule: optax.Schedule,
+) -> Callable:
+    """``step(state, batch) -> (state, metrics)``; ``state`` is donated."""
+    replicated = NamedSharding(batch_sharding.mesh, PartitionSpec())
+
+    def train_step(state: nnx.State, batch: dict):
+        train_state = nnx.merge(graphdef, state)
+        model_graphdef, params, rest = nnx.split(train_state.model, nnx.Param, ...)
+        grad_fn = jax.value_and_grad(_loss_sums, has_aux=True)
+
+        def micro_step(carry, micro_batch):
+            grads, loss_sum, count, correct = carry
+            (loss, (n, c)), g = grad_fn(params, model_graphdef, rest, micro_batch)
+            return (jax.tree.map(jnp.add, grads, g), loss_sum + loss, count + n, correct + c), None
+
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        start = (zeros, jnp.zeros(()), jnp.zeros(()), jnp.zeros(()))
+        (grads, loss_sum, count, correct), _ = jax.lax.scan(
+            micro_step, start, _micro_batches(batch, accumulation_steps)
+        )
+        count = jnp.maximum(count, 1.0)
+        grads = jax.tree.map(lambda g: g / count, grads)
+        loss = loss_sum / count
+        grad_norm = optax.global_norm(grads)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        step = train_state.optimizer.step[...]
+        train_state.optimizer.update(train_state.model, grads)
+        updated = nnx.state(train_state)
+        new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, state)
+        metrics = {
+            "loss_sum": loss_sum,
+            "targets": count,
+            "correct": correct,
+            "grad_norm": grad_norm,
+            "learning_rate": schedule(step),
+            "tokens": jnp.sum(batch["tokens"] != 1).astype(jnp.float32),
+            "finite": finite.astype(jnp.float32),
+        }
+        return new_state, metrics
+
+    return jax.jit(
+        train_step,
+        in_shardings=(state_shardings, batch_sharding),
+        out_shardings=(state_shardings, replicated),
+        donate_argnums=0,
+    )
+
+
+def make_eval_step(graphdef: nnx.GraphDef, state_shardings: nnx.State, batch_sharding: NamedSharding) -> Callable:
+    """``step(state, batch) -> sums`` of loss, targets, correct predictions and targets per token id."""
+    replicated = NamedSharding(batch_sharding.mesh, PartitionSpec())
+
+    def eval_step(state: nnx.State, batch: dict):
+        model = nnx.merge(graphdef, state).model
+        logits = model.forward(batch["tokens"])["logits"]
+        loss_sum, count, correct = masked_lm_sums(logits, batch["targets"], batch["loss_mask"])
+        mask = batch["loss_mask"].astype(jnp.float32).ravel()
+        per_token = jax.ops.segment_sum(mask, batch["targets"].ravel(), num_segments=logits.shape[-1])
+        return {"loss_sum": loss_sum, "targets": count, "correct": correct, "target_counts": per_token}
+
+    return jax.jit(eval_step, in_shardings=(state_shardings, batch_sharding), out_shardings=replicated)
