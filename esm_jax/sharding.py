@@ -16,6 +16,8 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 LOGICAL_AXES = ("layers", "vocab", "positions", "embed", "heads", "mlp", "embed_out")
+# Mesh axes that split examples (data parallelism and fully sharded data parallelism).
+BATCH_AXES = ("data", "fsdp")
 DEFAULT_RULES: dict[str, str | tuple[str, ...] | None] = {
     "layers": None,
     "vocab": None,
@@ -75,6 +77,18 @@ def state_shardings(state: nnx.State, mesh: Mesh, rules: Mapping[str, object] = 
         return NamedSharding(mesh, spec)
 
     return nnx.map_state(sharding_of, state)
+
+
+def constrain_batch(x: jax.Array) -> jax.Array:
+    """Pin ``x``'s leading (example) axis to the mesh's batch axes, when a mesh is in context.
+
+    Without such anchors GSPMD may choose to replicate activations across an FSDP mesh. Outside
+    ``jax.set_mesh`` (single device, plain inference) this is the identity.
+    """
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or not set(BATCH_AXES) <= set(mesh.axis_names):
+        return x
+    return jax.lax.with_sharding_constraint(x, PartitionSpec(BATCH_AXES, *(None,) * (x.ndim - 1)))
 
 
 def shard_model(model: nnx.Module, mesh: Mesh, rules: Mapping[str, object] = DEFAULT_RULES) -> nnx.Module:

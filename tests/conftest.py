@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
-from itertools import islice
+
+# The suite runs on CPU devices; libtpu (installed for `esm-jax plan`) must not be initialised here.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+from itertools import islice  # noqa: E402
 from pathlib import Path
 
 import pytest

@@ -23,6 +23,7 @@ class SelfAttention(nnx.Module):
         self.num_heads = config.attention_heads
         self.head_dim = config.head_dim
         self.dtype = dtype
+        self.implementation = config.attention_impl
         self.q_proj = dense(d, d, ("embed", "heads"), dtype, rngs)
         self.k_proj = dense(d, d, ("embed", "heads"), dtype, rngs)
         self.v_proj = dense(d, d, ("embed", "heads"), dtype, rngs)
@@ -47,7 +48,10 @@ class SelfAttention(nnx.Module):
         if self.rotary_frequencies is not None:
             query = apply_rotary(query, self.rotary_frequencies[...])
             key = apply_rotary(key, self.rotary_frequencies[...])
-        if need_weights or jax.default_backend() != "cpu":
+        implementation = self.implementation
+        if implementation == "auto":
+            implementation = "per_head" if jax.default_backend() == "cpu" else "dense"
+        if need_weights or implementation == "dense":
             context, probs = _dense_attention(query, key, value, key_padding_mask, self.dtype)
         else:
             context, probs = _attention_head_by_head(query, key, value, key_padding_mask, self.dtype), None

@@ -13,6 +13,10 @@ _COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 # backward pass: "none" = no rematerialisation, "full" = nothing (recompute the whole block),
 # "dots" = matrix-multiplication outputs, "dots_no_batch" = those without batch dimensions.
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
+# How attention is computed when its weights are not returned: "per_head" loops over
+# (sequence, head) pairs so scores stay in cache (fastest on CPUs), "dense" lets XLA fuse all
+# heads at once (GPUs, TPUs), "auto" picks per_head on the CPU backend and dense elsewhere.
+ATTENTION_IMPLEMENTATIONS = ("auto", "dense", "per_head")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,7 +25,7 @@ class ModelConfig:
 
     ``architecture`` selects the family: ``esm1b`` (ESM-1b and ESM-1v: learned absolute
     positions with fairseq offsets) or ``esm2`` (rotary positions). ``compute_dtype``,
-    ``scan_layers`` and ``remat_policy`` change how the model runs, never what its parameters are.
+    ``scan_layers``, ``remat_policy`` and ``attention_impl`` change how the model runs, never what its parameters are.
     """
 
     architecture: Architecture
@@ -37,6 +41,7 @@ class ModelConfig:
     compute_dtype: str = "float32"
     scan_layers: bool = False
     remat_policy: str = "none"
+    attention_impl: str = "auto"
 
     def __post_init__(self) -> None:
         if self.architecture not in ("esm1b", "esm2"):
@@ -49,6 +54,8 @@ class ModelConfig:
             raise ValueError(f"compute_dtype must be one of {sorted(_COMPUTE_DTYPES)}, got {self.compute_dtype!r}")
         if self.remat_policy not in REMAT_POLICIES:
             raise ValueError(f"remat_policy must be one of {REMAT_POLICIES}, got {self.remat_policy!r}")
+        if self.attention_impl not in ATTENTION_IMPLEMENTATIONS:
+            raise ValueError(f"attention_impl must be one of {ATTENTION_IMPLEMENTATIONS}, got {self.attention_impl!r}")
         if self.architecture == "esm2" and self.emb_layer_norm_before:
             raise ValueError("ESM-2 has no embedding LayerNorm before the encoder")
 

@@ -22,6 +22,7 @@ from esm_jax.model.block import TransformerBlock
 from esm_jax.model.config import ModelConfig
 from esm_jax.model.heads import ContactHead, LMHead
 from esm_jax.model.layers import WEIGHT_INIT, LayerNorm, partitioned
+from esm_jax.sharding import constrain_batch
 
 # Fraction of tokens replaced by <mask> during ESM training (15% selected × 80% masked);
 # token dropout rescales embeddings by it at train and inference time (fair-esm esm2.py).
@@ -149,7 +150,7 @@ class ESM(nnx.Module):
         keep_attentions = (need_head_weights or return_contacts) and not lean
         tokens = jnp.asarray(tokens, dtype=jnp.int32)
         padding_mask = tokens == self.padding_idx
-        x = self._embed(tokens, padding_mask)
+        x = constrain_batch(self._embed(tokens, padding_mask))
         representations = {0: x} if 0 in repr_layers else {}
         stack = self._run_layers(x, tokens, padding_mask, repr_layers, keep_attentions, lean and return_contacts)
         x, hidden, attentions, contact_logits = stack
@@ -211,6 +212,7 @@ class ESM(nnx.Module):
 
         def run_block(x, layer_state, layer):
             x, probs = nnx.merge(graphdef, layer_state)(x, padding_mask, need_weights)
+            x = constrain_batch(x)
             contacts = self.contact_head.layer_logits(tokens, probs, layer) if accumulate_contacts else None
             return x, (probs if keep_attentions else None), contacts
 

@@ -27,7 +27,9 @@ class TrainState(nnx.Module):
 
 
 def _create(config: ModelConfig, tx: optax.GradientTransformation, seed: int) -> TrainState:
-    return TrainState(ESM(config, rngs=nnx.Rngs(seed)), tx)
+    # Shardings come from the logical names via jit's out_shardings, never eagerly from a mesh in context.
+    with nnx.use_eager_sharding(False):
+        return TrainState(ESM(config, rngs=nnx.Rngs(seed)), tx)
 
 
 def abstract_state(config: ModelConfig, tx: optax.GradientTransformation) -> tuple[nnx.GraphDef, nnx.State]:

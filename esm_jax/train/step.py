@@ -18,6 +18,7 @@ import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
+from esm_jax.sharding import constrain_batch
 from esm_jax.train.loss import masked_lm_sums
 
 BATCH_KEYS = ("tokens", "targets", "loss_mask")
@@ -25,7 +26,8 @@ BATCH_KEYS = ("tokens", "targets", "loss_mask")
 
 def _micro_batches(batch: dict, steps: int) -> dict:
     def split(x):
-        return jnp.swapaxes(x.reshape(x.shape[0] // steps, steps, *x.shape[1:]), 0, 1)
+        micro = jnp.swapaxes(x.reshape(x.shape[0] // steps, steps, *x.shape[1:]), 0, 1)
+        return jax.vmap(constrain_batch)(micro)
 
     return {key: split(batch[key]) for key in BATCH_KEYS}
 

@@ -115,97 +115,111 @@ def train(
 ) -> TrainResult:
     """Train (or resume) the run in ``workdir`` until ``config.train.total_steps`` or a stop request."""
     workdir = Path(workdir)
-    lead = jax.process_index() == 0
-    if lead:
+    if jax.process_index() == 0:
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "config.json").write_text(config.to_json(indent=2) + "\n")
-    cfg_train = config.train
-
-    # Stage 1: the mesh and where every variable lives on it.
-    model_config = model_config_of(config)
     mesh = build_mesh(dict(config.mesh))
-    tx = make_optimizer(config.optimizer, cfg_train.total_steps)
-    schedule = learning_rate_schedule(config.optimizer, cfg_train.total_steps)
-    graphdef, abstract = abstract_state(model_config, tx)
-    shardings = state_shardings(abstract, mesh, dict(config.sharding_rules))
-    if lead and mesh.size > 1 and (replicated := large_unsharded(abstract, shardings)):
-        print(f"warning: large variables replicated on every device: {replicated[:4]}")
+    model_config = model_config_of(config)
+    tx = make_optimizer(config.optimizer, config.train.total_steps)
+    graphdef, abstract = abstract_state(model_config, tx)  # outside the mesh context: its names are logical
+    with jax.set_mesh(mesh):  # anchors activations to the batch axes (esm_jax.sharding.constrain_batch)
+        run = _Run(config, workdir, mesh, (model_config, tx, graphdef, abstract))
+        stop = stop or StopRequest().install()
+        try:
+            return run.loop(stop)
+        finally:
+            run.close()
+            stop.uninstall()
 
-    # Stage 2: the state, restored from the newest checkpoint or initialised in its shards.
-    checkpoints = RunCheckpoints(workdir, cfg_train.checkpoint_every, cfg_train.keep_checkpoints)
-    latest = checkpoints.latest_step()
-    step, data_state = latest or 0, None
-    if latest is None:
-        state = initialise(model_config, tx, shardings, cfg_train.seed)
-    else:
-        state, data_state, meta = checkpoints.restore(step, with_shardings(abstract, shardings))
-        _check_compatible(meta, config, workdir)
-        if lead:
-            print(f"resuming {workdir} from step {step}")
 
-    # Stage 3: data and compiled steps.
-    train_batches = load_factory(config.data.factory)(config.data, "train", data_state)
-    sharding = batch_sharding(mesh)
-    accumulation = cfg_train.accumulation_steps
-    train_step = make_train_step(graphdef, shardings, sharding, accumulation, schedule)
-    eval_step = make_eval_step(graphdef, shardings, sharding)
-    peak = peak_flops(jax.devices()[0], cfg_train.peak_flops_per_device or None) * jax.device_count()
-    log = MetricsLog(workdir, model_config, peak, write=lead)
-    stop = stop or StopRequest().install()
+class _Run:
+    """One training run's pieces, set up in stages; :meth:`loop` trains."""
 
-    saved = {"step": latest}
+    def __init__(self, config: ml_collections.ConfigDict, workdir: Path, mesh, abstract_setup: tuple):
+        self.config, self.workdir, self.mesh = config, workdir, mesh
+        self.lead = jax.process_index() == 0
+        cfg = config.train
 
-    def save(force: bool = False) -> None:
-        summary = log.flush()
-        _refuse_divergence(summary, step)
-        if step != saved["step"]:
-            checkpoints.save(step, state, train_batches.get_state(), _run_meta(config, step), force=force)
-            saved["step"] = step
+        # Stage 1: where every variable lives on the mesh.
+        model_config, tx, graphdef, abstract = abstract_setup
+        self.shardings = state_shardings(abstract, mesh, dict(config.sharding_rules))
+        if self.lead and mesh.size > 1 and (replicated := large_unsharded(abstract, self.shardings)):
+            print(f"warning: large variables replicated on every device: {replicated[:4]}")
 
-    # Stage 4: the loop.
-    last_train, last_heldout, stopped_early = None, None, False
-    try:
-        with tqdm(initial=step, total=cfg_train.total_steps, desc="train", unit="step", disable=not lead) as bar:
-            while step < cfg_train.total_steps:
-                local = next(train_batches)
-                state, metrics = train_step(state, _global_batch(local, sharding, accumulation, mesh))
-                step += 1
-                log.add(step, local["tokens"].shape[1], metrics)
+        # Stage 2: the state, restored from the newest checkpoint or initialised in its shards.
+        self.checkpoints = RunCheckpoints(workdir, cfg.checkpoint_every, cfg.keep_checkpoints)
+        self.saved_step = self.checkpoints.latest_step()
+        self.step, data_state = self.saved_step or 0, None
+        if self.saved_step is None:
+            self.state = initialise(model_config, tx, self.shardings, cfg.seed)
+        else:
+            target = with_shardings(abstract, self.shardings)
+            self.state, data_state, meta = self.checkpoints.restore(self.step, target)
+            _check_compatible(meta, config, workdir)
+            if self.lead:
+                print(f"resuming {workdir} from step {self.step}")
+
+        # Stage 3: data, compiled steps and metrics.
+        self.train_batches = load_factory(config.data.factory)(config.data, "train", data_state)
+        self.batch_sharding = batch_sharding(mesh)
+        schedule = learning_rate_schedule(config.optimizer, cfg.total_steps)
+        self.train_step = make_train_step(
+            graphdef, self.shardings, self.batch_sharding, cfg.accumulation_steps, schedule
+        )
+        self.eval_step = make_eval_step(graphdef, self.shardings, self.batch_sharding)
+        peak = peak_flops(jax.devices()[0], cfg.peak_flops_per_device or None) * jax.device_count()
+        self.log = MetricsLog(workdir, model_config, peak, write=self.lead)
+
+    def save(self, force: bool = False) -> None:
+        """Check the steps since the last flush were finite, then start saving this step."""
+        _refuse_divergence(self.log.flush(), self.step)
+        if self.step != self.saved_step:
+            meta = _run_meta(self.config, self.step)
+            self.checkpoints.save(self.step, self.state, self.train_batches.get_state(), meta, force=force)
+            self.saved_step = self.step
+
+    def loop(self, stop: StopRequest) -> TrainResult:
+        """Stage 4: train, log, evaluate and checkpoint until done or asked to stop."""
+        cfg = self.config.train
+        last_train, last_heldout, stopped_early = None, None, False
+        with tqdm(initial=self.step, total=cfg.total_steps, desc="train", unit="step", disable=not self.lead) as bar:
+            while self.step < cfg.total_steps:
+                local = next(self.train_batches)
+                batch = _global_batch(local, self.batch_sharding, cfg.accumulation_steps, self.mesh)
+                self.state, metrics = self.train_step(self.state, batch)
+                self.step += 1
+                self.log.add(self.step, local["tokens"].shape[1], metrics)
                 bar.update()
-                if step % cfg_train.log_every == 0:
-                    last_train = log.flush()
-                    _refuse_divergence(last_train, step)
-                    bar.set_postfix(
-                        loss=f"{last_train['loss']:.3f}",
-                        ece=f"{last_train['ece']:.2f}",
-                        tok_s=f"{last_train['tokens_per_second']:,.0f}",
-                    )
-                if step % cfg_train.eval_every == 0 or step == cfg_train.total_steps:
-                    last_heldout = evaluate(config, state, eval_step, sharding, mesh)
-                    log.write("heldout", step, last_heldout)
-                    bar.write(
-                        f"step {step}: held-out ECE {last_heldout['ece']:.3f} "
-                        f"(unigram {last_heldout['unigram_ece']:.3f})"
-                    )
-                if stop.requested or checkpoints.preemption_due(step):
-                    save(force=True)
+                if self.step % cfg.log_every == 0:
+                    last_train = self.log.flush()
+                    _refuse_divergence(last_train, self.step)
+                    bar.set_postfix(loss=f"{last_train['loss']:.3f}", ece=f"{last_train['ece']:.2f}",
+                                    tok_s=f"{last_train['tokens_per_second']:,.0f}")  # fmt: skip
+                if self.step % cfg.eval_every == 0 or self.step == cfg.total_steps:
+                    last_heldout = evaluate(self.config, self.state, self.eval_step, self.batch_sharding, self.mesh)
+                    self.log.write("heldout", self.step, last_heldout)
+                    bar.write(f"step {self.step}: held-out ECE {last_heldout['ece']:.3f} "
+                              f"(unigram {last_heldout['unigram_ece']:.3f})")  # fmt: skip
+                if stop.requested or self.checkpoints.preemption_due(self.step):
+                    self.save(force=True)
                     stopped_early = True
-                    bar.write(f"stop requested: saved step {step} to {checkpoints.directory}")
+                    bar.write(f"stop requested: saved step {self.step} to {self.checkpoints.directory}")
                     break
-                if step % cfg_train.checkpoint_every == 0:
-                    save()
+                if self.step % cfg.checkpoint_every == 0:
+                    self.save()
         if not stopped_early:
-            save(force=True)
-    finally:
-        checkpoints.close()
-        train_batches.close()
-        log.close()
-        stop.uninstall()
-    if lead:
-        learning_curve_png(log.history, workdir / "learning_curve.png")
-        summary = {"step": step, "train": last_train, "heldout": last_heldout, "stopped_early": stopped_early}
-        (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return TrainResult(step, stopped_early, last_train, last_heldout, workdir, state)
+            self.save(force=True)
+        self.checkpoints.wait()
+        if self.lead:
+            learning_curve_png(self.log.history, self.workdir / "learning_curve.png")
+            summary = {"step": self.step, "train": last_train, "heldout": last_heldout, "stopped_early": stopped_early}
+            (self.workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        return TrainResult(self.step, stopped_early, last_train, last_heldout, self.workdir, self.state)
+
+    def close(self) -> None:
+        self.checkpoints.close()
+        self.train_batches.close()
+        self.log.close()
 
 
 def _refuse_divergence(summary: dict | None, step: int) -> None:

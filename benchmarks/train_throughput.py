@@ -1,0 +1,149 @@
+"""Training throughput of esm-jax against a PyTorch fair-esm training step, and compile times.
+
+CPU part: the same model shape, weights and batch; one step = forward, backward and an AdamW
+update. esm-jax runs its real jitted train step (float32, layers scanned, no rematerialisation);
+PyTorch runs fair-esm's model with ``torch.optim.AdamW``. Compilation and the first step are
+excluded. Compile part: seconds to compile the 33-layer ESM-1b training step with
+``scan_layers`` on and off (abstract inputs, nothing executed).
+
+    python benchmarks/train_throughput.py            # t12 and ESM-1b 650M throughput, compile times
+    python benchmarks/train_throughput.py --quick    # t12 only, no compile-time part
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import torch
+from flax import nnx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.forward_throughput import reference_model  # noqa: E402
+from esm_jax.checkpoints import fair_esm  # noqa: E402
+from esm_jax.checkpoints.tensor_map import build_from_tensors  # noqa: E402
+from esm_jax.model import named_config  # noqa: E402
+from esm_jax.sharding import DEFAULT_RULES, state_shardings  # noqa: E402
+from esm_jax.train.mesh import batch_sharding, build_mesh  # noqa: E402
+from esm_jax.train.metrics import train_flops_per_token  # noqa: E402
+from esm_jax.train.optimizer import learning_rate_schedule, make_optimizer  # noqa: E402
+from esm_jax.train.state import TrainState, abstract_state, with_shardings  # noqa: E402
+from esm_jax.train.step import make_train_step  # noqa: E402
+
+CASES = {"esm2_t12_35M_UR50D": (4, 256), "esm1b_t33_650M_UR50S": (1, 512)}
+OPTIMIZER = ml_collections.ConfigDict(
+    dict(peak_learning_rate=1e-4, end_learning_rate=1e-5, warmup_steps=10, schedule="linear",
+         b1=0.9, b2=0.98, eps=1e-8, weight_decay=0.01, clip_grad_norm=1.0)
+)  # fmt: skip
+
+
+def _batch(batch: int, length: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(4, 24, size=(batch, length)).astype(np.int32)
+    tokens[:, 0], tokens[:, -1] = 0, 2
+    selected = (rng.random((batch, length)) < 0.15) & (tokens > 3)
+    return {
+        "tokens": np.where(selected, 32, tokens).astype(np.int32),
+        "targets": np.where(selected, tokens, 1).astype(np.int32),
+        "loss_mask": selected.astype(np.float32),
+    }
+
+
+def _torch_step_seconds(reference: torch.nn.Module, batch: dict, repeats: int) -> float:
+    optimizer = torch.optim.AdamW(reference.parameters(), lr=1e-4, betas=(0.9, 0.98), weight_decay=0.01)
+    tokens = torch.from_numpy(batch["tokens"].astype(np.int64))
+    targets = torch.from_numpy(batch["targets"].astype(np.int64))
+    selected = torch.from_numpy(batch["loss_mask"] > 0)
+    reference.train()
+
+    def step():
+        optimizer.zero_grad()
+        logits = reference(tokens)["logits"]
+        loss = torch.nn.functional.cross_entropy(logits[selected], targets[selected])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(reference.parameters(), 1.0)
+        optimizer.step()
+
+    step()
+    return statistics.median(_timed(step) for _ in range(repeats))
+
+
+def _timed(call) -> float:
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
+
+
+def _jax_step_seconds(reference: torch.nn.Module, name: str, batch: dict, repeats: int) -> float:
+    config = named_config(name).replace(scan_layers=True)
+    state_dict = {key: value.detach().numpy() for key, value in reference.state_dict().items()}
+    model = build_from_tensors(config, fair_esm.model_slots(config) + fair_esm.CONTACT_SLOTS, state_dict, "bench")
+    tx = make_optimizer(OPTIMIZER, 1000)
+    graphdef, state = nnx.split(TrainState(model, tx))
+    mesh = build_mesh({"data": -1, "fsdp": 1, "tensor": 1})
+    shardings = state_shardings(state, mesh, DEFAULT_RULES)
+    sharding = batch_sharding(mesh)
+    step = make_train_step(graphdef, shardings, sharding, 1, learning_rate_schedule(OPTIMIZER, 1000))
+    device_batch = {key: jax.device_put(value, sharding) for key, value in batch.items()}
+    with jax.set_mesh(mesh):
+        state, _ = step(state, device_batch)
+        jax.block_until_ready(state)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            state, metrics = step(state, device_batch)
+            jax.block_until_ready(metrics)
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def compile_seconds(scan: bool) -> float:
+    """Seconds to compile the ESM-1b (33 layers) training step for one CPU device, from abstract inputs."""
+    config = named_config("esm1b_t33_650M_UR50S").replace(scan_layers=scan)
+    tx = make_optimizer(OPTIMIZER, 1000)
+    graphdef, abstract = abstract_state(config, tx)
+    mesh = build_mesh({"data": -1, "fsdp": 1, "tensor": 1})
+    shardings = state_shardings(abstract, mesh, DEFAULT_RULES)
+    sharding = batch_sharding(mesh)
+    step = make_train_step(graphdef, shardings, sharding, 1, learning_rate_schedule(OPTIMIZER, 1000))
+    batch = {key: jax.ShapeDtypeStruct((2, 512), jnp.float32 if key == "loss_mask" else jnp.int32, sharding=sharding)
+             for key in ("tokens", "targets", "loss_mask")}  # fmt: skip
+    start = time.perf_counter()
+    with jax.set_mesh(mesh):
+        step.lower(with_shardings(abstract, shardings), batch).compile()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform}, torch {torch.__version__} "
+          f"({torch.get_num_threads()} threads)")  # fmt: skip
+    print(f"{'model':24} {'batch':>8} {'PyTorch tok/s':>14} {'esm-jax tok/s':>14} {'ratio':>6} {'esm-jax GFLOP/s':>16}")
+    for name, (rows, length) in CASES.items():
+        if args.quick and name != "esm2_t12_35M_UR50D":
+            continue
+        batch = _batch(rows, length)
+        reference = reference_model(name)
+        ours = _jax_step_seconds(reference, name, batch, args.repeats)
+        theirs = _torch_step_seconds(reference, batch, args.repeats)
+        tokens = rows * length
+        flops = train_flops_per_token(named_config(name), length) * tokens
+        print(f"{name:24} {rows}x{length:>6} {tokens / theirs:14.0f} {tokens / ours:14.0f} "
+              f"{theirs / ours:5.2f}x {flops / ours / 1e9:16.0f}", flush=True)  # fmt: skip
+    if not args.quick:
+        print(f"compile ESM-1b train step: scan {compile_seconds(True):.1f} s, unrolled {compile_seconds(False):.1f} s")
+
+
+if __name__ == "__main__":
+    main()

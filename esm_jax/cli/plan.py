@@ -1,0 +1,47 @@
+"""``esm-jax plan``: compile the configured training step for a TPU topology and report memory and speed."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+from esm_jax.cli.configuration import add_config_arguments, load_config
+
+DESCRIPTION = """\
+Check, on any machine with the `libtpu` package installed (pip install 'esm-jax[tpu]'), that a
+training config fits and compiles on a TPU slice, before renting it. The real training step of the
+configured model and global batch is compiled for the topology; the report gives per-chip memory
+against HBM, FLOPs per step, and the roofline step time and MFU bound.
+
+Example:
+  esm-jax plan --config configs/pretrain.py:model=esm1b,data=ur50s,pod=v5e-256
+  esm-jax plan --config configs/pretrain.py:tiny --topology v5e:2x2
+"""
+
+
+def add_parser(subcommands, name: str) -> None:
+    parser = subcommands.add_parser(
+        name,
+        help="compile a training config for a TPU topology (memory, FLOPs, MFU bound)",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_config_arguments(parser)
+    parser.add_argument("--topology", help="e.g. v5e:16x16, v4:4x4x8, v5p:4x4x8 (default: the config's topology)")
+    parser.add_argument("--json", type=Path, help="also write the report as JSON to this file")
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(args)
+    topology = args.topology or config.topology
+    if not topology:
+        raise SystemExit("error: give --topology (this config names none)")
+    from esm_jax.train.plan import plan
+
+    report = plan(config, topology)
+    print("\n".join(report.lines()))
+    if args.json:
+        args.json.write_text(json.dumps(dataclasses.asdict(report), indent=2) + "\n")
+    return 0 if report.fits else 1
