@@ -20,6 +20,7 @@ from esm_jax.alphabet import Alphabet
 from esm_jax.checkpoints import fair_esm, huggingface, native, torch_reader, torch_writer
 from esm_jax.checkpoints.tensor_map import as_numpy, blank_contact_regression, build_from_tensors, export_from
 from esm_jax.errors import CheckpointError
+from esm_jax.train import checkpointing
 from esm_jax.model import ESM, ModelConfig, build_model, named_config
 from esm_jax.model.named import MODELS_WITHOUT_CONTACT_REGRESSION, NAMED_MODELS
 
@@ -109,10 +110,13 @@ def load_model_and_alphabet_local(
     scan_layers: bool | None = None,
     on_tensor: Progress = _no_progress,
 ) -> tuple[ESM, Alphabet]:
-    """Load a model from a fair-esm ``.pt`` file, a Hugging Face folder or an esm-jax Orbax folder."""
+    """Load a model from a fair-esm ``.pt`` file, a Hugging Face folder, an esm-jax Orbax folder or a training run."""
     path = Path(path)
     if path.is_dir():
-        if (path / "config.json").is_file():
+        if checkpointing.is_training_run(path):
+            options = {"compute_dtype": compute_dtype, "scan_layers": scan_layers}
+            model = checkpointing.load_trained_model(path, **{k: v for k, v in options.items() if v is not None})
+        elif (path / "config.json").is_file():
             model = huggingface.load(path, compute_dtype=compute_dtype, scan_layers=scan_layers, on_tensor=on_tensor)
         elif native.is_checkpoint(path):
             model = native.restore(path, compute_dtype=compute_dtype, scan_layers=scan_layers)

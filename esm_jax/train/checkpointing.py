@@ -8,6 +8,7 @@ caller passes the shardings it wants the arrays to land in.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -15,8 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import ml_collections
 import orbax.checkpoint as ocp
 from flax import nnx
+
+from esm_jax.errors import CheckpointError
+from esm_jax.model import ESM, ModelConfig, abstract_model
 
 
 class StopRequest:
@@ -25,6 +30,7 @@ class StopRequest:
     def __init__(self) -> None:
         self._event = threading.Event()
         self._previous: dict[int, Any] = {}
+        self.signal: str | None = None
 
     def install(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():
@@ -98,3 +104,35 @@ class RunCheckpoints:
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def is_training_run(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a training workdir (``config.json`` and ``checkpoints/``)."""
+    path = Path(path)
+    return (path / "config.json").is_file() and (path / "checkpoints").is_dir()
+
+
+def load_trained_model(workdir: str | os.PathLike, step: int | None = None, **runtime_options) -> ESM:
+    """The model (without optimizer state) of a training run's newest checkpoint, or of ``step``.
+
+    ``runtime_options`` (``compute_dtype``, ``scan_layers``, ...) change how it runs, not its weights.
+    """
+    workdir = Path(workdir).absolute()
+    config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+    model = abstract_model(ModelConfig.from_dict(config.model.to_dict()).replace(**runtime_options))
+    state = nnx.state(model)
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    target = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
+                          nnx.to_pure_dict(state))  # fmt: skip
+    manager = ocp.CheckpointManager(workdir / "checkpoints", item_names=("state", "data", "meta"))
+    step = manager.latest_step() if step is None else step
+    if step is None:
+        raise CheckpointError(f"{workdir}: the run has no checkpoint yet")
+    item = {"model": target}
+    restore_args = ocp.checkpoint_utils.construct_restore_args(item)
+    restored = manager.restore(
+        step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(item, restore_args, partial_restore=True))
+    )
+    nnx.replace_by_pure_dict(state, restored["state"]["model"])
+    nnx.update(model, state)
+    return model
