@@ -20,9 +20,9 @@ from esm_jax.alphabet import Alphabet
 from esm_jax.checkpoints import fair_esm, huggingface, native, torch_reader, torch_writer
 from esm_jax.checkpoints.tensor_map import as_numpy, blank_contact_regression, build_from_tensors, export_from
 from esm_jax.errors import CheckpointError
-from esm_jax.train import checkpointing
 from esm_jax.model import ESM, ModelConfig, build_model, named_config
 from esm_jax.model.named import MODELS_WITHOUT_CONTACT_REGRESSION, NAMED_MODELS
+from esm_jax.train import checkpointing
 
 HUB_URL = "https://dl.fbaipublicfiles.com/fair-esm"
 Progress = Callable[[str], None]
