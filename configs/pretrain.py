@@ -100,9 +100,9 @@ def _optimizer(model: str, tiny: bool) -> ml_collections.ConfigDict:
     if tiny:
         return ml_collections.ConfigDict(
             dict(
-                peak_learning_rate=2e-3,
-                end_learning_rate=2e-4,
-                warmup_steps=20,
+                peak_learning_rate=1e-3,
+                end_learning_rate=1e-4,
+                warmup_steps=40,
                 schedule="linear",
                 b1=0.9,
                 b2=0.98,

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -109,3 +110,17 @@ def test_killed_and_restarted_run_equals_an_uninterrupted_one(uninterrupted, tmp
     for key in expected:
         assert np.array_equal(expected[key], got[key]), key
     assert _losses_by_step(tmp_path) == _losses_by_step(uninterrupted)
+
+
+def test_a_diverging_run_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tmp_path):
+    from esm_jax.train.trainer import TrainingDiverged, train
+    from tests.train_helpers import tiny_config
+
+    config = tiny_config(total_steps=6, checkpoint_every=1)
+    config.optimizer.update(peak_learning_rate=1e37, end_learning_rate=1e37)
+    with pytest.raises(TrainingDiverged, match="NaN/Inf .* newest checkpoint holds the last good state"):
+        train(config, tmp_path)
+    steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").glob("[0-9]*"))
+    assert steps and steps[-1] < 6
+    restored = ocp.StandardCheckpointer().restore(tmp_path / "checkpoints" / str(steps[-1]) / "state")
+    assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(restored))

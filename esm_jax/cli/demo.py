@@ -1,69 +1,125 @@
-"""``esm-jax demo``: the main job on a bundled default, ending in a report folder with plots."""
+"""``esm-jax demo``: the whole system on a real proteome in minutes, ending in a report folder.
+
+Builds TFRecords from a protein FASTA (by default the 2,100-protein bacterial proteome that
+ships inside the pyhmmer wheel), pretrains the tiny config with the MLM objective, checkpoints,
+measures held-out ECE against the unigram baseline, extracts embeddings and contacts with the
+trained model, and writes Markdown, JSON and PNG results.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import shutil
+import time
 from pathlib import Path
 
 import numpy as np
 
-from esm_jax.cli.models import load_model
+from esm_jax.cli.configuration import apply_overrides, load_config_file
 from esm_jax.fasta import bundled_proteome, read_fasta
 from esm_jax.inference.extract import extract, load_extracted
 from esm_jax.plots import contact_map_png, projection_png
 
 DESCRIPTION = """\
-Run esm-jax end to end on a real protein set and write a report (Markdown summary, JSON metrics,
-PNG contact map and embedding projection). With no arguments it uses the 2,100-protein bacterial
-proteome that ships with pyhmmer and the ESM-2 8M shape with random weights.
+Run esm-jax end to end and write a report: build training data from a protein FASTA, pretrain the
+tiny model for a few minutes, compare its held-out ECE with the unigram baseline, then embed
+proteins and predict contacts with it. With no arguments it uses the 2,100-protein bacterial
+proteome that ships with pyhmmer (terminal '*' stop codons are removed) and finishes in about
+10 minutes on 2 CPU cores.
+
+Example with your own proteins:
+  esm-jax demo --fasta my_proteins.fasta --workdir demo_run --steps 600
 """
 
 
 def add_parser(subcommands, name: str) -> None:
     parser = subcommands.add_parser(
-        name, help="run the main job on a bundled default and write a report", description=DESCRIPTION
-    )
+        name, help="train, evaluate and embed on a bundled proteome, and write a report", description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
     parser.add_argument("--fasta", help="protein FASTA to use instead of the bundled proteome")
     parser.add_argument("--workdir", default="esm_jax_demo", help="output folder (default: ./esm_jax_demo)")
-    parser.add_argument("--model", default="esm2_t6_8M_UR50D", help="checkpoint or released name")
-    parser.add_argument(
-        "--pretrained", action="store_true", help="load --model's weights instead of using random weights"
-    )
-    parser.add_argument("--num-sequences", type=int, default=64, help="proteins to embed (default: 64)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights (default: 0)")
+    parser.add_argument("--config", help="training config (default: configs/pretrain.py:tiny of this installation)")
+    parser.add_argument("--steps", type=int, default=300, help="training steps (default: 300)")
+    parser.add_argument("--num-proteins", type=int, default=128, help="proteins to embed for the report (default: 128)")
+
+
+def default_config_spec() -> str:
+    """``<installed configs package>/pretrain.py:tiny``."""
+    spec = importlib.util.find_spec("configs.pretrain")
+    if spec is None or spec.origin is None:
+        raise SystemExit("error: the configs package is not installed; pass --config path/to/pretrain.py:tiny")
+    return f"{spec.origin}:tiny"
+
+
+def _write_corpus(source: Path, destination: Path) -> int:
+    records = read_fasta(source, strip_stop=True)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    temporary = destination.with_suffix(".partial")
+    temporary.write_text("".join(f">{label.split()[0]}\n{sequence}\n" for label, sequence in records))
+    temporary.replace(destination)
+    return len(records)
 
 
 def run(args: argparse.Namespace) -> int:
-    fasta = Path(args.fasta) if args.fasta else bundled_proteome()
-    records = read_fasta(fasta, strip_stop=True, limit=args.num_sequences)
-    options = argparse.Namespace(random_weights=not args.pretrained, seed=args.seed, dtype="float32")
-    model = load_model(args.model, options)
-    report = Path(args.workdir) / "report"
-    summary = extract(model, records, Path(args.workdir) / "embeddings", include=("mean", "contacts"), repr_layers=[-1])
-    extracted = [load_extracted(summary.files[label]) for label, _ in records]
-    last = model.num_layers
-    means = np.stack([item["mean_representations"][last] for item in extracted])
-    lengths = np.array([len(sequence) for _, sequence in records])
-    contact_map_png(extracted[0]["contacts"], report / "contact_map.png", f"predicted contacts: {records[0][0][:60]}")
-    projection_png(means, report / "embedding_projection.png", "mean embeddings (PCA)", lengths, "length")
-    metrics = {
-        "fasta": str(fasta),
-        "model": args.model,
-        "weights": "pretrained" if args.pretrained else f"random (seed {args.seed})",
-        "sequences": summary.sequences,
-        "residues": summary.residues,
-        "residues_per_second": round(summary.residues_per_second, 1),
-    }
-    (report / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    (report / "summary.md").write_text(_summary_markdown(metrics))
-    print(f"report written to {report.resolve()}")
+    from esm_jax.train.checkpointing import load_trained_model
+    from esm_jax.train.trainer import train
+
+    started = time.perf_counter()
+    workdir = Path(args.workdir).absolute()
+    source = Path(args.fasta) if args.fasta else bundled_proteome()
+    corpus = workdir / "data" / "corpus.fasta"
+    proteins = _write_corpus(source, corpus)
+    config = load_config_file(args.config or default_config_spec())
+    apply_overrides(config, [
+        f"data.uniref50_fasta=['{corpus}']", "data.member_fasta=[]", "data.mapping_tsv=", "data.dataset=ur50_s",
+        "data.dataset_dir=", f"data.build_dir={workdir / 'data'}", f"train.total_steps={args.steps}",
+        f"train.eval_every={max(args.steps // 3, 1)}", f"train.checkpoint_every={max(args.steps // 3, 1)}",
+    ])  # fmt: skip
+    result = train(config, workdir / "run")
+    model = load_trained_model(workdir / "run")
+    records = read_fasta(source, strip_stop=True, limit=args.num_proteins)
+    summary = extract(model, records, workdir / "embeddings", include=("mean", "contacts"), repr_layers=[-1])
+    _report(workdir, records, summary, result, model, source, proteins, time.perf_counter() - started)
+    print(f"report written to {workdir / 'report'}")
     return 0
 
 
-def _summary_markdown(metrics: dict) -> str:
-    rows = "\n".join(f"| {key} | {value} |" for key, value in metrics.items())
-    return (
-        "# esm-jax demo report\n\n| item | value |\n|---|---|\n"
-        f"{rows}\n\n![contact map](contact_map.png)\n\n![embedding projection](embedding_projection.png)\n"
+def _report(workdir: Path, records, summary, result, model, source: Path, proteins: int, seconds: float) -> None:
+    report = workdir / "report"
+    report.mkdir(parents=True, exist_ok=True)
+    extracted = [load_extracted(summary.files[label]) for label, _ in records]
+    means = np.stack([item["mean_representations"][model.num_layers] for item in extracted])
+    lengths = np.array([len(sequence) for _, sequence in records])
+    first = records[0][0].split()[0]
+    contact_map_png(extracted[0]["contacts"], report / "contact_map.png", f"predicted contacts: {first}")
+    projection_png(means, report / "embedding_projection.png", "mean embeddings of the trained model (PCA)",
+                   lengths, "protein length")  # fmt: skip
+    shutil.copyfile(workdir / "run" / "learning_curve.png", report / "learning_curve.png")
+    heldout, trained = result.last_heldout, result.last_train
+    metrics = {
+        "corpus": str(source),
+        "proteins_in_corpus": proteins,
+        "training_steps": result.step,
+        "heldout_ece": heldout["ece"],
+        "unigram_ece": heldout["unigram_ece"],
+        "heldout_masked_accuracy": heldout["masked_accuracy"],
+        "train_tokens_per_second": trained["tokens_per_second"] if trained else None,
+        "proteins_embedded": summary.sequences,
+        "embedding_residues_per_second": summary.residues_per_second,
+        "minutes": seconds / 60,
+    }
+    (report / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    rows = "\n".join(f"| {key} | {value:.4g} |" if isinstance(value, float) else f"| {key} | {value} |"
+                     for key, value in metrics.items())  # fmt: skip
+    verdict = "below" if heldout["ece"] < heldout["unigram_ece"] else "NOT below"
+    (report / "summary.md").write_text(
+        "# esm-jax demo report\n\n"
+        f"The tiny model trained for {result.step} steps reaches a held-out ECE of {heldout['ece']:.2f}, {verdict} "
+        f"the unigram (amino-acid frequency) baseline of {heldout['unigram_ece']:.2f}.\n\n"
+        f"| item | value |\n|---|---|\n{rows}\n\n"
+        "![learning curve](learning_curve.png)\n\n![contact map](contact_map.png)\n\n"
+        "![embedding projection](embedding_projection.png)\n"
     )

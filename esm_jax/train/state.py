@@ -7,15 +7,11 @@ rules, and initialisation runs under ``jax.jit`` with those output shardings.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import jax
 import optax
 from flax import nnx
-from jax.sharding import Mesh
 
 from esm_jax.model import ESM, ModelConfig
-from esm_jax.sharding import state_shardings
 
 
 class TrainState(nnx.Module):
@@ -35,10 +31,6 @@ def _create(config: ModelConfig, tx: optax.GradientTransformation, seed: int) ->
 def abstract_state(config: ModelConfig, tx: optax.GradientTransformation) -> tuple[nnx.GraphDef, nnx.State]:
     """Graph definition and shape-only state of a fresh :class:`TrainState`."""
     return nnx.split(nnx.eval_shape(lambda: _create(config, tx, 0)))
-
-
-def shardings_of(state: nnx.State, mesh: Mesh, rules: Mapping[str, object]) -> nnx.State:
-    return state_shardings(state, mesh, rules)
 
 
 def initialise(config: ModelConfig, tx: optax.GradientTransformation, shardings: nnx.State, seed: int) -> nnx.State:

@@ -1,0 +1,25 @@
+"""Every Colab notebook runs top to bottom on CPU with a tiny configuration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+COLAB = Path(__file__).resolve().parents[1] / "colab"
+
+
+@pytest.mark.parametrize("name", sorted(path.name for path in COLAB.glob("*.ipynb")))
+def test_notebook_runs_without_error(name, tmp_path, monkeypatch):
+    monkeypatch.setenv("ESM_JAX_NOTEBOOK_STEPS", "20")
+    monkeypatch.setenv("ESM_JAX_NOTEBOOK_WORKDIR", str(tmp_path / "work"))
+    monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    notebook = nbformat.read(COLAB / name, as_version=4)
+    NotebookClient(
+        notebook, timeout=1200, kernel_name="python3", resources={"metadata": {"path": str(COLAB)}}
+    ).execute()
+    outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.get("outputs", [])]
+    assert not [output for output in outputs if output.get("output_type") == "error"]
