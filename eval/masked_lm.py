@@ -1,7 +1,7 @@
 """Masked-LM loss of a frozen model and the paper's exponentiated cross-entropy (ECE).
 
-ECE = exp(mean negative log-likelihood per masked token) (Rives et al., PNAS 2021, Table 1: "ranges from 25
-for a random model to 1 for a perfect model"; perplexity per masked token). The log-likelihood is the model's
+ECE = exp(mean negative log-likelihood per masked token), the perplexity per masked token (Rives et al., PNAS
+2021, Table 1: 25 for uniform guessing over the amino acids, 1 for a perfect model). The log-likelihood is the model's
 log-softmax over its whole output vocabulary at each position selected for masking, as in training.
 """
 
