@@ -49,8 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--hmm-queries",
         type=int,
-        default=200,
-        help="queries searched with phmmer, drawn with --seed (default: 200; -1 = all; 0 = no baseline)",
+        default=1000,
+        help="queries searched with phmmer, drawn with --seed (default: 1000; -1 = all; 0 = no baseline)",
     )
     parser.add_argument("--hmm-evalue", type=float, default=10.0, help="phmmer reporting E-value (default: 10)")
     parser.add_argument("--cpus", type=int, default=0, help="phmmer threads (default: 0 = all cores)")
