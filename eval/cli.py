@@ -17,7 +17,12 @@ from esm_jax import pretrained
 from esm_jax.model import ESM
 
 # task name -> module implementing it
-TASKS: dict[str, str] = {}
+TASKS: dict[str, str] = {
+    "language-model": "eval.language_model",
+    "aa-embeddings": "eval.aa_embeddings",
+    "remote-homology": "eval.remote_homology",
+    "family-alignment": "eval.family_alignment",
+}
 
 
 def default_data_dir() -> Path:

@@ -1,0 +1,136 @@
+"""PNG charts of evaluation results (matplotlib, Agg backend), each written atomically.
+
+Small and generic on purpose: line curves, grouped bars, labelled scatter plots coloured by group, and
+overlaid distributions. The tasks decide what goes in them.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def save_png(figure, path: str | os.PathLike) -> Path:
+    """Write ``figure`` to ``path`` through a temporary file, so a reader never sees half a PNG."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".partial-", suffix=".png")
+    os.close(descriptor)
+    try:
+        figure.savefig(temporary, dpi=120, bbox_inches="tight")
+        os.replace(temporary, path)
+    finally:
+        plt.close(figure)
+        Path(temporary).unlink(missing_ok=True)
+    return path
+
+
+def curves_png(
+    x: Sequence[float],
+    curves: Mapping[str, Sequence[float]],
+    path: str | os.PathLike,
+    *,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    levels: Mapping[str, float] | None = None,
+) -> Path:
+    """One line per curve over ``x``, plus dashed horizontal reference ``levels``."""
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for name, values in curves.items():
+        axis.plot(x, values, marker="o", label=name)
+    for (name, value), style in zip((levels or {}).items(), ("--", ":", "-.", (0, (1, 3))), strict=False):
+        axis.axhline(value, linestyle=style, color="black", linewidth=1, label=f"{name} ({value:.3g})")
+    axis.set_xticks(list(x))
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel(ylabel)
+    axis.set_title(title, fontsize=9)
+    axis.legend(fontsize=7)
+    return save_png(figure, path)
+
+
+def grouped_bars_png(
+    categories: Sequence[str],
+    series: Mapping[str, Sequence[float]],
+    path: str | os.PathLike,
+    *,
+    title: str,
+    ylabel: str,
+    ylim: tuple[float, float] | None = None,
+    rotate: bool = False,
+) -> Path:
+    """Bars for each category, one bar per series side by side."""
+    figure, axis = plt.subplots(figsize=(max(6, 0.35 * len(categories) * max(1, len(series))), 4))
+    width = 0.8 / max(1, len(series))
+    positions = np.arange(len(categories))
+    for offset, (name, values) in enumerate(series.items()):
+        axis.bar(positions + (offset - (len(series) - 1) / 2) * width, values, width, label=name)
+    axis.set_xticks(positions)
+    axis.set_xticklabels(categories, rotation=90 if rotate else 0, fontsize=7 if rotate else 9)
+    if ylim is not None:
+        axis.set_ylim(*ylim)
+    axis.set_ylabel(ylabel)
+    axis.set_title(title, fontsize=9)
+    if len(series) > 1:
+        axis.legend(fontsize=7)
+    return save_png(figure, path)
+
+
+def labelled_scatter_png(
+    points: np.ndarray,
+    labels: Sequence[str],
+    groups: Sequence[str],
+    path: str | os.PathLike,
+    *,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+) -> Path:
+    """2-D points, each annotated with its label and coloured by its group (legend by group)."""
+    figure, axis = plt.subplots(figsize=(5.5, 4.5))
+    names = list(dict.fromkeys(groups))
+    colours = plt.get_cmap("tab10")
+    for number, name in enumerate(names):
+        chosen = np.array([group == name for group in groups])
+        axis.scatter(points[chosen, 0], points[chosen, 1], s=60, color=colours(number), label=name)
+    for (x, y), label in zip(points, labels, strict=True):
+        axis.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel(ylabel)
+    axis.set_title(title, fontsize=9)
+    axis.legend(fontsize=7, loc="best")
+    return save_png(figure, path)
+
+
+def distributions_png(
+    panels: Mapping[str, Mapping[str, np.ndarray]],
+    path: str | os.PathLike,
+    *,
+    title: str,
+    xlabel: str,
+    bins: int = 60,
+) -> Path:
+    """One panel per entry, each overlaying normalised histograms of its named samples."""
+    figure, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
+    for axis, (panel, samples) in zip(axes[0], panels.items(), strict=True):
+        present = [np.asarray(v) for v in samples.values() if len(v)]
+        low = min((float(v.min()) for v in present), default=-1.0)
+        high = max((float(v.max()) for v in present), default=1.0)
+        edges = np.linspace(low, high if high > low else low + 1.0, bins + 1)
+        for name, values in samples.items():
+            if len(values):
+                axis.hist(values, bins=edges, density=True, alpha=0.5, label=f"{name} (n={len(values):,})")
+        axis.set_title(panel, fontsize=9)
+        axis.set_xlabel(xlabel)
+        axis.set_ylabel("density")
+        axis.legend(fontsize=7)
+    figure.suptitle(title, fontsize=10)
+    return save_png(figure, path)

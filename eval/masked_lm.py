@@ -1,0 +1,57 @@
+"""Masked-LM loss of a frozen model and the paper's exponentiated cross-entropy (ECE).
+
+ECE = exp(mean negative log-likelihood per masked token), the perplexity per masked token (Rives et al., PNAS
+2021, Table 1: 25 for uniform guessing over the amino acids, 1 for a perfect model). The log-likelihood is the model's
+log-softmax over its whole output vocabulary at each position selected for masking, as in training.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from esm_jax.model import ESM
+
+
+def ece(total_nll: float, tokens: int) -> float:
+    """exp(total negative log-likelihood / number of predicted tokens)."""
+    if tokens <= 0:
+        raise ValueError("ECE needs at least one predicted token")
+    return math.exp(total_nll / tokens)
+
+
+def _masked_nll(graphdef, state, tokens, targets, loss_mask):
+    model = nnx.merge(graphdef, state)
+    logits = model.forward(tokens)["logits"].astype(jnp.float32)
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    nll = -jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
+    selected = loss_mask > 0
+    return jnp.sum(jnp.where(selected, nll, 0.0)), jnp.sum(selected)
+
+
+class MaskedLmScorer:
+    """Sums the masked-token NLL of a frozen model over batches; compiled once per batch shape.
+
+    The parameters are split off once and passed to the jitted function as an input; nothing updates them.
+    """
+
+    def __init__(self, model: ESM):
+        self._graphdef, self._state = nnx.split(model)
+        self._step = jax.jit(_masked_nll, static_argnums=0)
+
+    def batch_nll(self, tokens: np.ndarray, targets: np.ndarray, loss_mask: np.ndarray) -> tuple[float, int]:
+        """(summed NLL in nats, number of masked tokens) of one batch."""
+        total, count = jax.device_get(
+            self._step(
+                self._graphdef,
+                self._state,
+                np.asarray(tokens, np.int32),
+                np.asarray(targets, np.int32),
+                np.asarray(loss_mask, np.float32),
+            )
+        )
+        return float(total), int(count)
