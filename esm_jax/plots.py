@@ -13,7 +13,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def _save_atomically(figure, path: Path) -> None:
+def save_png(figure, path: str | os.PathLike) -> Path:
+    """Write ``figure`` to ``path`` through a temporary file, so a reader never sees half a PNG."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".partial-", suffix=".png")
     os.close(descriptor)
@@ -23,6 +25,7 @@ def _save_atomically(figure, path: Path) -> None:
     finally:
         plt.close(figure)
         Path(temporary).unlink(missing_ok=True)
+    return path
 
 
 def contact_map_png(contacts: np.ndarray, path: str | os.PathLike, title: str) -> Path:
@@ -33,8 +36,7 @@ def contact_map_png(contacts: np.ndarray, path: str | os.PathLike, title: str) -
     axis.set_xlabel("residue")
     axis.set_ylabel("residue")
     figure.colorbar(image, ax=axis, fraction=0.046, label="contact probability")
-    _save_atomically(figure, Path(path))
-    return Path(path)
+    return save_png(figure, path)
 
 
 def projection_png(
@@ -55,8 +57,7 @@ def projection_png(
     axis.set_xlabel("PC 1")
     axis.set_ylabel("PC 2")
     axis.set_title(title, fontsize=9)
-    _save_atomically(figure, Path(path))
-    return Path(path)
+    return save_png(figure, path)
 
 
 def learning_curve_png(history: list[dict], path: str | os.PathLike) -> Path:
@@ -74,5 +75,4 @@ def learning_curve_png(history: list[dict], path: str | os.PathLike) -> Path:
     axis.set_ylabel("ECE (exp cross-entropy per masked token)")
     if axis.lines:
         axis.legend()
-    _save_atomically(figure, Path(path))
-    return Path(path)
+    return save_png(figure, path)

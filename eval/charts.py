@@ -7,30 +7,13 @@ overlaid distributions. The tasks decide what goes in them.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-
-def save_png(figure, path: str | os.PathLike) -> Path:
-    """Write ``figure`` to ``path`` through a temporary file, so a reader never sees half a PNG."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".partial-", suffix=".png")
-    os.close(descriptor)
-    try:
-        figure.savefig(temporary, dpi=120, bbox_inches="tight")
-        os.replace(temporary, path)
-    finally:
-        plt.close(figure)
-        Path(temporary).unlink(missing_ok=True)
-    return path
+from esm_jax.plots import save_png
 
 
 def curves_png(
