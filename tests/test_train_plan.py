@@ -27,16 +27,16 @@ def _plan(tmp_path, config: str, topology: str, *overrides: str) -> dict:
     env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "per-chip memory" in result.stdout and "MFU bound" in result.stdout
+    assert "per-device memory" in result.stdout and "MFU bound" in result.stdout
     return json.loads(out.read_text())
 
 
 def test_tiny_config_compiles_for_a_v5e_2x2(tmp_path):
     report = _plan(tmp_path, "configs/pretrain.py:tiny", "v5e:2x2")
-    assert report["chips"] == 4 and report["device_kind"].startswith("TPU v5")
+    assert report["chips"] == report["devices"] == 4 and report["device_kind"].startswith("TPU v5")
     assert 0 < report["total_gib"] < report["hbm_gib"] == 16
-    per_chip_model_flops = report["model_flops_per_step"] / report["chips"]
-    assert 0.9 * per_chip_model_flops < report["compiled_flops_per_chip"] < 2.0 * per_chip_model_flops
+    per_device_model_flops = report["model_flops_per_step"] / report["devices"]
+    assert 0.9 * per_device_model_flops < report["compiled_flops_per_device"] < 2.0 * per_device_model_flops
     assert 0 < report["mfu_bound"] <= 1
 
 

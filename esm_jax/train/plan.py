@@ -11,6 +11,7 @@ a loop body once, so FLOPs and bytes come from a twin of the step with the layer
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
@@ -39,17 +40,18 @@ HBM_BY_DEVICE_KIND = {
 class PlanReport:
     topology: str
     chips: int
+    devices: int
     device_kind: str
     mesh: dict[str, int]
     batch_shape: tuple[int, int]
-    argument_gib: float
+    argument_gib: float  # per device, as are the memory figures below
     temporary_gib: float
     output_gib: float
     total_gib: float
     hbm_gib: float
     model_flops_per_step: float
-    compiled_flops_per_chip: float
-    bytes_per_chip: float
+    compiled_flops_per_device: float
+    bytes_per_device: float
     roofline_step_seconds: float
     mfu_bound: float
 
@@ -59,14 +61,15 @@ class PlanReport:
 
     def lines(self) -> list[str]:
         return [
-            f"topology {self.topology}: {self.chips} × {self.device_kind}, mesh {self.mesh}",
+            f"topology {self.topology}: {self.chips} chips ({self.devices} JAX devices) of {self.device_kind}, "
+            f"mesh {self.mesh}",
             f"global batch {self.batch_shape[0]} × {self.batch_shape[1]} tokens "
             f"({self.batch_shape[0] * self.batch_shape[1]:,} per step)",
-            f"per-chip memory: arguments {self.argument_gib:.2f} GiB, temporaries {self.temporary_gib:.2f} GiB, "
+            f"per-device memory: arguments {self.argument_gib:.2f} GiB, temporaries {self.temporary_gib:.2f} GiB, "
             f"outputs not aliased {self.output_gib:.2f} GiB, total {self.total_gib:.2f} of {self.hbm_gib:.0f} GiB HBM "
             f"({'fits' if self.fits else 'DOES NOT FIT'})",
-            f"model FLOPs per step {self.model_flops_per_step:.3e}; compiled FLOPs per chip "
-            f"{self.compiled_flops_per_chip:.3e} (rematerialisation included)",
+            f"model FLOPs per step {self.model_flops_per_step:.3e}; compiled FLOPs per device "
+            f"{self.compiled_flops_per_device:.3e} (rematerialisation included)",
             f"roofline step time {self.roofline_step_seconds * 1e3:.1f} ms → MFU bound {self.mfu_bound:.1%}",
         ]
 
@@ -116,15 +119,18 @@ def plan(config: ml_collections.ConfigDict, topology_name: str) -> PlanReport:
     kind = devices[0].device_kind
     hbm_gib, bandwidth = _chip_table(kind, HBM_BY_DEVICE_KIND)
     peak = _chip_table(kind, PEAK_FLOPS_BY_DEVICE_KIND)
-    chips = len(devices)
+    chips = math.prod(int(size) for size in topology_name.split(":")[1].split("x"))
+    per_chip = len(devices) // chips  # TensorCores shown as separate devices (e.g. v4 without megacore)
+    hbm_gib, bandwidth, peak = hbm_gib / per_chip, bandwidth / per_chip, peak / per_chip
     model_flops = train_flops_per_token(model_config, length) * rows * length
-    chip_flops, chip_bytes = float(cost.get("flops", 0.0)), float(cost.get("bytes accessed", 0.0))
-    roofline = max(chip_flops / peak, chip_bytes / bandwidth, model_flops / chips / peak)
+    device_flops, device_bytes = float(cost.get("flops", 0.0)), float(cost.get("bytes accessed", 0.0))
+    roofline = max(device_flops / peak, device_bytes / bandwidth, model_flops / len(devices) / peak)
     outputs = memory.output_size_in_bytes - memory.alias_size_in_bytes
     total = memory.argument_size_in_bytes + memory.temp_size_in_bytes + outputs
     return PlanReport(
         topology=topology_name,
         chips=chips,
+        devices=len(devices),
         device_kind=kind,
         mesh=dict(mesh.shape),
         batch_shape=(rows, length),
@@ -134,8 +140,8 @@ def plan(config: ml_collections.ConfigDict, topology_name: str) -> PlanReport:
         total_gib=total / GIB,
         hbm_gib=float(hbm_gib),
         model_flops_per_step=model_flops,
-        compiled_flops_per_chip=chip_flops,
-        bytes_per_chip=chip_bytes,
+        compiled_flops_per_device=device_flops,
+        bytes_per_device=device_bytes,
         roofline_step_seconds=roofline,
-        mfu_bound=model_flops / (roofline * chips * peak),
+        mfu_bound=model_flops / (roofline * len(devices) * peak),
     )
