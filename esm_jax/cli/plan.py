@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 from esm_jax.cli.configuration import add_config_arguments, load_config
@@ -38,6 +39,8 @@ def run(args: argparse.Namespace) -> int:
     topology = args.topology or config.topology
     if not topology:
         raise SystemExit("error: give --topology (this config names none)")
+    # Compiling only: let several plans (or a plan beside a TPU job) load libtpu at once.
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     from esm_jax.train.plan import plan
 
     report = plan(config, topology)
