@@ -13,11 +13,11 @@ from collections.abc import Sequence
 
 import jax
 
-from esm_jax.cli import convert, demo, extract
+from esm_jax.cli import convert, demo, extract, score_variants
 from esm_jax.errors import EsmJaxError
 from esm_jax.pretrained import cache_dir
 
-COMMANDS = {"extract": extract, "convert": convert, "demo": demo}
+COMMANDS = {"extract": extract, "convert": convert, "demo": demo, "score-variants": score_variants}
 # name -> (module with main(argv), one-line help)
 EXTERNAL_COMMANDS = {
     "build-data": ("data_pipeline.cli", "FASTA corpora to TFRecord training data (UR50/S, UR50/D, UR100)"),
