@@ -17,7 +17,10 @@ from esm_jax import pretrained
 from esm_jax.model import ESM
 
 # task name -> module implementing it
-TASKS: dict[str, str] = {}
+TASKS: dict[str, str] = {
+    "mutational-effect": "eval.mutational_effect.task",
+    "zero-shot-variants": "eval.mutational_effect.zero_shot",
+}
 
 
 def default_data_dir() -> Path:
