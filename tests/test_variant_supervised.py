@@ -17,7 +17,7 @@ from eval.cli import main as eval_main
 from eval.mutational_effect.assays import Assay
 from eval.mutational_effect.folds import fraction_size, kfold_splits, training_subset
 from eval.mutational_effect.protocol import FinetuneLearner, FrozenLearner, cross_validation, leave_one_protein_out
-from eval.mutational_effect.regression import TrainConfig, VariantInputs, fit_head, head_predictions
+from eval.mutational_effect.regression import TrainConfig, VariantInputs, fit_head, predict, standardiser
 from eval.mutational_effect.sites import build_sites, site_hidden
 
 ALPHABET = Alphabet()
@@ -97,15 +97,23 @@ def test_sites_mask_the_mutated_positions_and_are_shared(model):
         np.testing.assert_allclose(hidden[site, : len(positions)], direct[positions], atol=1e-5)
 
 
+def test_the_standardiser_uses_real_slots_only():
+    hidden = np.array([[[1.0, 5.0], [100.0, 100.0]], [[3.0, 5.0], [0.0, 0.0]]])
+    norm = standardiser(hidden, np.array([[True, False], [True, False]]))
+    np.testing.assert_allclose(norm["shift"], [2.0, 5.0])
+    np.testing.assert_allclose(norm["scale"], [1.0, 1.0])  # SD 1; the constant feature keeps scale 1
+
+
 def test_the_head_recovers_a_planted_relation_without_dropping_a_partial_batch():
     generator = np.random.default_rng(0)
-    hidden = generator.normal(size=(301, 2, 8)).astype(np.float32)
+    signal = generator.normal(size=(301, 2, 8))
+    hidden = (5.0 + 0.01 * signal).astype(np.float32)  # large offsets, small spread, as final-layer states
     inputs = VariantInputs(
         generator.integers(0, 20, (301, 2)), generator.integers(0, 20, (301, 2)), np.ones((301, 2), bool)
     )
     inputs.valid[::3, 1] = False
     weight = generator.normal(size=(8, 20))
-    scores = np.einsum("nkd,da->nka", hidden, weight)
+    scores = np.einsum("nkd,da->nka", signal, weight)
     gain = np.take_along_axis(scores, inputs.mutant[..., None], -1) - np.take_along_axis(
         scores, inputs.wild_type[..., None], -1
     )
@@ -115,8 +123,7 @@ def test_the_head_recovers_a_planted_relation_without_dropping_a_partial_batch()
         hidden[:250], VariantInputs(*(a[:250] for a in vars(inputs).values())), target[:250], config, jax.random.key(0)
     )
     test = VariantInputs(*(a[250:] for a in vars(inputs).values()))
-    predicted = head_predictions(head, hidden[250:], test.wild_type, test.mutant, test.valid)
-    assert spearman(np.asarray(predicted), target[250:]) > 0.95
+    assert spearman(predict(head, hidden[250:], test), target[250:]) > 0.95
 
 
 def _parameters(model) -> list[np.ndarray]:
@@ -125,8 +132,8 @@ def _parameters(model) -> list[np.ndarray]:
 
 def test_frozen_learner_never_changes_the_backbone_and_learns_multi_mutants(model):
     before = _parameters(model)
-    learner = FrozenLearner(model, TrainConfig(epochs=40, batch_size=32))
-    prepared = [learner.prepare(_synthetic_assay(name, 200, seed)) for seed, name in enumerate(("A", "B"))]
+    learner = FrozenLearner(model, TrainConfig(batch_size=32))
+    prepared = [learner.prepare(_synthetic_assay(name, 400, seed)) for seed, name in enumerate(("A", "B"))]
     result = cross_validation(learner, prepared[0], folds=5, seed=0)
     assert len(result["rho_folds"]) == 5 and result["rho_mean"] > 0.3  # the planted per-amino-acid effect is learnable
     assert result["rho_sd"] == pytest.approx(np.std(result["rho_folds"], ddof=1))

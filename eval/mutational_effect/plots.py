@@ -47,7 +47,7 @@ def grouped_bars_png(
     axis.set_xticks(centres, groups)
     axis.set_ylabel("Spearman ρ")
     axis.set_title(title, fontsize=9)
-    axis.legend(fontsize=7, loc="best")
+    axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _save(figure, Path(path))
 
 

@@ -32,6 +32,7 @@ from eval.mutational_effect.regression import (
     fit_finetune,
     fit_head,
     predict,
+    standardiser,
 )
 from eval.mutational_effect.sites import SiteTable, build_sites, site_hidden
 
@@ -135,9 +136,18 @@ class FinetuneLearner:
         for number, (row, masked) in enumerate(zip(rows, positions, strict=True)):
             tokens[number, 0], tokens[number, 1 : len(row) + 1], tokens[number, len(row) + 1] = cls, row, eos
             token_positions[number, : len(masked)] = np.asarray(masked) + 1
-        return FinetuneData(
-            tokens, token_positions, np.concatenate(site_of), _inputs(train, slots), _standardised(train)
-        )
+        inputs = _inputs(train, slots)
+        norm = standardiser(self._initial_hidden(train, slots), inputs.valid)
+        return FinetuneData(tokens, token_positions, np.concatenate(site_of), inputs, _standardised(train), norm)
+
+    def _initial_hidden(self, parts: Sequence[Part], slots: int) -> np.ndarray:
+        """Representations of the training variants by the backbone before fine-tuning (for standardising)."""
+        hidden = []
+        for prepared, indices in parts:
+            used, local = np.unique(prepared.sites.site_of[indices], return_inverse=True)
+            sites = site_hidden(self.model, prepared.sites, used, toks_per_batch=self.toks_per_batch)
+            hidden.append(_pad_slots(sites, slots)[local])
+        return np.concatenate(hidden)
 
     def fit_predict(self, train: Sequence[Part], test: Part, key: jax.Array) -> np.ndarray:
         slots = max(_slots(train), _slots([test]))

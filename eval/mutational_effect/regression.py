@@ -1,11 +1,13 @@
 """A regression head on ESM representations for variant fitness, trained with optax in jitted JAX.
 
-The head reads the final-layer representation ``h_i`` at each mutated (masked) position ``i`` and maps it
-linearly to a score per amino acid, ``s_i = W h_i + c`` (20 values), as the language-model head maps it to
-log-probabilities. A variant's predicted fitness is ``b + Σ_i s_i[mutant_i] − s_i[wild_type_i]``: the
-supervised analogue of the masked-marginal log-ratio, so one site row serves all 19 substitutions there and
-the same head applies to any protein (leave-one-protein-out). Training minimises the mean squared error to
-standardised fitness with AdamW.
+The head reads the final-layer representation ``h_i`` at each mutated (masked) position ``i``, standardises
+it per feature with the training variants' mean and SD (fixed, not trained: final-layer states vary little
+around large per-feature offsets, which leaves plain gradient descent badly conditioned), and maps it
+linearly to a score per amino acid, ``s_i = W z_i + c`` (20 values), as the language-model head maps a
+state to log-probabilities. A variant's predicted fitness is ``b + Σ_i s_i[mutant_i] − s_i[wild_type_i]``:
+the supervised analogue of the masked-marginal log-ratio, so one site row serves all 19 substitutions there
+and the same head applies to any protein (leave-one-protein-out). Training minimises the mean squared error
+to standardised fitness with AdamW and a cosine-decayed learning rate.
 
 Two regimes: :func:`fit_head` trains the head on fixed (frozen) representations, the backbone's parameters
 never touched; :func:`fit_finetune` trains backbone and head together (the backbone with its own, smaller
@@ -33,9 +35,9 @@ NUM_AMINO_ACIDS = 20
 class TrainConfig:
     """Optimisation settings; ``epochs``/``batch_size`` for the frozen head, ``finetune_*`` with the backbone."""
 
-    epochs: int = 60
+    epochs: int = 200
     batch_size: int = 128
-    learning_rate: float = 1e-3
+    learning_rate: float = 3e-3
     weight_decay: float = 1e-2
     finetune_epochs: int = 2
     finetune_batch_size: int = 8
@@ -60,12 +62,23 @@ def init_head(key: jax.Array, dim: int) -> dict:
     }
 
 
-def head_predictions(head: dict, hidden: jax.Array, wild_type, mutant, valid) -> jax.Array:
+def standardiser(hidden: np.ndarray, valid: np.ndarray) -> dict:
+    """Per-feature ``shift`` and ``scale`` of the real slots of ``hidden`` (N, K, D); constant features keep scale 1."""
+    real = np.asarray(hidden, dtype=np.float64)[np.asarray(valid)]
+    spread = real.std(axis=0)
+    return {
+        "shift": jnp.asarray(real.mean(axis=0), jnp.float32),
+        "scale": jnp.asarray(np.where(spread > 1e-8, spread, 1.0), jnp.float32),
+    }
+
+
+def head_predictions(params: dict, norm: dict, hidden: jax.Array, wild_type, mutant, valid) -> jax.Array:
     """Predicted (standardised) fitness (N,) from hidden states (N, K, D) at the mutated positions."""
-    scores = jnp.einsum("nkd,da->nka", hidden, head["weight"]) + head["aa_bias"]
+    standard = (hidden - norm["shift"]) / norm["scale"]
+    scores = jnp.einsum("nkd,da->nka", standard, params["weight"]) + params["aa_bias"]
     mutant_score = jnp.take_along_axis(scores, mutant[..., None], axis=-1)[..., 0]
     wild_score = jnp.take_along_axis(scores, wild_type[..., None], axis=-1)[..., 0]
-    return head["bias"] + jnp.sum(jnp.where(valid, mutant_score - wild_score, 0.0), axis=-1)
+    return params["bias"] + jnp.sum(jnp.where(valid, mutant_score - wild_score, 0.0), axis=-1)
 
 
 _jitted_predictions = jax.jit(head_predictions)
@@ -73,14 +86,17 @@ _PREDICTION_ROWS = 512
 
 
 def predict(head: dict, hidden: np.ndarray, inputs: VariantInputs) -> np.ndarray:
-    """:func:`head_predictions` for any number of variants, compiled for row counts in steps of 512 (padded)."""
+    """Predictions of a fitted ``head`` (``{"params", "norm"}``) for any number of variants.
+
+    Compiled for row counts in steps of 512; the last partial block is padded, not dropped.
+    """
     rows = _padded(len(hidden), _PREDICTION_ROWS)
     padded = [_pad_rows(array, rows) for array in (hidden.astype(np.float32), *vars(inputs).values())]
-    return np.asarray(_jitted_predictions(head, *padded))[: len(hidden)]
+    return np.asarray(_jitted_predictions(head["params"], head["norm"], *padded))[: len(hidden)]
 
 
-def _squared_error(head, hidden, wild_type, mutant, valid, target, weight) -> jax.Array:
-    error = head_predictions(head, hidden, wild_type, mutant, valid) - target
+def _squared_error(params, norm, hidden, wild_type, mutant, valid, target, weight) -> jax.Array:
+    error = head_predictions(params, norm, hidden, wild_type, mutant, valid) - target
     return jnp.sum(weight * error**2) / jnp.maximum(jnp.sum(weight), 1.0)
 
 
@@ -94,55 +110,61 @@ def _pad_rows(array: np.ndarray, rows: int) -> np.ndarray:
 
 
 @functools.partial(jax.jit, static_argnames=("epochs", "batch_size"))
-def _fit_head(head, hidden, wild_type, mutant, valid, target, weight, key, rates, *, epochs, batch_size):
-    optimizer = optax.adamw(rates[0], weight_decay=rates[1])
+def _fit_head(params, norm, hidden, wild_type, mutant, valid, target, weight, key, rates, *, epochs, batch_size):
+    batches = target.shape[0] // batch_size
+    optimizer = optax.adamw(optax.cosine_decay_schedule(rates[0], epochs * batches), weight_decay=rates[1])
 
     def epoch(carry, epoch_key):
-        order = jax.random.permutation(epoch_key, target.shape[0]).reshape(-1, batch_size)
+        order = jax.random.permutation(epoch_key, target.shape[0]).reshape(batches, batch_size)
 
         def step(carry, rows):
-            head, opt_state = carry
+            params, opt_state = carry
             grads = jax.grad(_squared_error)(
-                head, hidden[rows], wild_type[rows], mutant[rows], valid[rows], target[rows], weight[rows]
+                params, norm, hidden[rows], wild_type[rows], mutant[rows], valid[rows], target[rows], weight[rows]
             )
-            updates, opt_state = optimizer.update(grads, opt_state, head)
-            return (optax.apply_updates(head, updates), opt_state), None
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), None
 
         return jax.lax.scan(step, carry, order)[0], None
 
-    (head, _), _ = jax.lax.scan(epoch, (head, optimizer.init(head)), jax.random.split(key, epochs))
-    return head
+    (params, _), _ = jax.lax.scan(epoch, (params, optimizer.init(params)), jax.random.split(key, epochs))
+    return params
 
 
 def fit_head(
     hidden: np.ndarray, inputs: VariantInputs, target: np.ndarray, config: TrainConfig, key: jax.Array
 ) -> dict:
-    """A head trained on fixed representations ``hidden`` (N, K, D); the last partial batch is padded, not dropped."""
+    """A head (``{"params", "norm"}``) trained on fixed representations ``hidden`` (N, K, D).
+
+    The last partial batch is padded with zero-weight rows, not dropped.
+    """
     rows = _padded(len(target), config.batch_size)
-    weight = _pad_rows(np.ones(len(target), np.float32), rows)
+    norm = standardiser(hidden, inputs.valid)
     init_key, train_key = jax.random.split(key)
-    return _fit_head(
+    params = _fit_head(
         init_head(init_key, hidden.shape[-1]),
+        norm,
         _pad_rows(hidden.astype(np.float32), rows),
         _pad_rows(inputs.wild_type, rows),
         _pad_rows(inputs.mutant, rows),
         _pad_rows(inputs.valid, rows),
         _pad_rows(target.astype(np.float32), rows),
-        weight,
+        _pad_rows(np.ones(len(target), np.float32), rows),
         train_key,
         jnp.array([config.learning_rate, config.weight_decay], jnp.float32),
         epochs=config.epochs,
         batch_size=config.batch_size,
     )
+    return {"params": params, "norm": norm}
 
 
-def _finetune_optimizer(rates) -> optax.GradientTransformation:
-    """AdamW with the head's learning rate on the head and the backbone's on the backbone."""
+def _finetune_optimizer(rates, total_steps: int) -> optax.GradientTransformation:
+    """AdamW, cosine-decayed over the run: the head's learning rate on the head, the backbone's on the backbone."""
     head_rate, backbone_rate, decay = rates[0], rates[1], rates[2]
     return optax.multi_transform(
         {
-            "head": optax.adamw(head_rate, weight_decay=decay),
-            "backbone": optax.adamw(backbone_rate, weight_decay=decay),
+            "head": optax.adamw(optax.cosine_decay_schedule(head_rate, total_steps), weight_decay=decay),
+            "backbone": optax.adamw(optax.cosine_decay_schedule(backbone_rate, total_steps), weight_decay=decay),
         },
         {"head": "head", "backbone": "backbone"},
     )
@@ -154,53 +176,59 @@ def _hidden_at(model: ESM, tokens: jax.Array, positions: jax.Array) -> jax.Array
     return jnp.take_along_axis(hidden, positions[:, :, None], axis=1)
 
 
-@functools.partial(jax.jit, static_argnums=0, donate_argnums=(1, 2))
-def _finetune_step(graphdef, trainable, opt_state, rest, batch, rates):
+@functools.partial(jax.jit, static_argnums=(0, 6), donate_argnums=(1, 2))
+def _finetune_step(graphdef, trainable, opt_state, rest, batch, rates, total_steps, norm):
     tokens, positions, wild_type, mutant, valid, target, weight = batch
 
     def loss(trainable):
         model = nnx.merge(graphdef, trainable["backbone"], rest)
         hidden = _hidden_at(model, tokens, positions)
-        return _squared_error(trainable["head"], hidden, wild_type, mutant, valid, target, weight)
+        return _squared_error(trainable["head"], norm, hidden, wild_type, mutant, valid, target, weight)
 
     value, grads = jax.value_and_grad(loss)(trainable)
-    updates, opt_state = _finetune_optimizer(rates).update(grads, opt_state, trainable)
+    updates, opt_state = _finetune_optimizer(rates, total_steps).update(grads, opt_state, trainable)
     return optax.apply_updates(trainable, updates), opt_state, value
 
 
 @dataclasses.dataclass(frozen=True)
 class FinetuneData:
-    """Training variants as model inputs: site rows (S, T) with BOS/EOS/padding and per-variant arrays."""
+    """Training variants as model inputs: site rows (S, T) with BOS/EOS/padding and per-variant arrays.
+
+    ``norm`` standardises the representations (from the backbone before fine-tuning; kept fixed).
+    """
 
     site_tokens: np.ndarray
     site_positions: np.ndarray  # (S, K) token indices of the masked positions (0 where unused)
     site_of: np.ndarray
     inputs: VariantInputs
     target: np.ndarray
+    norm: dict
 
 
 def fit_finetune(
     model: ESM, data: FinetuneData, config: TrainConfig, key: jax.Array, *, show_progress: bool = False
 ) -> tuple[ESM, dict]:
-    """Backbone and head trained together; returns a fine-tuned copy of ``model`` (``model`` is unchanged)."""
+    """Backbone and head trained together; a fine-tuned copy of ``model`` (which is unchanged) and the head."""
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     init_key, order_key = jax.random.split(key)
     trainable = {"backbone": jax.tree.map(jnp.array, params), "head": init_head(init_key, model.config.embed_dim)}
     rates = jnp.array([config.learning_rate, config.backbone_learning_rate, config.weight_decay], jnp.float32)
-    opt_state = _finetune_optimizer(rates).init(trainable)
     count, size = len(data.target), config.finetune_batch_size
-    steps = -(-count // size)
+    total_steps = config.finetune_epochs * -(-count // size)
+    opt_state = _finetune_optimizer(rates, total_steps).init(trainable)
     generator = np.random.default_rng(int(jax.random.randint(order_key, (), 0, 2**31 - 1)))
-    with tqdm(total=config.finetune_epochs * steps, desc="fine-tune", unit="step", disable=not show_progress) as bar:
+    with tqdm(total=total_steps, desc="fine-tune", unit="step", disable=not show_progress) as bar:
         for _ in range(config.finetune_epochs):
             order = generator.permutation(count)
             for start in range(0, count, size):
-                chosen = order[start : start + size]
-                batch = _finetune_batch(data, chosen, size)
-                trainable, opt_state, loss = _finetune_step(graphdef, trainable, opt_state, rest, batch, rates)
+                batch = _finetune_batch(data, order[start : start + size], size)
+                trainable, opt_state, loss = _finetune_step(
+                    graphdef, trainable, opt_state, rest, batch, rates, total_steps, data.norm
+                )
                 bar.update()
                 bar.set_postfix(loss=f"{float(loss):.3f}", refresh=False)
-    return nnx.merge(graphdef, trainable["backbone"], rest), trainable["head"]
+    head = {"params": trainable["head"], "norm": data.norm}
+    return nnx.merge(graphdef, trainable["backbone"], rest), head
 
 
 def _finetune_batch(data: FinetuneData, chosen: np.ndarray, size: int) -> tuple:

@@ -83,8 +83,10 @@ def run(args: argparse.Namespace) -> dict:
     start = time.perf_counter()
     model = load_backbone(args)
     config = _config(args)
-    learner_type = FinetuneLearner if args.unfreeze else FrozenLearner
-    learner = learner_type(model, config, toks_per_batch=args.toks_per_batch)
+    if args.unfreeze:
+        learner = FinetuneLearner(model, config, toks_per_batch=args.toks_per_batch, show_progress=True)
+    else:
+        learner = FrozenLearner(model, config, toks_per_batch=args.toks_per_batch)
     prepared = []
     for protein in args.assays:
         assay = load_assay(args.data, protein, max_variants=args.max_variants, seed=args.seed)
@@ -99,15 +101,20 @@ def run(args: argparse.Namespace) -> dict:
         "folds": args.folds,
     }
     if "cv" in args.protocols:
-        results["cross_validation"] = {
-            p.assay.protein: cross_validation(learner, p, args.folds, args.seed) for p in prepared
-        }
+        results["cross_validation"] = {}
+        for p in prepared:
+            cv = results["cross_validation"][p.assay.protein] = cross_validation(learner, p, args.folds, args.seed)
+            _report(f"{p.assay.protein}: {args.folds}-fold CV rho = {cv['rho_mean']:.3f} ± {cv['rho_sd']:.3f}", start)
     if "fractions" in args.protocols:
-        results["training_fraction"] = {
-            p.assay.protein: fraction_sweep(learner, p, args.fractions, args.folds, args.seed) for p in prepared
-        }
+        results["training_fraction"] = {}
+        for p in prepared:
+            sweep = fraction_sweep(learner, p, args.fractions, args.folds, args.seed)
+            results["training_fraction"][p.assay.protein] = sweep
+            curve = ", ".join(f"{fraction}: {entry['rho_mean']:.3f}" for fraction, entry in sweep.items())
+            _report(f"{p.assay.protein}: training fractions {curve}", start)
     if "lopo" in args.protocols and len(prepared) > 1:
-        results["leave_one_protein_out"] = leave_one_protein_out(learner, prepared, args.seed)
+        lopo = results["leave_one_protein_out"] = leave_one_protein_out(learner, prepared, args.seed)
+        _report("leave one protein out: " + ", ".join(f"{k} {v['rho']:.3f}" for k, v in lopo.items()), start)
     results["baseline"] = _baseline(model, config, prepared, args)
     results["seconds"] = round(time.perf_counter() - start, 1)
     figures = _figures(results, args)
@@ -121,6 +128,10 @@ def run(args: argparse.Namespace) -> dict:
         figures=figures,
     )
     return _headline(results)
+
+
+def _report(line: str, start: float) -> None:
+    print(f"[{time.perf_counter() - start:6.0f} s] {line}", flush=True)
 
 
 def _baseline(model, config: TrainConfig, prepared: list, args: argparse.Namespace) -> dict:

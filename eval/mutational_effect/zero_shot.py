@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from esm_jax.inference.rank_correlation import spearman
-from esm_jax.inference.variant_scoring import STRATEGIES, score_mutants
+from esm_jax.inference.variant_scoring import score_mutants
 from eval.cli import load_backbone
 from eval.mutational_effect.assays import ASSAYS, Assay, load_assay
 from eval.mutational_effect.plots import grouped_bars_png
@@ -27,6 +27,7 @@ TASK = "zero-shot-variants"
 DESCRIPTION = __doc__
 PUBLISHED = "esm_examples/rho_pp.csv"
 PUBLISHED_METHODS = ("ESM-1v (zero shot)", "ESM-1b")
+MARGINALS = ("wt-marginals", "masked-marginals")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,15 +35,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--strategies",
         nargs="+",
-        choices=STRATEGIES,
-        default=["wt-marginals", "masked-marginals"],
-        help="strategies scored on every variant (default: wt-marginals masked-marginals)",
+        choices=MARGINALS,
+        default=list(MARGINALS),
+        help="strategies scored on every variant (default: both; pseudo-ppl: see --pseudo-ppl-variants)",
     )
     parser.add_argument(
         "--pseudo-ppl-variants",
         type=int,
         default=0,
-        help="also score pseudo-ppl on a seeded random subset of this many variants per assay (default: 0, skip)",
+        help="also score pseudo-ppl on a seeded random subset of this many variants per assay (0: skip, the default)",
     )
     parser.add_argument("--toks-per-batch", type=int, default=8192, help="tokens per batch (default: 8192)")
 
@@ -109,13 +110,15 @@ def run(args: argparse.Namespace) -> dict:
             )
         for method, value in entry["published_abs_rho"].items():
             rows.append(
-                {"assay": protein, "method": f"Meier et al. 2021: {method} (|ρ|)", "variants": "", "rho": value}
+                {"assay": protein, "method": f"Meier et al. 2021: {method} (absolute ρ)", "variants": "", "rho": value}
             )
     figure = f"{TASK}_rho.png"
     strategies = list(next(iter(per_assay.values()))["ours"]) if per_assay else []
     series = {s: [per_assay[p]["ours"].get(s, {}).get("rho", np.nan) for p in per_assay] for s in strategies}
     for method in PUBLISHED_METHODS:
-        series[f"{method}, published"] = [per_assay[p]["published_abs_rho"].get(method, np.nan) for p in per_assay]
+        series[f"{method}, |ρ| (Meier et al. 2021)"] = [
+            per_assay[p]["published_abs_rho"].get(method, np.nan) for p in per_assay
+        ]
     grouped_bars_png(
         args.out / figure, list(per_assay), series, f"Zero-shot Spearman ρ ({args.checkpoint}, {results['weights']})"
     )
