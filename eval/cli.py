@@ -22,6 +22,8 @@ TASKS: dict[str, str] = {
     "aa-embeddings": "eval.aa_embeddings",
     "remote-homology": "eval.remote_homology",
     "family-alignment": "eval.family_alignment",
+    "mutational-effect": "eval.mutational_effect.task",
+    "zero-shot-variants": "eval.mutational_effect.zero_shot",
 }
 
 

@@ -11,21 +11,12 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
-import re
 from pathlib import Path
 
 from data_pipeline.corpus_files import open_text
 from data_pipeline.errors import MalformedFileError
-from esm_jax.alphabet import STANDARD_AMINO_ACIDS
-
-_SUBSTITUTION = re.compile(r"^([A-Z])(\d+)([A-Z])$")
-
-
-@dataclasses.dataclass(frozen=True)
-class Substitution:
-    wild_type: str
-    position: int
-    mutant: str
+from esm_jax.inference import mutations
+from esm_jax.inference.mutations import Substitution
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,34 +27,14 @@ class Variant:
 
     def apply(self, wild_type: str, first_position: int = 1) -> str:
         """The variant's full sequence."""
-        residues = list(wild_type)
-        for sub in self.substitutions:
-            residues[sub.position - first_position] = sub.mutant
-        return "".join(residues)
+        return mutations.Mutant(self.mutant, self.substitutions, first_position).apply(wild_type)
 
 
 def parse_mutant(text: str, wild_type: str, first_position: int = 1, where: str = "mutant") -> tuple[Substitution, ...]:
-    """Substitutions of ``text`` (``:``-separated), validated against ``wild_type``; raises ValueError saying why."""
-    substitutions: list[Substitution] = []
-    for part in text.strip().split(":"):
-        match = _SUBSTITUTION.match(part)
-        if match is None:
-            raise ValueError(f"{where}: {part!r} is not <wild-type letter><position><mutant letter>, e.g. A42G")
-        wt, position, mt = match[1], int(match[2]), match[3]
-        index = position - first_position
-        if not 0 <= index < len(wild_type):
-            raise ValueError(
-                f"{where}: position {position} of {part!r} is outside the wild type "
-                f"({first_position}..{first_position + len(wild_type) - 1})"
-            )
-        if wild_type[index] != wt:
-            raise ValueError(f"{where}: {part!r} says {wt} at {position} but the wild type has {wild_type[index]}")
-        if mt not in STANDARD_AMINO_ACIDS:
-            raise ValueError(f"{where}: {part!r} mutates to {mt!r}, not one of the 20 standard amino acids")
-        if any(s.position == position for s in substitutions):
-            raise ValueError(f"{where}: position {position} is mutated twice in {text!r}")
-        substitutions.append(Substitution(wt, position, mt))
-    return tuple(substitutions)
+    """Substitutions of ``text`` (``:``-separated) checked against ``wild_type``; the parser of
+    :mod:`esm_jax.inference.mutations`, raising its ``MutantError`` (a ValueError) saying why.
+    """
+    return mutations.parse_mutant(text, wild_type, offset=first_position, where=where)
 
 
 def read_dms_csv(

@@ -13,12 +13,19 @@ from collections.abc import Sequence
 
 import jax
 
-from esm_jax.cli import convert, demo, extract, plan, train
+from esm_jax.cli import convert, demo, extract, plan, score_variants, train
 from esm_jax.cli.configuration import split_overrides
 from esm_jax.errors import EsmJaxError
 from esm_jax.pretrained import cache_dir
 
-COMMANDS = {"extract": extract, "convert": convert, "demo": demo, "train": train, "plan": plan}
+COMMANDS = {
+    "extract": extract,
+    "convert": convert,
+    "score-variants": score_variants,
+    "demo": demo,
+    "train": train,
+    "plan": plan,
+}
 # name -> (module with main(argv), one-line help)
 EXTERNAL_COMMANDS = {
     "build-data": ("data_pipeline.cli", "FASTA corpora to TFRecord training data (UR50/S, UR50/D, UR100)"),

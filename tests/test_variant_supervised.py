@@ -1,0 +1,193 @@
+"""Supervised mutational effect: folds, site inputs, the optax head, frozen parameters, the eval tasks end to end."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from esm_jax import ModelConfig, build_model, pretrained
+from esm_jax.alphabet import STANDARD_AMINO_ACIDS, Alphabet
+from esm_jax.inference.mutations import parse_mutants
+from esm_jax.inference.rank_correlation import spearman
+from eval.cli import main as eval_main
+from eval.mutational_effect.assays import Assay
+from eval.mutational_effect.folds import fraction_size, kfold_splits, training_subset
+from eval.mutational_effect.protocol import FinetuneLearner, FrozenLearner, cross_validation, leave_one_protein_out
+from eval.mutational_effect.regression import TrainConfig, VariantInputs, fit_head, predict, standardiser
+from eval.mutational_effect.sites import build_sites, site_hidden
+
+ALPHABET = Alphabet()
+WILD_TYPE = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEKAVQVKVKALPDAQFEVV"
+
+
+@pytest.fixture(scope="module")
+def model():
+    config = ModelConfig(architecture="esm2", num_layers=1, embed_dim=32, attention_heads=2, ffn_embed_dim=128)
+    return build_model(config, seed=4)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(model, tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny") / "esm2_tiny.pt"
+    pretrained.save_fair_esm(model, path)
+    return path
+
+
+def _synthetic_assay(protein: str, count: int, seed: int) -> Assay:
+    """Singles and doubles of WILD_TYPE whose fitness adds a per-position and a per-amino-acid effect."""
+    generator = np.random.default_rng(seed)
+    position_effect, letter_effect = generator.normal(size=len(WILD_TYPE)), generator.normal(size=20)
+    texts, fitness = [], []
+    while len(texts) < count:
+        positions = sorted(generator.choice(len(WILD_TYPE), size=int(generator.integers(1, 3)), replace=False))
+        letters = generator.choice(20, size=len(positions))
+        text = ":".join(
+            f"{WILD_TYPE[p]}{p + 1}{STANDARD_AMINO_ACIDS[a]}" for p, a in zip(positions, letters, strict=True)
+        )
+        if text not in texts:
+            texts.append(text)
+            fitness.append(sum(position_effect[p] + letter_effect[a] for p, a in zip(positions, letters, strict=True)))
+    mutants = tuple(parse_mutants(texts, WILD_TYPE))
+    return Assay(protein, WILD_TYPE, mutants, np.array(fitness) + generator.normal(0, 0.1, count))
+
+
+def test_folds_partition_the_variants_reproducibly():
+    splits = kfold_splits(103, 5, seed=7)
+    tests = [test for _, test in splits]
+    assert sorted(np.concatenate(tests).tolist()) == list(range(103))
+    assert [len(test) for test in tests] == [21, 21, 21, 20, 20]
+    for train, test in splits:
+        assert not set(train) & set(test) and len(train) + len(test) == 103
+    again = kfold_splits(103, 5, seed=7)
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(splits, again, strict=True))
+    assert not np.array_equal(splits[0][1], kfold_splits(103, 5, seed=8)[0][1])
+    subset = training_subset(splits[0][0], 10, seed=1)
+    assert set(subset) <= set(splits[0][0]) and np.array_equal(subset, training_subset(splits[0][0], 10, seed=1))
+    assert fraction_size(0.1, 103, 82) == 10 and fraction_size(0.001, 103, 82) == 2
+    assert fraction_size(0.8, 4996, 3996) == 3996  # 3,997 asked; uneven folds leave one fewer
+    with pytest.raises(ValueError, match="needs 93 variants but only 82"):
+        fraction_size(0.9, 103, 82)
+    with pytest.raises(ValueError, match="need 2 <= folds"):
+        kfold_splits(3, 5, seed=0)
+
+
+def test_sites_mask_the_mutated_positions_and_are_shared(model):
+    assay = _synthetic_assay("SYN", 60, seed=0).subset(range(60))
+    table = build_sites(assay, window=1022)
+    for number, mutant in enumerate(assay.mutants):
+        site = table.site_of[number]
+        assert table.positions[site] == tuple(sorted(mutant.indices))
+        row = table.rows[site]
+        assert np.all((row == ALPHABET.mask_idx) == np.isin(np.arange(len(WILD_TYPE)), mutant.indices))
+        ordered = sorted(zip(mutant.indices, mutant.substitutions, strict=True))
+        for k, (_, sub) in enumerate(ordered):
+            assert STANDARD_AMINO_ACIDS[table.wild_type[number, k]] == sub.wild_type
+            assert STANDARD_AMINO_ACIDS[table.mutant[number, k]] == sub.mutant
+        assert table.valid[number].sum() == len(mutant.substitutions)
+    assert len(table.rows) == len({tuple(sorted(m.indices)) for m in assay.mutants})
+    hidden = site_hidden(model, table, toks_per_batch=300)
+    for site in (0, len(table.rows) - 1):
+        tokens = np.array([[ALPHABET.cls_idx, *table.rows[site], ALPHABET.eos_idx]])
+        direct = np.asarray(model(tokens, repr_layers=[1])["representations"][1][0])
+        positions = np.array(table.positions[site]) + 1
+        np.testing.assert_allclose(hidden[site, : len(positions)], direct[positions], atol=1e-5)
+
+
+def test_the_standardiser_uses_real_slots_only():
+    hidden = np.array([[[1.0, 5.0], [100.0, 100.0]], [[3.0, 5.0], [0.0, 0.0]]])
+    norm = standardiser(hidden, np.array([[True, False], [True, False]]))
+    np.testing.assert_allclose(norm["shift"], [2.0, 5.0])
+    np.testing.assert_allclose(norm["scale"], [1.0, 1.0])  # SD 1; the constant feature keeps scale 1
+
+
+def test_the_head_recovers_a_planted_relation_without_dropping_a_partial_batch():
+    generator = np.random.default_rng(0)
+    signal = generator.normal(size=(301, 2, 8))
+    hidden = (5.0 + 0.01 * signal).astype(np.float32)  # large offsets, small spread, as final-layer states
+    inputs = VariantInputs(
+        generator.integers(0, 20, (301, 2)), generator.integers(0, 20, (301, 2)), np.ones((301, 2), bool)
+    )
+    inputs.valid[::3, 1] = False
+    weight = generator.normal(size=(8, 20))
+    scores = np.einsum("nkd,da->nka", signal, weight)
+    gain = np.take_along_axis(scores, inputs.mutant[..., None], -1) - np.take_along_axis(
+        scores, inputs.wild_type[..., None], -1
+    )
+    target = np.where(inputs.valid, gain[..., 0], 0).sum(-1)
+    config = TrainConfig(epochs=150, batch_size=64, learning_rate=3e-2, weight_decay=0.0)
+    head = fit_head(
+        hidden[:250], VariantInputs(*(a[:250] for a in vars(inputs).values())), target[:250], config, jax.random.key(0)
+    )
+    test = VariantInputs(*(a[250:] for a in vars(inputs).values()))
+    assert spearman(predict(head, hidden[250:], test), target[250:]) > 0.95
+
+
+def _parameters(model) -> list[np.ndarray]:
+    return [np.array(leaf) for leaf in jax.tree.leaves(nnx.state(model, nnx.Param))]
+
+
+def test_frozen_learner_never_changes_the_backbone_and_learns_multi_mutants(model):
+    before = _parameters(model)
+    learner = FrozenLearner(model, TrainConfig(batch_size=32))
+    prepared = [learner.prepare(_synthetic_assay(name, 400, seed)) for seed, name in enumerate(("A", "B"))]
+    result = cross_validation(learner, prepared[0], folds=5, seed=0)
+    assert len(result["rho_folds"]) == 5 and result["rho_mean"] > 0.3  # the planted per-amino-acid effect is learnable
+    assert result["rho_sd"] == pytest.approx(np.std(result["rho_folds"], ddof=1))
+    assert set(leave_one_protein_out(learner, prepared, seed=0)) == {"A", "B"}
+    assert all(np.array_equal(a, b) for a, b in zip(before, _parameters(model), strict=True))
+
+
+def test_fine_tuning_updates_a_copy_of_the_backbone(model):
+    before = _parameters(model)
+    learner = FinetuneLearner(model, TrainConfig(finetune_epochs=1, finetune_batch_size=8, backbone_learning_rate=1e-3))
+    prepared = learner.prepare(_synthetic_assay("A", 48, seed=3))
+    predicted = learner.fit_predict([(prepared, np.arange(40))], (prepared, np.arange(40, 48)), jax.random.key(0))
+    assert predicted.shape == (8,) and np.all(np.isfinite(predicted))
+    assert all(np.array_equal(a, b) for a, b in zip(before, _parameters(model), strict=True))
+
+
+def test_supervised_task_end_to_end_on_blat(shared_data, checkpoint, tmp_path):
+    out = tmp_path / "results"
+    argv = ["mutational-effect", "--checkpoint", str(checkpoint), "--data", str(shared_data), "--out", str(out)]
+    assert eval_main([*argv, "--assays", "BLAT_ECOLX", "--epochs", "10", "--fractions", "0.8"]) == 0
+    results = json.loads((out / "mutational-effect.json").read_text())
+    cv = results["cross_validation"]["BLAT_ECOLX"]
+    assert cv["variants"] == 4996 and len(cv["rho_folds"]) == 5 and all(np.isfinite(cv["rho_folds"]))
+    assert results["training_fraction"]["BLAT_ECOLX"]["0.8"]["training_variants"] in (3996, 3997)
+    assert results["baseline"]["cross_validation"]["BLAT_ECOLX"]["variants"] == 4996
+    assert "| BLAT_ECOLX | 5-fold CV | 3997 |" in (out / "mutational-effect.md").read_text()
+    for name in ("mutational-effect_rho_per_protein.png", "mutational-effect_training_fraction.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_leave_one_protein_out_through_the_cli(shared_data, checkpoint, tmp_path):
+    argv = ["mutational-effect", "--checkpoint", str(checkpoint), "--data", str(shared_data), "--out", str(tmp_path)]
+    options = ["--assays", "BLAT_ECOLX", "PABP_YEAST", "--max-variants", "200", "--protocols", "lopo"]
+    assert eval_main([*argv, *options, "--epochs", "10"]) == 0
+    lopo = json.loads((tmp_path / "mutational-effect.json").read_text())["leave_one_protein_out"]
+    assert {name: entry["training_variants"] for name, entry in lopo.items()} == {"BLAT_ECOLX": 200, "PABP_YEAST": 200}
+    assert all(np.isfinite(entry["rho"]) for entry in lopo.values())
+
+
+@pytest.mark.slow
+def test_fine_tuning_through_the_cli(shared_data, checkpoint, tmp_path):
+    argv = ["mutational-effect", "--checkpoint", str(checkpoint), "--data", str(shared_data), "--out", str(tmp_path)]
+    options = ["--assays", "BLAT_ECOLX", "--max-variants", "40", "--protocols", "cv", "--folds", "2", "--unfreeze"]
+    assert eval_main([*argv, *options, "--finetune-epochs", "1"]) == 0
+    results = json.loads((tmp_path / "mutational-effect.json").read_text())
+    assert results["learner"] == "fine-tuned backbone"
+    assert results["cross_validation"]["BLAT_ECOLX"]["variants"] == 40
+
+
+def test_zero_shot_task_reports_each_strategy_beside_the_published_numbers(shared_data, checkpoint, tmp_path):
+    argv = ["zero-shot-variants", "--checkpoint", str(checkpoint), "--data", str(shared_data), "--out", str(tmp_path)]
+    options = ["--assays", "BLAT_ECOLX", "--strategies", "masked-marginals", "--pseudo-ppl-variants", "2"]
+    assert eval_main([*argv, *options]) == 0
+    results = json.loads((tmp_path / "zero-shot-variants.json").read_text())["assays"]["BLAT_ECOLX"]
+    assert results["ours"]["masked-marginals"]["variants"] == 4996 and results["ours"]["pseudo-ppl"]["variants"] == 2
+    assert results["published_abs_rho"]["ESM-1v (zero shot)"] == pytest.approx(0.7251, abs=1e-4)
+    assert (tmp_path / "zero-shot-variants_rho.png").is_file()
