@@ -17,7 +17,14 @@ from esm_jax import pretrained
 from esm_jax.model import ESM
 
 # task name -> module implementing it
-TASKS: dict[str, str] = {}
+TASKS: dict[str, str] = {
+    "secondary-structure-linear": "eval.secondary_structure_linear",
+    "contacts-linear": "eval.contacts_linear",
+    "contacts-unsupervised": "eval.contacts_unsupervised",
+    "secondary-structure-deep": "eval.secondary_structure_deep",
+    "contacts-deep": "eval.contacts_deep",
+    "feature-combination": "eval.feature_combination",
+}
 
 
 def default_data_dir() -> Path:
