@@ -8,6 +8,8 @@ protein's ``(L, L)`` probabilities, with padding removed, for every protein aske
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 
 import jax
@@ -43,6 +45,7 @@ def contact_batches(
         batch = {
             "x": pad_stack([residue_features[i] for i in chosen], rows, width),
             "valid": pad_stack([proteins[i].valid for i in chosen], rows, width, fill=False),
+            "present": pad_stack([np.ones(len(proteins[i].sequence), bool) for i in chosen], rows, width, fill=False),
             "contacts": pad_pairs([proteins[i].contacts for i in chosen], rows, width, fill=False),
         }
         if pair_features is not None:
@@ -51,13 +54,28 @@ def contact_batches(
     return out
 
 
+@dataclasses.dataclass(frozen=True)
+class PairLoss:
+    """Masked pair logistic loss of a predictor's ``forward``; compares by value, so compiled steps are reused."""
+
+    forward: Forward
+
+    def __call__(self, module: nnx.Module, batch: Batch) -> jax.Array:
+        return pair_logistic_loss(self.forward(module, batch), batch)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _probabilities(graphdef, forward: Forward, state, batch):
+    return jax.nn.sigmoid(forward(nnx.merge(graphdef, state), batch))
+
+
 def train_predictor(
     module: nnx.Module, forward: Forward, batches: Sequence[Batch], *, steps: int, learning_rate: float, seed: int
 ) -> list[float]:
-    """Fit ``module`` in place on ``batches`` with the masked pair logistic loss."""
+    """Fit ``module`` in place on ``batches`` with the masked pair logistic loss (``forward`` module-level)."""
     return fit_adam(
         module,
-        lambda m, batch: pair_logistic_loss(forward(m, batch), batch),
+        PairLoss(forward),
         batches,
         steps=steps,
         learning_rate=learning_rate,
@@ -71,10 +89,9 @@ def predict(
 ) -> dict[int, np.ndarray]:
     """``{protein index: (L, L) contact probabilities}`` for every protein in ``batches``."""
     graphdef, state = nnx.split(module)
-    probabilities = jax.jit(lambda s, b: jax.nn.sigmoid(forward(nnx.merge(graphdef, s), b)))
     out = {}
     for chosen, batch in batches:
-        values = np.asarray(probabilities(state, batch))
+        values = np.asarray(_probabilities(graphdef, forward, state, batch))
         for row, index in enumerate(chosen):
             out[index] = values[row, : lengths[index], : lengths[index]]
     return out

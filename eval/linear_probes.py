@@ -25,11 +25,11 @@ class SoftmaxProbe(nnx.Module):
         return self.linear(x)
 
 
-def softmax_loss(probe: SoftmaxProbe, batch: dict, l2: float) -> jax.Array:
-    """Mean cross-entropy over residues where ``batch["mask"]`` is set, plus ``l2/2 ‖W‖²``."""
+def softmax_loss(probe: SoftmaxProbe, batch: dict) -> jax.Array:
+    """Mean cross-entropy over residues where ``batch["mask"]`` is set, plus ``batch["l2"]/2 ‖W‖²``."""
     losses = optax.softmax_cross_entropy_with_integer_labels(probe(batch["x"]), batch["y"])
     mask = batch["mask"].astype(jnp.float32)
-    penalty = 0.5 * l2 * jnp.sum(probe.linear.kernel[...] ** 2)
+    penalty = 0.5 * batch["l2"] * jnp.sum(probe.linear.kernel[...] ** 2)
     return jnp.sum(losses * mask) / jnp.maximum(mask.sum(), 1.0) + penalty
 
 
@@ -46,6 +46,11 @@ class BilinearContactProbe(nnx.Module):
         a, b = self.left(x), self.right(x)
         logits = jnp.einsum("bik,bjk->bij", a, b)
         return 0.5 * (logits + jnp.swapaxes(logits, 1, 2)) + self.bias[...]
+
+
+def bilinear_forward(probe: BilinearContactProbe, batch: dict) -> jax.Array:
+    """Contact logits of a batch's residue features (the probe's forward in a training or scoring step)."""
+    return probe(batch["x"])
 
 
 def contact_pair_mask(valid: jax.Array, min_separation: int = MIN_SEPARATION) -> jax.Array:

@@ -8,6 +8,7 @@ and padding never contributes to a loss or a score.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterator, Sequence
 
@@ -50,6 +51,18 @@ def pad_pairs(arrays: Sequence[np.ndarray], rows: int, width: int, fill: float =
     return out
 
 
+@functools.cache
+def _adamw(learning_rate: float, weight_decay: float) -> optax.GradientTransformation:
+    return optax.adamw(learning_rate, weight_decay=weight_decay)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _adam_step(graphdef, loss: Loss, tx, params, rest, opt_state, batch):
+    value, grads = jax.value_and_grad(lambda p: loss(nnx.merge(graphdef, p, rest), batch))(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, value
+
+
 def fit_adam(
     model: nnx.Module,
     loss: Loss,
@@ -61,24 +74,21 @@ def fit_adam(
     seed: int = 0,
     desc: str = "fit",
 ) -> list[float]:
-    """Train ``model`` in place for ``steps`` AdamW steps cycling through ``batches`` in a seeded order."""
-    tx = optax.adamw(learning_rate, weight_decay=weight_decay)
+    """Train ``model`` in place for ``steps`` AdamW steps cycling through ``batches`` in a seeded order.
+
+    ``loss`` should be a module-level function (or a value-comparable object): the compiled step is keyed on it,
+    so refits of the same architecture (folds, seeds) reuse one compilation per batch shape.
+    """
+    tx = _adamw(float(learning_rate), float(weight_decay))
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     opt_state = tx.init(params)
-
-    @jax.jit
-    def step(params, opt_state, batch):
-        value, grads = jax.value_and_grad(lambda p: loss(nnx.merge(graphdef, p, rest), batch))(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, value
-
     rng = np.random.default_rng(seed)
     order: list[int] = []
     losses, started, last_report = [], time.perf_counter(), time.perf_counter()
     for number in range(1, steps + 1):
         if not order:
             order = list(rng.permutation(len(batches)))
-        params, opt_state, value = step(params, opt_state, batches[order.pop()])
+        params, opt_state, value = _adam_step(graphdef, loss, tx, params, rest, opt_state, batches[order.pop()])
         losses.append(value)
         if time.perf_counter() - last_report > 15:
             last_report = time.perf_counter()
@@ -88,26 +98,29 @@ def fit_adam(
     return [float(v) for v in losses]
 
 
-def fit_lbfgs(model: nnx.Module, loss: Loss, batch: Batch, *, iterations: int = 300, tolerance: float = 1e-6) -> int:
-    """Minimise a smooth full-batch ``loss`` over ``model``'s parameters by L-BFGS; returns iterations used."""
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    batch = jax.tree.map(jnp.asarray, batch)
+_SOLVER = optax.lbfgs()
 
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _lbfgs_step(graphdef, loss: Loss, params, rest, state, batch):
     def objective(p):
         return loss(nnx.merge(graphdef, p, rest), batch)
 
-    solver = optax.lbfgs()
-    value_and_grad = optax.value_and_grad_from_state(objective)
+    value, grad = optax.value_and_grad_from_state(objective)(params, state=state)
+    updates, state = _SOLVER.update(grad, state, params, value=value, grad=grad, value_fn=objective)
+    return optax.apply_updates(params, updates), state, value, optax.tree.norm(grad)
 
-    @jax.jit
-    def step(p, state):
-        value, grad = value_and_grad(p, state=state)
-        updates, state = solver.update(grad, state, p, value=value, grad=grad, value_fn=objective)
-        return optax.apply_updates(p, updates), state, value, optax.tree.norm(grad)
 
-    state, previous, used = solver.init(params), np.inf, 0
+def fit_lbfgs(model: nnx.Module, loss: Loss, batch: Batch, *, iterations: int = 300, tolerance: float = 1e-6) -> int:
+    """Minimise a smooth full-batch ``loss`` over ``model``'s parameters by L-BFGS; returns iterations used.
+
+    As for :func:`fit_adam`, ``loss`` should be module-level so that the compiled step is reused.
+    """
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    batch = jax.tree.map(jnp.asarray, batch)
+    state, previous, used = _SOLVER.init(params), np.inf, 0
     while used < iterations:
-        params, state, value, gradient_norm = step(params, state)
+        params, state, value, gradient_norm = _lbfgs_step(graphdef, loss, params, rest, state, batch)
         used, value = used + 1, float(value)
         if abs(previous - value) <= tolerance * max(1.0, abs(value)) or float(gradient_norm) < tolerance:
             break

@@ -11,6 +11,7 @@ its NEW364 test set (``--flip-train``). Only resolved residues are trained on an
 from __future__ import annotations
 
 import argparse
+import functools
 from pathlib import Path
 
 import jax
@@ -52,17 +53,21 @@ def fit_probe(x: np.ndarray, y: np.ndarray, mask: np.ndarray, classes: int, args
     x_rows, real = padded_rows(x[keep])
     y_rows, _ = padded_rows(y[keep].astype(np.int32))
     probe = SoftmaxProbe(x.shape[1], classes, rngs=nnx.Rngs(args.seed))
-    batch = {"x": x_rows, "y": y_rows, "mask": real}
-    fit_lbfgs(probe, lambda m, b: softmax_loss(m, b, args.l2), batch, iterations=args.iterations)
+    batch = {"x": x_rows, "y": y_rows, "mask": real, "l2": np.float32(args.l2)}
+    fit_lbfgs(probe, softmax_loss, batch, iterations=args.iterations)
     return probe
 
 
 def predict(probe: SoftmaxProbe, x: np.ndarray) -> np.ndarray:
     """Class indices for every row of ``x`` (padded to a fixed chunk, so few shapes compile)."""
     graphdef, state = nnx.split(probe)
-    classify = jax.jit(lambda s, rows: jnp.argmax(nnx.merge(graphdef, s)(rows), axis=-1))
     padded, real = padded_rows(x)
-    return np.asarray(classify(state, padded))[real]
+    return np.asarray(_classify(graphdef, state, padded))[real]
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _classify(graphdef, state, rows):
+    return jnp.argmax(nnx.merge(graphdef, state)(rows), axis=-1)
 
 
 def embed(model, records, layers, args, desc):
