@@ -50,8 +50,8 @@ def resnet_runs(
 def add_resnet_arguments(parser) -> None:
     """Options of the dilated ResNet head and its training (small defaults for CPUs)."""
     parser.add_argument("--seeds", type=int, default=5, help="training seeds (default: 5, as the paper)")
-    parser.add_argument("--steps", type=int, default=100, help="Adam steps per fold and seed (default: 100)")
+    parser.add_argument("--steps", type=int, default=20, help="Adam steps per fold and seed (default: 20)")
     parser.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate (default: 1e-3)")
-    parser.add_argument("--channels", type=int, default=32, help="ResNet channels (default: 32)")
-    parser.add_argument("--blocks", type=int, default=4, help="residual blocks (default: 4)")
+    parser.add_argument("--channels", type=int, default=16, help="ResNet channels (default: 16)")
+    parser.add_argument("--blocks", type=int, default=2, help="residual blocks (default: 2)")
     parser.add_argument("--toks-per-batch", type=int, default=1024, help="residues per head batch (default: 1024)")
