@@ -40,7 +40,7 @@ def build_plans(names: list[str], data: Path, limit: int | None, folds: int, see
             plans.append(Plan(name, proteins, [(np.arange(len(kortemme)), test)], "train Kortemme, test CASP12"))
         else:
             proteins = kortemme if name == "kortemme" else load_contact_set(name, data, limit)
-            scheme, split = set_folds(name, proteins, folds, seed)
+            scheme, split = set_folds(proteins, folds, seed)
             plans.append(Plan(name, proteins, split, scheme))
     return plans
 

@@ -25,7 +25,7 @@ def parse_layers(text: str, model: ESM) -> list[int]:
         raise argparse.ArgumentTypeError(f"--layers {text!r}: {error}") from None
 
 
-def set_folds(name: str, proteins: Sequence[ContactProtein], folds: int, seed: int) -> tuple[str, list[Fold]]:
+def set_folds(proteins: Sequence[ContactProtein], folds: int, seed: int) -> tuple[str, list[Fold]]:
     """Folds for a contact set: by SCOP class where labelled (Kortemme), random otherwise."""
     return folds_for([p.group for p in proteins], folds, seed)
 

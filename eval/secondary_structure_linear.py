@@ -26,7 +26,7 @@ from eval.probe_training import fit_lbfgs
 from eval.report import write_results
 from eval.representations import per_residue_layers
 from eval.ss_data import TEST_FILES, load_flip_ss3, load_ss8_sets
-from eval.ss_features import padded_rows, residue_labels
+from eval.ss_features import ResidueLabels, padded_rows, residue_labels
 from eval.ss_metrics import accuracy, ss8_to_ss3
 from eval.sweep_plot import layer_sweep_png
 
@@ -70,7 +70,8 @@ def _classify(graphdef, state, rows):
     return jnp.argmax(nnx.merge(graphdef, state)(rows), axis=-1)
 
 
-def embed(model, records, layers, args, desc):
+def embed(model, records, layers: list[int], desc: str) -> tuple[dict[int, np.ndarray], ResidueLabels]:
+    """Residue features of every layer (concatenated over records) and the matching labels."""
     features = per_residue_layers(model, [(r.id, r.sequence) for r in records], layers, desc=desc)
     labels = residue_labels(records, [f.shape[0] for f in features[layers[0]]])
     return {layer: np.concatenate(values) for layer, values in features.items()}, labels
@@ -80,7 +81,7 @@ def run(args: argparse.Namespace) -> dict:
     model = load_backbone(args)
     layers = parse_layers(args.layers, model)
     sets = load_ss8_sets(Path(args.data), args.max_train, args.max_test, tuple(args.tests.split(",")))
-    train_x, train = embed(model, sets.train, layers, args, "ss8 train")
+    train_x, train = embed(model, sets.train, layers, "ss8 train")
     probes = {
         layer: (
             fit_probe(train_x[layer], train.ss8, train.mask, 8, args),
@@ -92,7 +93,7 @@ def run(args: argparse.Namespace) -> dict:
     results = {"layers": layers, "train_proteins": len(sets.train), "dropped_train": sets.dropped, "tests": {}}
     rows = []
     for name, records in sets.tests.items():
-        test_x, test = embed(model, records, layers, args, name)
+        test_x, test = embed(model, records, layers, name)
         per_layer = {}
         for layer in layers:
             q8_predictions = predict(probes[layer][0], test_x[layer])
@@ -138,9 +139,9 @@ def flip_q3(model, layers: list[int], args) -> dict:
     """Q3 per layer of a 3-class probe fitted on FLIP training chains, scored on FLIP's NEW364 test set."""
     size = None if args.flip_train < 0 else args.flip_train
     train_records, test_records = load_flip_ss3(Path(args.data), size, args.max_test, args.seed)
-    train_x, train = embed(model, train_records, layers, args, "flip train")
+    train_x, train = embed(model, train_records, layers, "flip train")
     probes = {layer: fit_probe(train_x[layer], train.ss3, train.mask, 3, args) for layer in layers}
     del train_x
-    test_x, test = embed(model, test_records, layers, args, "flip test")
+    test_x, test = embed(model, test_records, layers, "flip test")
     scores = {layer: accuracy(predict(probes[layer], test_x[layer]), test.ss3, test.mask) for layer in layers}
     return {"train_proteins": len(train_records), "test_proteins": len(test_records), "Q3": scores}

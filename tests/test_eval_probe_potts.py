@@ -32,8 +32,8 @@ def test_pseudo_likelihood_recovers_a_planted_coupling():
     planted = 1.2 * (np.eye(states) - 1.0 / states)  # positions 1 and 4 prefer equal states
     couplings[1, :, 4, :] = planted
     couplings[4, :, 1, :] = planted.T
-    msa = gibbs_sample(fields, couplings, count=3000, sweeps=30, seed=2)
-    model = fit_potts(msa, np.ones(len(msa)), states=states, iterations=200)
+    msa = gibbs_sample(fields, couplings, count=2000, sweeps=20, seed=2)
+    model = fit_potts(msa, np.ones(len(msa)), states=states, iterations=100)
     scores = coupling_scores(model, gap_state=None)
     upper = np.triu(scores, 1)
     assert np.unravel_index(np.argmax(upper), upper.shape) == (1, 4)
