@@ -24,6 +24,12 @@ TASKS: dict[str, str] = {
     "family-alignment": "eval.family_alignment",
     "mutational-effect": "eval.mutational_effect.task",
     "zero-shot-variants": "eval.mutational_effect.zero_shot",
+    "secondary-structure-linear": "eval.secondary_structure_linear",
+    "contacts-linear": "eval.contacts_linear",
+    "contacts-unsupervised": "eval.contacts_unsupervised",
+    "secondary-structure-deep": "eval.secondary_structure_deep",
+    "contacts-deep": "eval.contacts_deep",
+    "feature-combination": "eval.feature_combination",
 }
 
 

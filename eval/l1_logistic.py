@@ -1,0 +1,70 @@
+"""L1-regularised binary logistic regression, fitted by FISTA (accelerated proximal gradient) in one jitted loop.
+
+Objective, as scikit-learn's ``LogisticRegression(penalty="l1", C=C)``: ``Σ_p log(1 + exp(-s_p (x_p·w + b))) +
+‖w‖₁ / C`` with the intercept ``b`` unpenalised. Rao et al. (ICLR 2021) fit their attention-map contact head
+this way with ``C = 0.15`` on 20 proteins. Rows with ``mask`` 0 (padding) do not count.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+
+def _lipschitz(x: jax.Array, mask: jax.Array, iterations: int = 50) -> jax.Array:
+    """Upper bound of the logistic loss gradient's Lipschitz constant: ``¼ σ_max([X 1])²`` by power iteration."""
+    design = jnp.concatenate([x, jnp.ones((x.shape[0], 1), x.dtype)], axis=1) * mask[:, None]
+    vector = jnp.ones(design.shape[1], x.dtype) / np.sqrt(design.shape[1])
+
+    def body(_, v):
+        w = design.T @ (design @ v)
+        return w / jnp.linalg.norm(w)
+
+    vector = jax.lax.fori_loop(0, iterations, body, vector)
+    return 0.25 * jnp.linalg.norm(design @ vector) ** 2 * 1.05
+
+
+def _loss(params, x, y, mask):
+    logits = x @ params[:-1] + params[-1]
+    return jnp.sum(optax.sigmoid_binary_cross_entropy(logits, y) * mask)
+
+
+@jax.jit
+def _fista(x, y, mask, inverse_c, iterations):
+    step = 1.0 / _lipschitz(x, mask)
+    penalised = jnp.ones(x.shape[1] + 1).at[-1].set(0.0)
+    grad = jax.grad(_loss)
+
+    def body(_, carry):
+        params, momentum_point, t = carry
+        moved = momentum_point - step * grad(momentum_point, x, y, mask)
+        threshold = step * inverse_c * penalised
+        new = jnp.sign(moved) * jnp.maximum(jnp.abs(moved) - threshold, 0.0)
+        t_next = 0.5 * (1.0 + jnp.sqrt(1.0 + 4.0 * t**2))
+        return new, new + ((t - 1.0) / t_next) * (new - params), t_next
+
+    start = jnp.zeros(x.shape[1] + 1, x.dtype)
+    params, _, _ = jax.lax.fori_loop(0, iterations, body, (start, start, jnp.asarray(1.0, x.dtype)))
+    return params
+
+
+def fit_l1_logistic(
+    x: np.ndarray, y: np.ndarray, c: float = 0.15, iterations: int = 2000, mask: np.ndarray | None = None
+) -> tuple[np.ndarray, float]:
+    """Weights ``(F,)`` and intercept of the L1 logistic regression of boolean ``y`` (P,) on ``x`` (P, F)."""
+    x = jnp.asarray(x, jnp.float32)
+    if y.shape != (x.shape[0],):
+        raise ValueError(f"labels have shape {y.shape}, expected ({x.shape[0]},)")
+    mask = jnp.ones(x.shape[0]) if mask is None else jnp.asarray(mask, jnp.float32)
+    params = _fista(x, jnp.asarray(y, jnp.float32), mask, jnp.float32(1.0 / c), iterations)
+    params = np.asarray(params, dtype=np.float64)
+    return params[:-1], float(params[-1])
+
+
+def objective(x: np.ndarray, y: np.ndarray, weights: np.ndarray, intercept: float, c: float) -> float:
+    """The penalised objective, for comparing solutions."""
+    logits = np.asarray(x, np.float64) @ weights + intercept
+    signs = np.where(np.asarray(y, bool), 1.0, -1.0)
+    return float(np.sum(np.logaddexp(0.0, -signs * logits)) + np.abs(weights).sum() / c)

@@ -1,0 +1,34 @@
+"""Cross-validation splits: leave-one-group-out where proteins carry labels (SCOP class, fold, ...), else k-fold."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+Fold = tuple[np.ndarray, np.ndarray]
+
+
+def group_folds(groups: Sequence[str]) -> list[Fold]:
+    """One fold per distinct group: test on that group's proteins, train on all others."""
+    groups = np.asarray(groups)
+    names = sorted(set(groups.tolist()))
+    if len(names) < 2:
+        raise ValueError(f"leave-one-group-out needs at least two groups, got {names}")
+    return [(np.flatnonzero(groups != name), np.flatnonzero(groups == name)) for name in names]
+
+
+def random_folds(count: int, folds: int, seed: int = 0) -> list[Fold]:
+    """``folds`` disjoint test sets covering ``range(count)`` (seeded), each with the rest as training set."""
+    if not 2 <= folds <= count:
+        raise ValueError(f"cannot make {folds} folds of {count} proteins")
+    order = np.random.default_rng(seed).permutation(count)
+    parts = np.array_split(order, folds)
+    return [(np.sort(np.concatenate(parts[:k] + parts[k + 1 :])), np.sort(part)) for k, part in enumerate(parts)]
+
+
+def folds_for(groups: Sequence[str], folds: int = 5, seed: int = 0) -> tuple[str, list[Fold]]:
+    """Leave-one-group-out when every protein has a group label and there are several, else random k-fold."""
+    if all(groups) and len(set(groups)) > 1:
+        return "leave-one-group-out", group_folds(groups)
+    return f"random {folds}-fold", random_folds(len(groups), min(folds, len(groups)), seed)

@@ -1,0 +1,95 @@
+"""Every task end to end on a small real subset with a tiny random model: results written, no protein dropped."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from esm_jax.checkpoints import native
+from esm_jax.model import ModelConfig, build_model
+from eval import cli
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("tiny") / "esm2_tiny"
+    native.save(build_model(ModelConfig("esm2", 2, 32, 4, 64), seed=0), path)
+    return str(path)
+
+
+def _run(task: str, checkpoint: str, data, out, *options: str) -> dict:
+    assert cli.main([task, "--checkpoint", checkpoint, "--data", str(data), "--out", str(out), *options]) == 0
+    assert (out / f"{task}.md").is_file()
+    return json.loads((out / f"{task}.json").read_text())
+
+
+def test_secondary_structure_linear(tiny_checkpoint, shared_data, tmp_path):
+    options = ["--max-train", "5", "--max-test", "3", "--tests", "CB513,CASP12", "--layers", "0,2"]
+    result = _run("secondary-structure-linear", tiny_checkpoint, shared_data, tmp_path, *options, "--iterations", "20")
+    for name in ("CB513", "CASP12"):
+        entry = result["tests"][name]
+        assert entry["proteins"] == 3 and entry["residues_beyond_window"] == 0
+        assert set(entry["per_layer"]) == {"0", "2"}
+        assert all(0.0 <= v <= 1.0 for layer in entry["per_layer"].values() for v in layer.values())
+    assert result["dropped_train"] == ["1wfb-A"]
+    assert (tmp_path / "secondary-structure-linear-layers.png").stat().st_size > 0
+
+
+def test_contacts_linear_on_casp12(tiny_checkpoint, shared_data, tmp_path):
+    options = ["--sets", "casp12", "--max-proteins", "3", "--layers", "0,2", "--steps", "3", "--no-baselines"]
+    result = _run("contacts-linear", tiny_checkpoint, shared_data, tmp_path, *options)
+    entry = result["sets"]["casp12"]
+    assert entry["proteins"] == 2 and set(entry["per_layer"]) == {"0", "2"}
+    assert "potts" not in entry
+
+
+@pytest.mark.slow
+def test_contacts_linear_with_baselines(tiny_checkpoint, shared_data, tmp_path):
+    options = ["--sets", "kortemme,casp12", "--max-proteins", "4", "--layers", "last", "--steps", "5"]
+    options += ["--msa-max-sequences", "16", "--potts-iterations", "2"]
+    result = _run("contacts-linear", tiny_checkpoint, shared_data, tmp_path, *options)
+    assert result["sets"]["kortemme"]["proteins"] == 4
+    assert result["sets"]["casp12"]["proteins"] == 2
+    assert result["sets"]["casp12"]["scheme"] == "train Kortemme, test CASP12"
+    for baseline in ("profile", "potts"):
+        assert result["sets"]["casp12"][baseline]["proteins"] == 2
+        assert 0.0 <= result["sets"]["casp12"][baseline]["precision"]["long P@L"] <= 1.0
+    assert (tmp_path / "contacts-linear-kortemme-layers.png").is_file()
+    # the Potts scores are cached for reruns with other checkpoints
+    assert len(list((tmp_path / ".potts-cache").glob("*.npy"))) == 4 + 2
+
+
+def test_contacts_unsupervised(tiny_checkpoint, shared_data, tmp_path):
+    options = ["--train-proteins", "3", "--sets", "casp12", "--iterations", "50"]
+    result = _run("contacts-unsupervised", tiny_checkpoint, shared_data, tmp_path, *options)
+    assert result["features"] == 2 * 4 and result["train"]["proteins"] == 3
+    assert set(result["fitted_head"]) == {"casp12"}
+    assert "checkpoint_head" in result
+
+
+def test_secondary_structure_deep(tiny_checkpoint, shared_data, tmp_path):
+    options = ["--max-train", "4", "--max-test", "2", "--tests", "CASP12", "--seeds", "2", "--steps", "2"]
+    options += ["--hidden", "4", "--kernels", "3,5", "--features", "last"]
+    result = _run("secondary-structure-deep", tiny_checkpoint, shared_data, tmp_path, *options)
+    for features in ("last",):
+        q8 = result["features"][features]["CASP12"]["Q8"]
+        assert len(q8["runs"]) == 2 and 0.0 <= q8["mean"] <= 1.0
+
+
+def test_contacts_deep(tiny_checkpoint, shared_data, tmp_path):
+    options = ["--sets", "casp12", "--max-proteins", "4", "--seeds", "2", "--steps", "2", "--channels", "8"]
+    options += ["--blocks", "1", "--features", "last,profile", "--msa-max-sequences", "16"]
+    result = _run("contacts-deep", tiny_checkpoint, shared_data, tmp_path, *options)
+    entry = result["sets"]["casp12"]
+    assert entry["proteins"] == 2
+    assert len(entry["features"]["profile"]["long P@L"]["runs"]) == 2
+
+
+@pytest.mark.slow
+def test_feature_combination(tiny_checkpoint, shared_data, tmp_path):
+    options = ["--max-proteins", "3", "--seeds", "1", "--steps", "2", "--msa-rows", "2", "--channels", "8"]
+    options += ["--blocks", "1", "--pca", "2", "--msa-max-sequences", "16"]
+    result = _run("feature-combination", tiny_checkpoint, shared_data, tmp_path, *options)
+    labels = set(result["sets"]["kortemme"]["features"])
+    assert labels == {"direct", "direct + profile", "avg", "avg + profile", "cov", "cov + profile"}
