@@ -36,6 +36,12 @@ DEV = (
     + [
         "pytest==9.2.0",
         "ruff==0.17.5",
+        "scipy>=1.13",  # reference implementations the metric tests compare against
+        "scikit-learn==1.9.1",
+        # running the Colab notebooks as tests
+        "nbformat==5.11.1",
+        "nbclient==0.11.0",
+        "ipykernel==7.4.0",
     ]
 )
 
