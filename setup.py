@@ -33,6 +33,7 @@ TORCH = [
 DEV = (
     TORCH
     + BEAM
+    + TPU  # so CI runs the `esm-jax plan` compile tests
     + [
         "pytest==9.2.0",
         "ruff==0.17.5",
