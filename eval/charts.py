@@ -49,13 +49,16 @@ def grouped_bars_png(
     ylabel: str,
     ylim: tuple[float, float] | None = None,
     rotate: bool = False,
+    errors: Mapping[str, Sequence[float]] | None = None,
 ) -> Path:
-    """Bars for each category, one bar per series side by side."""
+    """Bars for each category, one bar per series side by side (optional ± error bars per series)."""
     figure, axis = plt.subplots(figsize=(max(6, 0.35 * len(categories) * max(1, len(series))), 4))
     width = 0.8 / max(1, len(series))
     positions = np.arange(len(categories))
     for offset, (name, values) in enumerate(series.items()):
-        axis.bar(positions + (offset - (len(series) - 1) / 2) * width, values, width, label=name)
+        centres = positions + (offset - (len(series) - 1) / 2) * width
+        axis.bar(centres, values, width, yerr=(errors or {}).get(name), capsize=3, label=name)
+    axis.axhline(0.0, color="black", linewidth=0.6)
     axis.set_xticks(positions)
     axis.set_xticklabels(categories, rotation=90 if rotate else 0, fontsize=7 if rotate else 9)
     if ylim is not None:

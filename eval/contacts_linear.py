@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from flax import nnx
 
+from eval.charts import curves_png
 from eval.cli import load_backbone
 from eval.contact_metrics import contact_precisions, mean_precisions
 from eval.contact_plans import Plan, aligned_subplan, build_plans, embed_all
@@ -27,7 +28,6 @@ from eval.contact_training import cross_validated_precisions
 from eval.linear_probes import BilinearContactProbe, bilinear_forward
 from eval.msa_baselines import potts_contact_scores, profile_features
 from eval.report import write_results
-from eval.sweep_plot import layer_sweep_png
 
 DESCRIPTION = __doc__
 TASK = "contacts-linear"
@@ -123,13 +123,14 @@ def run(args: argparse.Namespace) -> dict:
                 found = entry[baseline]
                 rows.append(precision_row(plan.name, baseline, found["proteins"], found["precision"]))
         figure = f"{TASK}-{plan.name}-layers.png"
-        layer_sweep_png(
+        curves_png(
             layers,
             {band: [sweep[layer][band] for layer in layers] for band in ("long P@L", "long P@L/5", "medium P@L/5")},
             Path(args.out) / figure,
             title=f"{plan.name}: bilinear probe per layer ({plan.scheme})",
+            xlabel="layer",
             ylabel="precision",
-            baselines={f"{b} long P@L": entry[b]["precision"]["long P@L"] for b in ("profile", "potts") if b in entry},
+            levels={f"{b} long P@L": entry[b]["precision"]["long P@L"] for b in ("profile", "potts") if b in entry},
         )
         figures.append(figure)
     results["checkpoint"] = args.checkpoint

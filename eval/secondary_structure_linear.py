@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from eval.charts import curves_png
 from eval.cli import load_backbone
 from eval.contact_tables import parse_layers
 from eval.linear_probes import SoftmaxProbe, softmax_loss
@@ -28,7 +29,6 @@ from eval.representations import per_residue_layers
 from eval.ss_data import TEST_FILES, load_flip_ss3, load_ss8_sets
 from eval.ss_features import ResidueLabels, padded_rows, residue_labels
 from eval.ss_metrics import accuracy, ss8_to_ss3
-from eval.sweep_plot import layer_sweep_png
 
 DESCRIPTION = __doc__
 TASK = "secondary-structure-linear"
@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> dict:
         results["flip"] = flip_q3(model, layers, args)
         rows += [{"test set": "FLIP NEW364", "layer": k, "Q3": v} for k, v in results["flip"]["Q3"].items()]
     figure = f"{TASK}-layers.png"
-    layer_sweep_png(
+    curves_png(
         layers,
         {
             f"{name} Q8": [entry["per_layer"][layer]["Q8"] for layer in layers]
@@ -122,6 +122,7 @@ def run(args: argparse.Namespace) -> dict:
         },
         Path(args.out) / figure,
         title="Secondary structure: linear probe per layer",
+        xlabel="layer",
         ylabel="Q8 accuracy",
     )
     results |= {"checkpoint": args.checkpoint, "random_weights": bool(args.random_weights)}

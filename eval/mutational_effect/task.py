@@ -14,9 +14,10 @@ from __future__ import annotations
 import argparse
 import time
 
+from eval.charts import grouped_bars_png
 from eval.cli import load_backbone
 from eval.mutational_effect.assays import ASSAYS, load_assay
-from eval.mutational_effect.plots import fraction_curve_png, grouped_bars_png
+from eval.mutational_effect.plots import fraction_curve_png
 from eval.mutational_effect.protocol import (
     FinetuneLearner,
     FrozenLearner,
@@ -194,7 +195,12 @@ def _figures(results: dict, args: argparse.Namespace) -> list[str]:
             errors["baseline: aa change only, CV"] = [baseline[p]["rho_sd"] for p in proteins]
         name = f"{TASK}_rho_per_protein.png"
         grouped_bars_png(
-            args.out / name, proteins, series, f"Supervised mutational effect: {results['learner']}", errors
+            proteins,
+            series,
+            args.out / name,
+            title=f"Supervised mutational effect: {results['learner']}",
+            ylabel="Spearman ρ",
+            errors=errors,
         )
         figures.append(name)
     sweep = results.get("training_fraction", {})

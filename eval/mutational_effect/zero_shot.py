@@ -18,9 +18,9 @@ import numpy as np
 
 from esm_jax.inference.rank_correlation import spearman
 from esm_jax.inference.variant_scoring import score_mutants
+from eval.charts import grouped_bars_png
 from eval.cli import load_backbone
 from eval.mutational_effect.assays import ASSAYS, Assay, load_assay
-from eval.mutational_effect.plots import grouped_bars_png
 from eval.report import write_results
 
 TASK = "zero-shot-variants"
@@ -120,7 +120,11 @@ def run(args: argparse.Namespace) -> dict:
             per_assay[p]["published_abs_rho"].get(method, np.nan) for p in per_assay
         ]
     grouped_bars_png(
-        args.out / figure, list(per_assay), series, f"Zero-shot Spearman ρ ({args.checkpoint}, {results['weights']})"
+        list(per_assay),
+        series,
+        args.out / figure,
+        title=f"Zero-shot Spearman ρ ({args.checkpoint}, {results['weights']})",
+        ylabel="Spearman ρ",
     )
     write_results(
         args.out,
