@@ -1,7 +1,8 @@
 """PNG charts of evaluation results (matplotlib, Agg backend), each written atomically.
 
-Small and generic on purpose: line curves, grouped bars, labelled scatter plots coloured by group, and
-overlaid distributions. The tasks decide what goes in them.
+Small and generic on purpose: line curves, grouped bars, labelled scatter plots coloured by group,
+overlaid distributions and side-by-side panels of several values against one shared value.
+The tasks decide what goes in them.
 """
 
 from __future__ import annotations
@@ -118,5 +119,26 @@ def distributions_png(
         axis.set_xlabel(xlabel)
         axis.set_ylabel("density")
         axis.legend(fontsize=7)
+    figure.suptitle(title, fontsize=10)
+    return save_png(figure, path)
+
+
+def paired_panels_png(
+    x: Sequence[float],
+    panels: Mapping[str, Sequence[float]],
+    labels: Sequence[str],
+    path: str | os.PathLike,
+    *,
+    title: str,
+    xlabel: str,
+) -> Path:
+    """One panel per entry: its values against the shared ``x``, joined in order and each point labelled."""
+    figure, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.8), squeeze=False, layout="constrained")
+    for axis, (name, values) in zip(axes[0], panels.items(), strict=True):
+        axis.plot(x, values, marker="o")
+        for x_value, y_value, label in zip(x, values, labels, strict=True):
+            axis.annotate(label, (x_value, y_value), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        axis.set_xlabel(xlabel)
+        axis.set_ylabel(name)
     figure.suptitle(title, fontsize=10)
     return save_png(figure, path)

@@ -2,7 +2,9 @@
 
 Each task lives in its own module, registered in :data:`TASKS` by module path; a task module
 provides ``DESCRIPTION``, ``add_arguments(parser)`` and ``run(args) -> dict`` (its headline
-numbers). Common options (``--checkpoint``, ``--random-weights``, ``--data``, ``--out``) are added here.
+numbers). Common options (``--checkpoint``, ``--random-weights``, ``--data``, ``--out``) are added here. A task
+whose input is not one checkpoint sets ``CHECKPOINT_REQUIRED = False``; one that ``all`` may not be able to run
+provides ``skip_reason(args) -> str | None``.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ TASKS: dict[str, str] = {
     "secondary-structure-deep": "eval.secondary_structure_deep",
     "contacts-deep": "eval.contacts_deep",
     "feature-combination": "eval.feature_combination",
+    "structure-vs-lm": "eval.structure_vs_lm",
 }
 
 
@@ -38,9 +41,11 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("ESM_JAX_SHARED_DATA", Path.cwd().parent / "shared" / "data"))
 
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
+def _add_common(parser: argparse.ArgumentParser, checkpoint_required: bool = True) -> None:
     parser.add_argument(
-        "--checkpoint", required=True, help="model: .pt file, Hugging Face or esm-jax folder, or released name"
+        "--checkpoint",
+        required=checkpoint_required,
+        help="model: .pt file, Hugging Face or esm-jax folder, training run folder, or released name",
     )
     parser.add_argument("--random-weights", action="store_true", help="use --checkpoint's shape with random weights")
     parser.add_argument("--seed", type=int, default=0, help="seed for random weights and any sampling (default: 0)")
@@ -60,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, module_path in TASKS.items():
         module = importlib.import_module(module_path)
         task = tasks.add_parser(name, help=module.DESCRIPTION.splitlines()[0], description=module.DESCRIPTION)
-        _add_common(task)
+        _add_common(task, getattr(module, "CHECKPOINT_REQUIRED", True))
         module.add_arguments(task)
     return parser
 
@@ -81,6 +86,11 @@ def _task_arguments(module, common: argparse.Namespace) -> argparse.Namespace:
     return argparse.Namespace(**vars(parser.parse_args([])), **vars(common))
 
 
+def _skip_reason(module, args: argparse.Namespace) -> str | None:
+    """Why ``all`` leaves this task out for ``args`` (``None`` for tasks that run on any checkpoint)."""
+    return module.skip_reason(args) if hasattr(module, "skip_reason") else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.data is None:
@@ -89,5 +99,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in names:
         module = importlib.import_module(TASKS[name])
         task_args = _task_arguments(module, args) if args.task == "all" else args
-        print(f"{name}: {module.run(task_args)}")
+        reason = _skip_reason(module, task_args) if args.task == "all" else None
+        print(f"{name}: skipped ({reason})" if reason else f"{name}: {module.run(task_args)}", flush=True)
     return 0

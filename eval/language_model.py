@@ -45,6 +45,21 @@ PAPER_MODELS = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_heldout_arguments(parser)
+    parser.add_argument(
+        "--ngram-orders", type=int, nargs="+", default=[1, 2, 3, 4, 5], help="n-gram orders (default: 1 2 3 4 5)"
+    )
+    parser.add_argument(
+        "--laplace",
+        type=float,
+        nargs="+",
+        default=[1.0, 0.1, 0.01],
+        help="additive smoothing values alpha; 1 = add-one (default: 1 0.1 0.01)",
+    )
+
+
+def add_heldout_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options naming the held-out dataset and its masking (shared with tasks that report ECE)."""
     parser.add_argument(
         "--dataset", type=Path, default=None, help="built dataset folder (default: build ur50_s from --data)"
     )
@@ -59,19 +74,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--mask-seed", type=int, default=0, help="seed of the held-out masking (default: 0)")
     parser.add_argument("--token-budget", type=int, default=4096, help="tokens per batch (default: 4096)")
-    parser.add_argument(
-        "--ngram-orders", type=int, nargs="+", default=[1, 2, 3, 4, 5], help="n-gram orders (default: 1 2 3 4 5)"
-    )
-    parser.add_argument(
-        "--laplace",
-        type=float,
-        nargs="+",
-        default=[1.0, 0.1, 0.01],
-        help="additive smoothing values alpha; 1 = add-one (default: 1 0.1 0.01)",
-    )
 
 
-def _dataset(args: argparse.Namespace) -> Path:
+def heldout_dataset(args: argparse.Namespace) -> Path:
+    """``--dataset``, or the ``--dataset-config`` dataset built from ``--data``'s UniRef sample on first use."""
     if args.dataset is not None:
         return heldout_data.check_dataset(args.dataset)
     cache = args.dataset_cache or pretrained.cache_dir() / "eval_datasets"
@@ -124,7 +130,7 @@ def ngram_table(
 
 
 def run(args: argparse.Namespace) -> dict:
-    dataset = _dataset(args)
+    dataset = heldout_dataset(args)
     model = load_backbone(args)
     expected = heldout_data.split_size(dataset, "validation")
     width = max(args.ngram_orders) - 1

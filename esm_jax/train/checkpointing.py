@@ -112,6 +112,15 @@ def is_training_run(path: str | os.PathLike) -> bool:
     return (path / "config.json").is_file() and (path / "checkpoints").is_dir()
 
 
+def saved_steps(workdir: str | os.PathLike) -> list[int]:
+    """The steps of a training run's checkpoints on disk, oldest first."""
+    manager = ocp.CheckpointManager(Path(workdir).absolute() / "checkpoints", item_names=("state", "data", "meta"))
+    try:
+        return sorted(int(step) for step in manager.all_steps())
+    finally:
+        manager.close()
+
+
 def load_trained_model(workdir: str | os.PathLike, step: int | None = None, **runtime_options) -> ESM:
     """The model (without optimizer state) of a training run's newest checkpoint, or of ``step``.
 
