@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 
@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in EXTERNAL_COMMANDS:
         module = importlib.import_module(EXTERNAL_COMMANDS[argv[0]][0])
-        return module.main(argv[1:])
+        return _reporting_errors(argv[0], lambda: module.main(argv[1:]))
     argv, overrides = split_overrides(argv)
     args = build_parser().parse_args(argv)
     if overrides and not hasattr(args, "config_overrides"):
@@ -65,10 +65,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if overrides:
         args.config_overrides = overrides
     _use_compilation_cache()
+    return _reporting_errors(args.command, lambda: COMMANDS[args.command].run(args))
+
+
+def _reporting_errors(command: str, call: Callable[[], int | None]) -> int:
+    """Run a command; input and state errors become one line on stderr and exit status 2, not a traceback."""
     try:
-        return COMMANDS[args.command].run(args) or 0
+        return call() or 0
     except (EsmJaxError, FileExistsError) as error:
-        print(f"esm-jax {args.command}: error: {error}", file=sys.stderr)
+        print(f"esm-jax {command}: error: {error}", file=sys.stderr)
         return 2
 
 
