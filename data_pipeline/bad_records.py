@@ -8,11 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import json
-import os
-import tempfile
 from collections import Counter
-from pathlib import Path
 
 from data_pipeline.errors import BadRecordError
 
@@ -109,17 +105,3 @@ class BadRecordLog:
             return "no bad records"
         parts = ", ".join(f"{n} {reason}" for reason, n in sorted(self.counts.items()))
         return f"{self.total} bad records skipped ({parts})"
-
-
-def write_json_atomically(path: Path, payload: object) -> None:
-    """Write JSON next to ``path`` and rename it into place, so readers never see a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump(payload, out, indent=1)
-            out.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -17,9 +17,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from data_pipeline.bad_records import BadRecord, BadRecordLog, write_json_atomically
+from data_pipeline.bad_records import BadRecord, BadRecordLog
 from data_pipeline.errors import DataPipelineError
 from data_pipeline.tf_runtime import tensorflow_without_accelerators
+from esm_jax.files import write_json_atomically
 
 if TYPE_CHECKING:
     from data_pipeline.uniref_builder import BuildOptions, CorpusFiles

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -12,20 +11,17 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from esm_jax.files import atomic_output  # noqa: E402
+
 
 def save_png(figure, path: str | os.PathLike) -> Path:
-    """Write ``figure`` to ``path`` through a temporary file, so a reader never sees half a PNG."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".partial-", suffix=".png")
-    os.close(descriptor)
+    """Write ``figure`` to ``path`` as a PNG, atomically (a reader never sees half a PNG), and close it."""
     try:
-        figure.savefig(temporary, dpi=120, bbox_inches="tight")
-        os.replace(temporary, path)
+        with atomic_output(path, "wb") as handle:
+            figure.savefig(handle, format="png", dpi=120, bbox_inches="tight")
     finally:
         plt.close(figure)
-        Path(temporary).unlink(missing_ok=True)
-    return path
+    return Path(path)
 
 
 def contact_map_png(contacts: np.ndarray, path: str | os.PathLike, title: str) -> Path:

@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".partial-")
-    try:
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+from esm_jax.files import write_json_atomically, write_text_atomically
 
 
 def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
@@ -48,10 +36,10 @@ def write_results(
 ) -> Path:
     """``<task>.json`` (everything in ``results``) and ``<task>.md`` (``rows`` as a table, figures linked)."""
     out_dir = Path(out_dir)
-    _write_atomically(out_dir / f"{task}.json", json.dumps(results, indent=2, default=float) + "\n")
+    write_json_atomically(out_dir / f"{task}.json", results)
     parts = [f"# {title}\n", markdown_table(rows)]
     if notes:
         parts.append(notes + "\n")
     parts += [f"![{name}]({name})\n" for name in figures]
-    _write_atomically(out_dir / f"{task}.md", "\n".join(parts))
+    write_text_atomically(out_dir / f"{task}.md", "\n".join(parts))
     return out_dir / f"{task}.md"

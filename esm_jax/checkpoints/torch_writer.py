@@ -11,7 +11,6 @@ import io
 import os
 import pickle
 import struct
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from esm_jax.checkpoints.torch_reader import STORAGE_DTYPES
+from esm_jax.files import atomic_output
 
 _STORAGE_NAMES = {dtype: name for name, dtype in STORAGE_DTYPES.items() if name != "UntypedStorage"}
 _ALIGNMENT = 64  # torch.save aligns every storage record to 64 bytes
@@ -116,16 +116,9 @@ def save(obj: Any, path: str | os.PathLike) -> None:
     buffer = io.BytesIO()
     _Pickler(buffer).dump(wrapped)
     archive = path.stem or "archive"
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(descriptor)
-    try:
-        with zipfile.ZipFile(temporary, "w", zipfile.ZIP_STORED) as zip_file:
-            _write_record(zip_file, f"{archive}/data.pkl", buffer.getvalue())
-            _write_record(zip_file, f"{archive}/byteorder", b"little")
-            for storage in storages:
-                _write_record(zip_file, f"{archive}/data/{storage.key}", storage.array)
-            _write_record(zip_file, f"{archive}/version", b"3\n")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_output(path, "wb") as handle, zipfile.ZipFile(handle, "w", zipfile.ZIP_STORED) as zip_file:
+        _write_record(zip_file, f"{archive}/data.pkl", buffer.getvalue())
+        _write_record(zip_file, f"{archive}/byteorder", b"little")
+        for storage in storages:
+            _write_record(zip_file, f"{archive}/data/{storage.key}", storage.array)
+        _write_record(zip_file, f"{archive}/version", b"3\n")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import shutil
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 
 from esm_jax.cli.configuration import apply_overrides, load_config_file
 from esm_jax.fasta import bundled_proteome, read_fasta
+from esm_jax.files import write_json_atomically, write_text_atomically
 from esm_jax.inference.extract import extract, load_extracted
 from esm_jax.plots import contact_map_png, projection_png
 
@@ -56,10 +56,7 @@ def default_config_spec() -> str:
 
 def _write_corpus(source: Path, destination: Path) -> int:
     records = read_fasta(source, strip_stop=True)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    temporary = destination.with_suffix(".partial")
-    temporary.write_text("".join(f">{label.split()[0]}\n{sequence}\n" for label, sequence in records))
-    temporary.replace(destination)
+    write_text_atomically(destination, "".join(f">{label.split()[0]}\n{sequence}\n" for label, sequence in records))
     return len(records)
 
 
@@ -111,15 +108,16 @@ def _report(workdir: Path, records, summary, result, model, source: Path, protei
         "embedding_residues_per_second": summary.residues_per_second,
         "minutes": seconds / 60,
     }
-    (report / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_json_atomically(report / "metrics.json", metrics)
     rows = "\n".join(f"| {key} | {value:.4g} |" if isinstance(value, float) else f"| {key} | {value} |"
                      for key, value in metrics.items())  # fmt: skip
     verdict = "below" if heldout["ece"] < heldout["unigram_ece"] else "NOT below"
-    (report / "summary.md").write_text(
+    write_text_atomically(
+        report / "summary.md",
         "# esm-jax demo report\n\n"
         f"The tiny model trained for {result.step} steps reaches a held-out ECE of {heldout['ece']:.2f}, {verdict} "
         f"the unigram (amino-acid frequency) baseline of {heldout['unigram_ece']:.2f}.\n\n"
         f"| item | value |\n|---|---|\n{rows}\n\n"
         "![learning curve](learning_curve.png)\n\n![contact map](contact_map.png)\n\n"
-        "![embedding projection](embedding_projection.png)\n"
+        "![embedding projection](embedding_projection.png)\n",
     )

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 from pathlib import Path
 
 from esm_jax.cli.configuration import add_config_arguments, load_config
+from esm_jax.files import write_json_atomically
 
 DESCRIPTION = """\
 Check, on any machine with the `libtpu` package installed (pip install 'esm-jax[tpu]'), that a
@@ -46,5 +46,5 @@ def run(args: argparse.Namespace) -> int:
     report = plan(config, topology)
     print("\n".join(report.lines()))
     if args.json:
-        args.json.write_text(json.dumps(dataclasses.asdict(report), indent=2) + "\n")
+        write_json_atomically(args.json, dataclasses.asdict(report))
     return 0 if report.fits else 1

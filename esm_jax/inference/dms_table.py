@@ -11,11 +11,11 @@ import csv
 import dataclasses
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from esm_jax.errors import EsmJaxError
+from esm_jax.files import atomic_output
 
 
 class DmsTableError(EsmJaxError, ValueError):
@@ -85,16 +85,8 @@ def read_dms_table(path: str | os.PathLike) -> DmsTable:
 
 def write_dms_table(table: DmsTable, path: str | os.PathLike) -> Path:
     """Write ``table`` to ``path`` through a temporary file in the same folder, so no partial file is ever seen."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".partial-", suffix=".csv")
-    try:
-        with os.fdopen(descriptor, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(table.header)
-            writer.writerows(table.rows)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_output(path, newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(table.header)
+        writer.writerows(table.rows)
+    return Path(path)

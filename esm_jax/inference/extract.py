@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from esm_jax.files import atomic_output, write_text_atomically
 from esm_jax.inference.embedding import SequenceOutputs, encode_records, iter_outputs
 from esm_jax.model import ESM
 
@@ -54,28 +54,6 @@ def output_names(labels: Sequence[str]) -> list[str]:
         used.add(name)
         names.append(name)
     return names
-
-
-def _write_npz_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".partial-", suffix=".npz")
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            np.savez(handle, **arrays)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def _write_text_atomically(path: Path, text: str) -> None:
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".partial-")
-    try:
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def _sequence_arrays(label: str, outputs: SequenceOutputs, include: Sequence[str]) -> dict:
@@ -132,10 +110,11 @@ def extract(
         for sequence in outputs:
             label = records[sequence.index][0]
             path = output_dir / f"{names[sequence.index]}.npz"
-            _write_npz_atomically(path, _sequence_arrays(label, sequence, include))
+            with atomic_output(path, "wb") as handle:
+                np.savez(handle, **_sequence_arrays(label, sequence, include))
             files[label] = path
     index_lines = "".join(f"{files[label].name}\t{label}\n" for label, _ in records)
-    _write_text_atomically(output_dir / "index.tsv", "file\tlabel\n" + index_lines)
+    write_text_atomically(output_dir / "index.tsv", "file\tlabel\n" + index_lines)
     return ExtractionSummary(len(records), residues, time.perf_counter() - start, output_dir, files)
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import json
 import math
 import os
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from flax import nnx
 from tqdm import tqdm
 
 from esm_jax.errors import EsmJaxError
+from esm_jax.files import write_json_atomically, write_text_atomically
 from esm_jax.model import ModelConfig
 from esm_jax.plots import learning_curve_png
 from esm_jax.sharding import state_shardings
@@ -117,7 +117,7 @@ def train(
     workdir = Path(workdir)
     if jax.process_index() == 0:
         workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / "config.json").write_text(config.to_json(indent=2) + "\n")
+        write_text_atomically(workdir / "config.json", config.to_json(indent=2) + "\n")
     mesh = build_mesh(dict(config.mesh))
     model_config = model_config_of(config)
     tx = make_optimizer(config.optimizer, config.train.total_steps)
@@ -213,7 +213,7 @@ class _Run:
         if self.lead:
             learning_curve_png(self.log.history, self.workdir / "learning_curve.png")
             summary = {"step": self.step, "train": last_train, "heldout": last_heldout, "stopped_early": stopped_early}
-            (self.workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+            write_json_atomically(self.workdir / "summary.json", summary)
         return TrainResult(self.step, stopped_early, last_train, last_heldout, self.workdir, self.state)
 
     def close(self) -> None:
