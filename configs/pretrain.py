@@ -3,9 +3,12 @@
     esm-jax train --config configs/pretrain.py:tiny --workdir runs/tiny
     esm-jax train --config configs/pretrain.py:model=esm1b,data=ur50s,pod=v5e-256 --workdir gs://...
     esm-jax train --config configs/pretrain.py:tiny --config.train.total_steps=50 --workdir runs/t
+    esm-jax train --config configs/pretrain.py:model=lstm_small,data=ur50s --workdir runs/lstm_small
+    esm-jax train --config configs/pretrain.py:model=lstm_tiny --workdir runs/lstm_tiny
 
 The argument is ``tiny`` or ``key=value`` pairs: ``model`` (see MODELS), ``data`` (ur50s, ur50d,
-ur100) and optionally ``pod`` (see PODS). Sources are cited next to each value; values without a
+ur100) and optionally ``pod`` (see PODS). ``tiny`` and ``lstm_tiny`` are the CPU-sized models
+(float32, small batches, short schedule). Sources are cited next to each value; values without a
 citation are our choices.
 """
 
@@ -30,7 +33,15 @@ MODELS: dict[str, dict] = {
     "t34": dict(architecture="esm1b", num_layers=34, embed_dim=1280, attention_heads=20, ffn_embed_dim=5120),
     **{name.rsplit("_", 1)[0]: config.to_dict() for name, config in NAMED_MODELS.items() if name.startswith("esm2")},
     "tiny": dict(architecture="esm2", num_layers=4, embed_dim=128, attention_heads=4, ffn_embed_dim=512),
+    # Bidirectional LSTM baselines (esm_jax.model.lstm). Cited: Rives et al. 2021, Table 1 gives only their
+    # sizes, LSTM small 28.4M and LSTM large 113.4M parameters. Our choice (layer count and width not checked
+    # against the paper's SI): 3 layers per direction with embedding = hidden = 768 / 1536, which gives
+    # 28,406,049 / 113,435,169 parameters, i.e. exactly the 28.4M / 113.4M of Table 1.
+    "lstm_small": dict(kind="lstm", num_layers=3, embed_dim=768, hidden_dim=768),
+    "lstm_large": dict(kind="lstm", num_layers=3, embed_dim=1536, hidden_dim=1536),
+    "lstm_tiny": dict(kind="lstm", num_layers=2, embed_dim=64, hidden_dim=128),
 }
+TINY_MODELS = ("tiny", "lstm_tiny")
 # Rives et al. 2021: UR50/S (UniRef50 representatives), UR50/D (UniRef100 members sampled evenly
 # across UniRef50 clusters), UR100 (all UniRef100 sequences). Builder configs of data_pipeline.
 DATASETS = {"ur50s": "ur50_s", "ur50d": "ur50_d", "ur100": "ur100"}
@@ -63,12 +74,9 @@ def _parse(arg: str | None) -> dict[str, str]:
 def _model(name: str, tiny: bool) -> ml_collections.ConfigDict:
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
-    values = dict(MODELS[name])
-    values.update(
-        scan_layers=True,
-        compute_dtype="float32" if tiny else "bfloat16",
-        remat_policy="none" if tiny else "dots_no_batch",
-    )
+    values = dict(MODELS[name], compute_dtype="float32" if tiny else "bfloat16")
+    if "kind" not in values:  # Transformer-only runtime options
+        values.update(scan_layers=True, remat_policy="none" if tiny else "dots_no_batch")
     return ml_collections.ConfigDict(values)
 
 
@@ -114,6 +122,7 @@ def _optimizer(model: str, tiny: bool) -> ml_collections.ConfigDict:
     # ESM-1b follows RoBERTa's training procedure (fair-esm model card); these are RoBERTa-large's
     # pretraining values (Liu et al. 2019, Table 9): peak 4e-4, 30k warmup, β2 0.98, ε 1e-6, decay 0.01,
     # linear decay. ESM-2: 4e-4 peak with linear decay, 2,000 warmup (Lin et al. 2023, Supplementary A.1).
+    # The LSTM baselines get the ESM-1b values (our choice; the paper's LSTM optimizer is not checked).
     warmup = 2000 if model.startswith("esm2") else 30000
     return ml_collections.ConfigDict(
         dict(
@@ -132,7 +141,7 @@ def _optimizer(model: str, tiny: bool) -> ml_collections.ConfigDict:
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     choice = _parse(arg)
-    tiny = choice["model"] == "tiny"
+    tiny = choice["model"] in TINY_MODELS
     config = ml_collections.ConfigDict()
     config.model = _model(choice["model"], tiny)
     config.data = _data(choice["data"], tiny)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from esm_jax import pretrained
-from esm_jax.model import ESM
+from esm_jax.model import ESM, BiLSTMLM
 
 # task name -> module implementing it
 TASKS: dict[str, str] = {
@@ -70,8 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load_backbone(args: argparse.Namespace) -> ESM:
-    """The frozen backbone named by ``--checkpoint`` (random weights of that shape with ``--random-weights``)."""
+def load_backbone(args: argparse.Namespace) -> ESM | BiLSTMLM:
+    """The frozen backbone named by ``--checkpoint`` (random weights of that shape with ``--random-weights``).
+
+    A training run of an LSTM baseline gives a :class:`BiLSTMLM`, which has logits only (language-model task).
+    """
     if args.random_weights:
         model, _ = pretrained.random_model_and_alphabet(args.checkpoint, seed=args.seed)
     else:

@@ -6,7 +6,9 @@ pipeline's ``validation`` split, masked exactly as ESM trained (15% of residues;
 ECE = exp(mean NLL per masked token). Baselines (Rives et al., PNAS 2021, Table 1): uniform over the 25
 amino-acid letters (ECE 25); unigram (amino-acid frequencies of the training split); n-gram models with a
 left context of n-1 residues and add-alpha (Laplace) smoothing, the best order and alpha reported as the
-paper does. The bidirectional LSTM baselines of Table 1 need the pretraining trainer and are not run here.
+paper does. The bidirectional LSTM baselines of Table 1 are training runs like the Transformers
+(``esm-jax train --config configs/pretrain.py:model=lstm_small``); pass such a run as ``--checkpoint`` to
+score it on the same positions (each position is predicted from both sides without seeing itself).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from esm_jax.model import ESM
+from esm_jax.model import ESM, BiLSTMLM
 
 
 def ece(total_nll: float, tokens: int) -> float:
@@ -39,7 +39,7 @@ class MaskedLmScorer:
     The parameters are split off once and passed to the jitted function as an input; nothing updates them.
     """
 
-    def __init__(self, model: ESM):
+    def __init__(self, model: ESM | BiLSTMLM):
         self._graphdef, self._state = nnx.split(model)
         self._step = jax.jit(_masked_nll, static_argnums=0)
 

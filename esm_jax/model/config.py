@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import ClassVar, Literal
 
 import jax.numpy as jnp
 
 Architecture = Literal["esm1b", "esm2"]
-_COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 # What a rematerialised (jax.checkpoint) Transformer block keeps from its forward pass for the
 # backward pass: "none" = no rematerialisation, "full" = nothing (recompute the whole block),
 # "dots" = matrix-multiplication outputs, "dots_no_batch" = those without batch dimensions.
@@ -43,6 +43,11 @@ class ModelConfig:
     remat_policy: str = "none"
     attention_impl: str = "auto"
 
+    # Fields that determine the parameters: a checkpoint only fits a config that agrees on them.
+    SHAPE_FIELDS: ClassVar[tuple[str, ...]] = (
+        "architecture", "num_layers", "embed_dim", "attention_heads", "ffn_embed_dim", "max_positions",
+    )  # fmt: skip
+
     def __post_init__(self) -> None:
         if self.architecture not in ("esm1b", "esm2"):
             raise ValueError(f"architecture must be 'esm1b' or 'esm2', got {self.architecture!r}")
@@ -50,8 +55,8 @@ class ModelConfig:
             raise ValueError(f"embed_dim {self.embed_dim} is not divisible by attention_heads {self.attention_heads}")
         if self.architecture == "esm2" and (self.embed_dim // self.attention_heads) % 2:
             raise ValueError("rotary embeddings need an even head dimension")
-        if self.compute_dtype not in _COMPUTE_DTYPES:
-            raise ValueError(f"compute_dtype must be one of {sorted(_COMPUTE_DTYPES)}, got {self.compute_dtype!r}")
+        if self.compute_dtype not in COMPUTE_DTYPES:
+            raise ValueError(f"compute_dtype must be one of {sorted(COMPUTE_DTYPES)}, got {self.compute_dtype!r}")
         if self.remat_policy not in REMAT_POLICIES:
             raise ValueError(f"remat_policy must be one of {REMAT_POLICIES}, got {self.remat_policy!r}")
         if self.attention_impl not in ATTENTION_IMPLEMENTATIONS:
@@ -66,7 +71,7 @@ class ModelConfig:
     @property
     def dtype(self) -> jnp.dtype:
         """The dtype matrix multiplications run in."""
-        return _COMPUTE_DTYPES[self.compute_dtype]
+        return COMPUTE_DTYPES[self.compute_dtype]
 
     @property
     def uses_rotary(self) -> bool:

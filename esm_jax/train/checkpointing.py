@@ -21,7 +21,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from esm_jax.errors import CheckpointError
-from esm_jax.model import ESM, ModelConfig, abstract_model
+from esm_jax.model import ESM, BiLSTMLM, abstract_model, config_from_dict
 
 
 class StopRequest:
@@ -121,14 +121,15 @@ def saved_steps(workdir: str | os.PathLike) -> list[int]:
         manager.close()
 
 
-def load_trained_model(workdir: str | os.PathLike, step: int | None = None, **runtime_options) -> ESM:
+def load_trained_model(workdir: str | os.PathLike, step: int | None = None, **runtime_options) -> ESM | BiLSTMLM:
     """The model (without optimizer state) of a training run's newest checkpoint, or of ``step``.
 
-    ``runtime_options`` (``compute_dtype``, ``scan_layers``, ...) change how it runs, not its weights.
+    ``runtime_options`` (``compute_dtype``, ``scan_layers``, ...) change how it runs, not its weights; an
+    LSTM baseline run gives a :class:`BiLSTMLM`, which has ``compute_dtype`` only.
     """
     workdir = Path(workdir).absolute()
     config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
-    model = abstract_model(ModelConfig.from_dict(config.model.to_dict()).replace(**runtime_options))
+    model = abstract_model(config_from_dict(config.model.to_dict()).replace(**runtime_options))
     state = nnx.state(model)
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     target = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),

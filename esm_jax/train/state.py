@@ -11,29 +11,29 @@ import jax
 import optax
 from flax import nnx
 
-from esm_jax.model import ESM, ModelConfig
+from esm_jax.model import ESM, AnyModelConfig, BiLSTMLM, model_class
 
 
 class TrainState(nnx.Module):
-    """The model and its optimizer (AdamW moments and step count) as one graph."""
+    """The model (ESM or LSTM baseline) and its optimizer (AdamW moments and step count) as one graph."""
 
-    def __init__(self, model: ESM, tx: optax.GradientTransformation):
+    def __init__(self, model: ESM | BiLSTMLM, tx: optax.GradientTransformation):
         self.model = model
         self.optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
 
 
-def _create(config: ModelConfig, tx: optax.GradientTransformation, seed: int) -> TrainState:
+def _create(config: AnyModelConfig, tx: optax.GradientTransformation, seed: int) -> TrainState:
     # Shardings come from the logical names via jit's out_shardings, never eagerly from a mesh in context.
     with nnx.use_eager_sharding(False):
-        return TrainState(ESM(config, rngs=nnx.Rngs(seed)), tx)
+        return TrainState(model_class(config)(config, rngs=nnx.Rngs(seed)), tx)
 
 
-def abstract_state(config: ModelConfig, tx: optax.GradientTransformation) -> tuple[nnx.GraphDef, nnx.State]:
+def abstract_state(config: AnyModelConfig, tx: optax.GradientTransformation) -> tuple[nnx.GraphDef, nnx.State]:
     """Graph definition and shape-only state of a fresh :class:`TrainState`."""
     return nnx.split(nnx.eval_shape(lambda: _create(config, tx, 0)))
 
 
-def initialise(config: ModelConfig, tx: optax.GradientTransformation, shardings: nnx.State, seed: int) -> nnx.State:
+def initialise(config: AnyModelConfig, tx: optax.GradientTransformation, shardings: nnx.State, seed: int) -> nnx.State:
     """A freshly initialised state, each variable created directly with its sharding."""
 
     def init() -> nnx.State:

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from esm_jax.errors import EsmJaxError
 from esm_jax.files import write_json_atomically, write_text_atomically
-from esm_jax.model import ModelConfig
+from esm_jax.model import AnyModelConfig, config_from_dict
 from esm_jax.plots import learning_curve_png
 from esm_jax.sharding import state_shardings
 from esm_jax.train.checkpointing import RunCheckpoints, StopRequest
@@ -55,8 +55,9 @@ def load_factory(path: str) -> Callable:
     return getattr(importlib.import_module(module), name)
 
 
-def model_config_of(config: ml_collections.ConfigDict) -> ModelConfig:
-    return ModelConfig.from_dict(config.model.to_dict())
+def model_config_of(config: ml_collections.ConfigDict) -> AnyModelConfig:
+    """The run's model config; ``config.model.kind`` (absent for Transformers) selects the module."""
+    return config_from_dict(config.model.to_dict())
 
 
 def _global_batch(local: dict, sharding, accumulation_steps: int, mesh) -> dict:
@@ -101,10 +102,9 @@ def _run_meta(config: ml_collections.ConfigDict, step: int) -> dict:
 
 
 def _check_compatible(meta: dict, config: ml_collections.ConfigDict, workdir: Path) -> None:
-    saved = ModelConfig.from_dict(meta["model"])
+    saved = config_from_dict(meta["model"])
     wanted = model_config_of(config)
-    parameters = ("architecture", "num_layers", "embed_dim", "attention_heads", "ffn_embed_dim", "max_positions")
-    if any(getattr(saved, name) != getattr(wanted, name) for name in parameters):
+    if type(saved) is not type(wanted) or any(getattr(saved, f) != getattr(wanted, f) for f in wanted.SHAPE_FIELDS):
         raise EsmJaxError(
             f"{workdir} holds checkpoints of a different model ({saved}); use a new --workdir for this config"
         )

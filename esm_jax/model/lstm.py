@@ -1,0 +1,167 @@
+"""Bidirectional LSTM language models: the "LSTM small" and "LSTM large" baselines of Rives et al. 2021, Table 1.
+
+ELMo-style (Peters et al. 2018): a forward LSTM stack reads the tokens left to right, a separate backward
+stack reads them right to left, and token ``i`` is predicted by one linear layer from
+``concat(forward state at i-1, backward state at i+1)``. Every position therefore sees the whole sequence
+except itself, so its cross-entropy is comparable to a masked LM scoring that single position.
+
+Training uses the masked-LM pipeline unchanged (our choice, so train loss and held-out ECE come from the
+same code and the same positions as for the Transformers): the input is the corrupted sequence (15% of
+positions selected; 80% ``<mask>``, 10% random, 10% unchanged) and the loss is taken at the selected
+positions only. The prediction at ``i`` never reads token ``i``, so its own corruption is irrelevant;
+the other corrupted positions are context, as for the Transformer. The cost is that the LSTM learns
+from 15% of the positions it could predict.
+
+Sequences are right-padded. The backward stack reverses each sequence's real tokens only (``seq_lengths``)
+and states at padding positions are zeroed before they are shifted, so padding never changes the
+outputs at real positions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import ClassVar, Literal
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from esm_jax.alphabet import Alphabet
+from esm_jax.model.config import COMPUTE_DTYPES
+from esm_jax.model.layers import WEIGHT_INIT, dense, partitioned
+from esm_jax.sharding import constrain_batch
+
+_ALPHABET = Alphabet()
+# Both gate matrices map into the 4 stacked gates (i, f, g, o): (in, 4·hidden) and (hidden, 4·hidden).
+_GATE_AXES = ("embed", "mlp")
+
+
+@dataclasses.dataclass(frozen=True)
+class LSTMConfig:
+    """Shape of a bidirectional LSTM LM; ``hidden_dim`` is per direction.
+
+    ``kind`` marks the config in a run's ``config.json`` (Transformer configs carry no ``kind``).
+    ``compute_dtype`` changes how the model runs, never what its parameters are.
+    """
+
+    num_layers: int
+    embed_dim: int
+    hidden_dim: int
+    vocab_size: int = 33
+    compute_dtype: str = "float32"
+    kind: Literal["lstm"] = "lstm"
+
+    # Fields that determine the parameters: a checkpoint only fits a config that agrees on them.
+    SHAPE_FIELDS: ClassVar[tuple[str, ...]] = ("num_layers", "embed_dim", "hidden_dim", "vocab_size")
+
+    def __post_init__(self) -> None:
+        if self.kind != "lstm":
+            raise ValueError(f"kind must be 'lstm', got {self.kind!r}")
+        if self.compute_dtype not in COMPUTE_DTYPES:
+            raise ValueError(f"compute_dtype must be one of {sorted(COMPUTE_DTYPES)}, got {self.compute_dtype!r}")
+
+    @property
+    def dtype(self) -> jnp.dtype:
+        """The dtype matrix multiplications run in."""
+        return COMPUTE_DTYPES[self.compute_dtype]
+
+    def replace(self, **changes) -> LSTMConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> LSTMConfig:
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown LSTM config fields {sorted(unknown)}")
+        return cls(**values)
+
+    def layer_input_dims(self) -> list[int]:
+        return [self.embed_dim] + [self.hidden_dim] * (self.num_layers - 1)
+
+    def num_parameters(self) -> int:
+        """Trainable parameters: embedding, two LSTM stacks (one gate bias each) and the output layer."""
+        h, v = self.hidden_dim, self.vocab_size
+        per_direction = sum(4 * h * (d + h + 1) for d in self.layer_input_dims())
+        return v * self.embed_dim + 2 * per_direction + 2 * h * v + v
+
+    def forward_flops_per_token(self) -> float:
+        """2 FLOPs per weight of every matrix multiplication, both directions and the output layer."""
+        h = self.hidden_dim
+        per_direction = sum(4 * h * (d + h) for d in self.layer_input_dims())
+        return 2 * (2 * per_direction + 2 * h * self.vocab_size)
+
+
+class BiLSTMLM(nnx.Module):
+    """Forward and backward LSTM stacks with a linear output layer; ``forward(tokens)['logits']`` as :class:`ESM`."""
+
+    def __init__(self, config: LSTMConfig, *, rngs: nnx.Rngs):
+        self.config = config
+        self.padding_idx = _ALPHABET.padding_idx
+        self.embed_tokens = nnx.Embed(
+            config.vocab_size,
+            config.embed_dim,
+            embedding_init=partitioned(WEIGHT_INIT, ("vocab", "embed")),
+            rngs=rngs,
+        )
+        self.forward_lstm = _lstm_stack(config, rngs)
+        self.backward_lstm = _lstm_stack(config, rngs)
+        self.output = dense(2 * config.hidden_dim, config.vocab_size, ("embed", "vocab"), config.dtype, rngs)
+
+    @property
+    def alphabet(self) -> Alphabet:
+        return _ALPHABET
+
+    def __call__(self, tokens) -> dict:
+        """``{"logits": (B, T, V)}`` for ``tokens`` (B, T); compiled once per input shape."""
+        graphdef, state = nnx.split(self)
+        return _compiled_forward(graphdef, state, jnp.asarray(tokens, jnp.int32))
+
+    def forward(self, tokens: jax.Array) -> dict:
+        """The uncompiled forward pass, for use inside a caller's ``jax.jit`` (training, evaluation)."""
+        tokens = jnp.asarray(tokens, jnp.int32)
+        real = tokens != self.padding_idx
+        lengths = jnp.sum(real, axis=1)
+        x = constrain_batch(self.embed_tokens(tokens).astype(jnp.float32))
+        ahead = self._run(self.forward_lstm, x, lengths, reverse=False) * real[..., None]
+        behind = self._run(self.backward_lstm, x, lengths, reverse=True) * real[..., None]
+        # Position i sees the forward state after token i-1 and the backward state after token i+1.
+        before = jnp.pad(ahead[:, :-1], ((0, 0), (1, 0), (0, 0)))
+        after = jnp.pad(behind[:, 1:], ((0, 0), (0, 1), (0, 0)))
+        return {"logits": self.output(jnp.concatenate([before, after], axis=-1))}
+
+    def _run(self, stack: nnx.List, x: jax.Array, lengths: jax.Array, reverse: bool) -> jax.Array:
+        """Every layer of one direction; ``reverse`` flips only the first ``lengths`` steps of each row."""
+        zeros = jnp.zeros((x.shape[0], self.config.hidden_dim), jnp.float32)
+        for layer in stack:
+            x = layer(x, initial_carry=(zeros, zeros), seq_lengths=lengths, reverse=reverse, keep_order=True)
+            x = constrain_batch(x)
+        return x
+
+
+def _lstm_stack(config: LSTMConfig, rngs: nnx.Rngs) -> nnx.List:
+    """One direction's layers; no stored RNG stream, the carry starts at zero."""
+    return nnx.List([nnx.RNN(_lstm_cell(width, config, rngs), rngs=False) for width in config.layer_input_dims()])
+
+
+def _lstm_cell(in_features: int, config: LSTMConfig, rngs: nnx.Rngs) -> nnx.OptimizedLSTMCell:
+    """Flax's fused-gate LSTM cell (default initialisers) with logical axis names on every parameter."""
+    return nnx.OptimizedLSTMCell(
+        in_features,
+        config.hidden_dim,
+        kernel_init=partitioned(nnx.initializers.lecun_normal(), _GATE_AXES),
+        recurrent_kernel_init=partitioned(nnx.initializers.orthogonal(), _GATE_AXES),
+        bias_init=partitioned(nnx.initializers.zeros_init(), _GATE_AXES[1:]),
+        dtype=config.dtype,
+        param_dtype=jnp.float32,
+        rngs=rngs,
+    )
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _compiled_forward(graphdef: nnx.GraphDef, state: nnx.State, tokens: jax.Array) -> dict:
+    return nnx.merge(graphdef, state).forward(tokens)
