@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from esm_jax import pretrained
-from esm_jax.model import ESM, BiLSTMLM
+from esm_jax.model import ESM, NAMED_MODELS, BiLSTMLM, build_model
 
 # task name -> module implementing it
 TASKS: dict[str, str] = {
@@ -71,15 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def load_backbone(args: argparse.Namespace) -> ESM | BiLSTMLM:
-    """The frozen backbone named by ``--checkpoint`` (random weights of that shape with ``--random-weights``).
+    """The frozen backbone named by ``--checkpoint`` (with ``--random-weights``: its shape, freshly initialised).
 
     A training run of an LSTM baseline gives a :class:`BiLSTMLM`, which has logits only (language-model task).
     """
-    if args.random_weights:
-        model, _ = pretrained.random_model_and_alphabet(args.checkpoint, seed=args.seed)
-    else:
-        model, _ = pretrained.load_model_and_alphabet(args.checkpoint)
-    return model
+    if args.random_weights and args.checkpoint in NAMED_MODELS:
+        return build_model(args.checkpoint, seed=args.seed)
+    model, _ = pretrained.load_model_and_alphabet(args.checkpoint)
+    return build_model(model.config, seed=args.seed) if args.random_weights else model
 
 
 def _task_arguments(module, common: argparse.Namespace) -> argparse.Namespace:

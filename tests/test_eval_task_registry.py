@@ -40,3 +40,24 @@ def test_help_renders(task, capsys):
         main([task, "--help"])
     assert stop.value.code == 0
     assert "--checkpoint" in capsys.readouterr().out
+
+
+def test_random_weights_take_the_shape_of_a_saved_checkpoint(tmp_path):
+    import argparse
+
+    import jax
+    import numpy as np
+    from flax import nnx
+
+    from esm_jax.checkpoints import native
+    from esm_jax.model import build_model
+    from eval.cli import load_backbone
+
+    trained = build_model("esm2_t6_8M_UR50D", seed=5)
+    native.save(trained, tmp_path / "ckpt")
+    args = argparse.Namespace(checkpoint=str(tmp_path / "ckpt"), random_weights=True, seed=0)
+    untrained = load_backbone(args)
+    assert untrained.config == trained.config
+    ours, theirs = jax.tree.leaves(nnx.state(untrained, nnx.Param)), jax.tree.leaves(nnx.state(trained, nnx.Param))
+    assert [a.shape for a in ours] == [b.shape for b in theirs]
+    assert sum(not np.allclose(a, b) for a, b in zip(ours, theirs, strict=True)) > len(ours) // 2
