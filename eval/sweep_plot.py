@@ -8,7 +8,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from esm_jax.plots import _save_atomically
+from esm_jax.plots import save_png
 
 
 def layer_sweep_png(
@@ -31,5 +31,4 @@ def layer_sweep_png(
     axis.set_title(title, fontsize=9)
     axis.set_xticks(list(layers))
     axis.legend(fontsize=7)
-    _save_atomically(figure, Path(path))
-    return Path(path)
+    return save_png(figure, path)
