@@ -67,7 +67,7 @@ def make_train_step(
         count = jnp.maximum(count, 1.0)
         grads = jax.tree.map(lambda g: g / count, grads)
         loss = loss_sum / count
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         step = train_state.optimizer.step[...]
         train_state.optimizer.update(train_state.model, grads)
