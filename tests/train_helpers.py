@@ -26,8 +26,11 @@ def tiny_config(**train) -> ml_collections.ConfigDict:
     return config
 
 
-def run_python(script: str, devices: int = 1, timeout: int = 600, **env) -> subprocess.CompletedProcess:
-    """Run ``script`` in a fresh interpreter with ``devices`` CPU devices, from the repository root."""
+def run_python(
+    script: str, devices: int = 1, timeout: int = 600, args: list[str] | None = None, **env
+) -> subprocess.CompletedProcess:
+    """Run ``script`` (with command-line ``args``) in a fresh interpreter with ``devices`` CPU devices, from the
+    repository root."""
     environment = {
         **os.environ,
         "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
@@ -36,7 +39,12 @@ def run_python(script: str, devices: int = 1, timeout: int = 600, **env) -> subp
         **env,
     }
     result = subprocess.run(
-        [sys.executable, "-c", script], cwd=REPO, env=environment, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-c", script, *(args or [])],
+        cwd=REPO,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     return result
