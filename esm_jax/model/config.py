@@ -19,8 +19,26 @@ REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 ATTENTION_IMPLEMENTATIONS = ("auto", "dense", "per_head")
 
 
+class FrozenConfig:
+    """``replace``, ``to_dict`` and a strict ``from_dict`` for the frozen dataclasses that describe models."""
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict):
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} fields {sorted(unknown)}")
+        return cls(**values)
+
+
 @dataclasses.dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(FrozenConfig):
     """Everything needed to build an ESM model with random weights.
 
     ``architecture`` selects the family: ``esm1b`` (ESM-1b and ESM-1v: learned absolute
@@ -76,20 +94,6 @@ class ModelConfig:
     @property
     def uses_rotary(self) -> bool:
         return self.architecture == "esm2"
-
-    def replace(self, **changes) -> ModelConfig:
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> ModelConfig:
-        known = {field.name for field in dataclasses.fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown model config fields {sorted(unknown)}")
-        return cls(**values)
 
     def num_parameters(self) -> int:
         """Trainable parameters, counted as fair-esm counts them (tied LM head counted once)."""

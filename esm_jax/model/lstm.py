@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from esm_jax.alphabet import Alphabet
-from esm_jax.model.config import COMPUTE_DTYPES
+from esm_jax.model.config import COMPUTE_DTYPES, FrozenConfig
 from esm_jax.model.layers import WEIGHT_INIT, dense, partitioned
 from esm_jax.sharding import constrain_batch
 
@@ -38,7 +38,7 @@ _GATE_AXES = ("embed", "mlp")
 
 
 @dataclasses.dataclass(frozen=True)
-class LSTMConfig:
+class LSTMConfig(FrozenConfig):
     """Shape of a bidirectional LSTM LM; ``hidden_dim`` is per direction.
 
     ``kind`` marks the config in a run's ``config.json`` (Transformer configs carry no ``kind``).
@@ -65,20 +65,6 @@ class LSTMConfig:
     def dtype(self) -> jnp.dtype:
         """The dtype matrix multiplications run in."""
         return COMPUTE_DTYPES[self.compute_dtype]
-
-    def replace(self, **changes) -> LSTMConfig:
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> LSTMConfig:
-        known = {field.name for field in dataclasses.fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown LSTM config fields {sorted(unknown)}")
-        return cls(**values)
 
     def layer_input_dims(self) -> list[int]:
         return [self.embed_dim] + [self.hidden_dim] * (self.num_layers - 1)
