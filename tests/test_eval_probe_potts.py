@@ -86,3 +86,22 @@ def test_l1_logistic_regression_matches_scikit_learn():
         <= objective(x, y, reference.coef_[0], reference.intercept_[0], 0.05) + 1e-3
     )
     assert np.count_nonzero(weights[3:]) < 9  # the penalty zeroes uninformative features
+
+
+def test_l1_logistic_regression_reaches_the_optimum_on_tiny_offset_features():
+    """Attention-map-like columns (values ~1e-3 around an offset) beside the intercept: the fit still moves off zero
+    and its objective is no worse than scikit-learn's."""
+    linear_model = pytest.importorskip("sklearn.linear_model")
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2000, 12))
+    truth = np.zeros(12)
+    truth[:3] = [2.0, -1.5, 1.0]
+    y = rng.random(2000) < 1 / (1 + np.exp(-(x @ truth - 0.5)))
+    tiny = 0.01 + 0.002 * x
+    weights, intercept = fit_l1_logistic(tiny, y, c=5.0, iterations=4000)
+    reference = linear_model.LogisticRegression(l1_ratio=1.0, C=5.0, solver="saga", tol=1e-12, max_iter=200000)
+    reference.fit(tiny, y)
+    ours = objective(tiny, y, weights, intercept, 5.0)
+    theirs = objective(tiny, y, reference.coef_[0], reference.intercept_[0], 5.0)
+    assert ours <= theirs + 1e-3 * abs(theirs)
+    assert np.all(weights[:3] != 0) and np.all(np.sign(weights[:3]) == np.sign(truth[:3]))
