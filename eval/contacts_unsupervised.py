@@ -116,5 +116,10 @@ def run(args: argparse.Namespace) -> dict:
         f"Head fitted on {len(train)} {args.train_set} proteins ({len(y)} pairs ≥ 6 apart), C = {args.c}; "
         f"{results['nonzero_weights']} of {results['features']} attention maps kept. Method: Rao et al. 2021."
     )
+    if results["nonzero_weights"] == 0:
+        notes += (
+            " No map carries enough contact signal at this C: the head predicts one probability everywhere, so its"
+            " rows are chance level (ties broken by position), the same for any model; raise --c to compare models."
+        )
     write_results(args.out, TASK, results, rows, title="Contacts from attention maps", notes=notes, figures=figures)
     return {name: precisions["long P@L"] for name, precisions in scored.items()}
