@@ -1,7 +1,9 @@
-"""A tiny random ESM-2 saved as an official fair-esm checkpoint, for end-to-end runs of ``esm-jax eval`` tasks."""
+"""Small inputs for end-to-end runs of ``esm-jax eval`` tasks: a tiny random ESM-2 saved as an official fair-esm
+checkpoint, and a held-out split of real UniRef50 representatives."""
 
 from __future__ import annotations
 
+from itertools import islice
 from pathlib import Path
 
 from esm_jax import ModelConfig, build_model, pretrained
@@ -15,3 +17,19 @@ def save_tiny_checkpoint(folder: Path, seed: int = 0) -> Path:
     path = Path(folder) / "esm2_tiny.pt"
     pretrained.save_fair_esm(build_model(TINY, seed=seed), path)
     return path
+
+
+def build_heldout_dataset(shared_data: Path, folder: Path, proteins: int, max_length: int) -> Path:
+    """The first ``proteins`` UniRef50 representatives of at most ``max_length`` residues, built by the data pipeline
+    as UR50/S with a quarter of the clusters held out; returns the dataset folder."""
+    from data_pipeline.build import build_dataset
+    from data_pipeline.corpus_files import read_fasta
+    from data_pipeline.uniref_builder import BuildOptions, CorpusFiles
+
+    source = shared_data / "uniref50_ur90_cluster_sample" / "uniref50_train_filt.fasta"
+    short = (record for record in read_fasta(source, progress=False) if len(record.sequence) <= max_length)
+    records = list(islice(short, proteins))
+    fasta = folder / "ur50.fasta"
+    fasta.write_text("".join(f">{r.record_id}\n{r.sequence}\n" for r in records))
+    files = CorpusFiles(uniref50_fastas=(str(fasta),))
+    return build_dataset("ur50_s", files, folder / "built", BuildOptions(heldout_fraction=0.25)).data_dir

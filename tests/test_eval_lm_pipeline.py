@@ -4,29 +4,18 @@ from __future__ import annotations
 
 import json
 import math
-from itertools import islice
 
 import numpy as np
 import pytest
 
 from eval.cli import main
-from tests.eval_tiny_model import save_tiny_checkpoint
+from tests.eval_tiny_model import build_heldout_dataset, save_tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
 def small_dataset(shared_data, tmp_path_factory):
     """200 real UniRef50 representatives with 25% of clusters held out, built by the data pipeline."""
-    from data_pipeline.build import build_dataset
-    from data_pipeline.corpus_files import read_fasta
-    from data_pipeline.uniref_builder import BuildOptions, CorpusFiles
-
-    folder = tmp_path_factory.mktemp("lm_data")
-    source = shared_data / "uniref50_ur90_cluster_sample" / "uniref50_train_filt.fasta"
-    records = [r for r in islice(read_fasta(source, progress=False), 400) if len(r.sequence) <= 400][:200]
-    fasta = folder / "ur50.fasta"
-    fasta.write_text("".join(f">{r.record_id}\n{r.sequence}\n" for r in records))
-    files = CorpusFiles(uniref50_fastas=(str(fasta),))
-    return build_dataset("ur50_s", files, folder / "built", BuildOptions(heldout_fraction=0.25)).data_dir
+    return build_heldout_dataset(shared_data, tmp_path_factory.mktemp("lm_data"), proteins=200, max_length=400)
 
 
 @pytest.fixture(scope="module")

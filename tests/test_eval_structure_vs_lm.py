@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from itertools import islice
 
 import pytest
 
 from esm_jax.errors import CheckpointError
 from eval import cli, structure_vs_lm
-from tests.eval_tiny_model import save_tiny_checkpoint
+from tests.eval_tiny_model import build_heldout_dataset, save_tiny_checkpoint
 from tests.train_helpers import tiny_config
 
 SMALL = ["--ss-train", "8", "--ss-test", "4", "--iterations", "20", "--contact-set", "pdb-chains"]
@@ -31,17 +30,7 @@ def training_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def heldout_dataset(shared_data, tmp_path_factory):
     """120 real UniRef50 representatives, a quarter of the clusters held out, built by the data pipeline."""
-    from data_pipeline.build import build_dataset
-    from data_pipeline.corpus_files import read_fasta
-    from data_pipeline.uniref_builder import BuildOptions, CorpusFiles
-
-    folder = tmp_path_factory.mktemp("lm_data")
-    source = shared_data / "uniref50_ur90_cluster_sample" / "uniref50_train_filt.fasta"
-    records = [r for r in islice(read_fasta(source, progress=False), 300) if len(r.sequence) <= 300][:120]
-    fasta = folder / "ur50.fasta"
-    fasta.write_text("".join(f">{r.record_id}\n{r.sequence}\n" for r in records))
-    files = CorpusFiles(uniref50_fastas=(str(fasta),))
-    return build_dataset("ur50_s", files, folder / "built", BuildOptions(heldout_fraction=0.25)).data_dir
+    return build_heldout_dataset(shared_data, tmp_path_factory.mktemp("lm_data"), proteins=120, max_length=300)
 
 
 def test_one_row_per_checkpoint(training_run, heldout_dataset, shared_data, tmp_path, capsys):
