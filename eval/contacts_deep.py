@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from eval import published
 from eval.cli import load_backbone
 from eval.contact_deep_runs import add_resnet_arguments, resnet_runs
 from eval.contact_plans import aligned_subplan, build_plans, embed_all
@@ -76,5 +77,7 @@ def run(args: argparse.Namespace) -> dict:
         f"Dilated ResNet ({args.blocks} blocks, {args.channels} channels), {args.steps} steps per fold; "
         f"mean ± SD over {args.seeds} seeds; long-range columns shown, all bands in the JSON."
     )
-    write_results(args.out, TASK, results, rows, title="Contacts: deep head", notes=notes)
+    write_results(
+        args.out, TASK, results, rows, title="Contacts: deep head", notes=notes, published=published.CONTACTS_DEEP
+    )
     return {f"{s} {n}": e["features"][n]["long P@L"]["mean"] for s, e in results["sets"].items() for n in names}

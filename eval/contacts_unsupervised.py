@@ -17,6 +17,7 @@ import numpy as np
 
 from esm_jax.inference.embedding import encode_records, iter_outputs
 from esm_jax.plots import contact_map_png
+from eval import published
 from eval.attention_maps import feature_count, iter_attention_features
 from eval.cli import load_backbone
 from eval.contact_metrics import contact_precisions, mean_precisions
@@ -121,5 +122,14 @@ def run(args: argparse.Namespace) -> dict:
             " No map carries enough contact signal at this C: the head predicts one probability everywhere, so its"
             " rows are chance level (ties broken by position), the same for any model; raise --c to compare models."
         )
-    write_results(args.out, TASK, results, rows, title="Contacts from attention maps", notes=notes, figures=figures)
+    write_results(
+        args.out,
+        TASK,
+        results,
+        rows,
+        title="Contacts from attention maps",
+        notes=notes,
+        figures=figures,
+        published=published.CONTACTS_UNSUPERVISED,
+    )
     return {name: precisions["long P@L"] for name, precisions in scored.items()}

@@ -20,6 +20,7 @@ import optax
 from flax import nnx
 
 from data_pipeline.readers.netsurfp import SecondaryStructureRecord
+from eval import published
 from eval.cli import load_backbone
 from eval.deep_heads import NetSurfPHead
 from eval.msa_features import AMINO_ACIDS
@@ -174,5 +175,13 @@ def run(args: argparse.Namespace) -> dict:
         f"NetSurfP-style head (convolutions {args.kernels}, {args.hidden} LSTM units), {args.steps} steps; "
         f"mean ± SD over {args.seeds} seeds."
     )
-    write_results(args.out, TASK, results, rows, title="Secondary structure: deep head", notes=notes)
+    write_results(
+        args.out,
+        TASK,
+        results,
+        rows,
+        title="Secondary structure: deep head",
+        notes=notes,
+        published=published.SECONDARY_STRUCTURE_DEEP,
+    )
     return {f"{n} {t} Q8": s[t]["Q8"]["mean"] for n, s in results["features"].items() for t in s}

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from data_pipeline.readers.scope import EXCLUDED_FOLDS
-from eval import homology_metrics, remote_homology, scop_pairs
+from eval import homology_metrics, published, remote_homology, scop_pairs
 from eval.cli import main
 from eval.hmm_baseline import phmmer_scores
 from tests.eval_tiny_model import save_tiny_checkpoint
@@ -68,3 +68,4 @@ def test_remote_homology_task_end_to_end(astral, tmp_path):
     assert "phmmer (phmmer queries)" in results["summary"]
     assert (out / "remote-homology.png").stat().st_size > 0
     assert "Hit-10 fold" in (out / "remote-homology.md").read_text()
+    assert results["published"] == published.REMOTE_HOMOLOGY.as_json()

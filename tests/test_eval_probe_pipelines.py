@@ -8,7 +8,7 @@ import pytest
 
 from esm_jax.checkpoints import native
 from esm_jax.model import ModelConfig, build_model
-from eval import cli
+from eval import cli, published
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +66,7 @@ def test_contacts_unsupervised(tiny_checkpoint, shared_data, tmp_path):
     assert result["features"] == 2 * 4 and result["train"]["proteins"] == 3
     assert set(result["fitted_head"]) == {"casp12"}
     assert "checkpoint_head" in result
+    assert result["published"] == published.CONTACTS_UNSUPERVISED.as_json()
 
 
 def test_secondary_structure_deep(tiny_checkpoint, shared_data, tmp_path):
@@ -75,6 +76,7 @@ def test_secondary_structure_deep(tiny_checkpoint, shared_data, tmp_path):
     for features in ("last",):
         q8 = result["features"][features]["CASP12"]["Q8"]
         assert len(q8["runs"]) == 2 and 0.0 <= q8["mean"] <= 1.0
+    assert result["published"] == published.SECONDARY_STRUCTURE_DEEP.as_json()
 
 
 def test_contacts_deep(tiny_checkpoint, shared_data, tmp_path):
@@ -84,6 +86,7 @@ def test_contacts_deep(tiny_checkpoint, shared_data, tmp_path):
     entry = result["sets"]["casp12"]
     assert entry["proteins"] == 2
     assert len(entry["features"]["profile"]["long P@L"]["runs"]) == 2
+    assert result["published"] == published.CONTACTS_DEEP.as_json()
 
 
 @pytest.mark.slow
