@@ -9,9 +9,10 @@ from flax import nnx
 
 from eval.contact_metrics import mean_precisions
 from eval.contact_plans import Plan
+from eval.contact_tables import PRECISION_COLUMNS
 from eval.contact_training import cross_validated_precisions
 from eval.deep_heads import DilatedResNet, resnet_forward
-from eval.seeds import mean_sd
+from eval.seeds import formatted, mean_sd
 
 
 def resnet_runs(
@@ -31,7 +32,7 @@ def resnet_runs(
 
     runs = []
     for seed in range(args.seeds):
-        per_protein, _ = cross_validated_precisions(
+        per_protein = cross_validated_precisions(
             plan.proteins,
             features,
             plan.folds,
@@ -45,6 +46,14 @@ def resnet_runs(
         )
         runs.append(mean_precisions(per_protein))
     return mean_sd(runs)
+
+
+def summary_row(task: str, plan: Plan, features: str, summary: dict[str, dict[str, float]]) -> dict[str, object]:
+    """The report row (long-range precisions, mean ± SD) of one feature set; also printed as a progress line."""
+    print(f"{task} {plan.name} {features}: long P@L {formatted(summary, 'long P@L')}", flush=True)
+    return {"set": plan.name, "features": features, "proteins": plan.tested} | {
+        column: formatted(summary, column) for column in PRECISION_COLUMNS[:3]
+    }
 
 
 def add_resnet_arguments(parser) -> None:

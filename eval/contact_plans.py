@@ -8,9 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from eval.contact_sets import ContactProtein, load_contact_set
-from eval.contact_tables import set_folds
 from eval.representations import per_residue_layers
-from eval.splits import Fold
+from eval.splits import Fold, folds_for
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +39,7 @@ def build_plans(names: list[str], data: Path, limit: int | None, folds: int, see
             plans.append(Plan(name, proteins, [(np.arange(len(kortemme)), test)], "train Kortemme, test CASP12"))
         else:
             proteins = kortemme if name == "kortemme" else load_contact_set(name, data, limit)
-            scheme, split = set_folds(proteins, folds, seed)
+            scheme, split = folds_for([p.group for p in proteins], folds, seed)  # by SCOP class where labelled
             plans.append(Plan(name, proteins, split, scheme))
     return plans
 

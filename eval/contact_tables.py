@@ -1,14 +1,12 @@
-"""Shared pieces of the contact tasks: layer options, per-set folds and the result rows of precision tables."""
+"""Shared pieces of the contact tasks: layer options and the result rows of precision tables."""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 from esm_jax.model import ESM
 from eval.contact_metrics import BANDS, DIVISORS
-from eval.contact_sets import ContactProtein
-from eval.splits import Fold, folds_for
 
 PRECISION_COLUMNS = [f"{band} P@{name}" for band in reversed(list(BANDS)) for name in DIVISORS]
 
@@ -23,11 +21,6 @@ def parse_layers(text: str, model: ESM) -> list[int]:
         return list(model.normalize_layers(int(part) for part in text.split(",")))
     except ValueError as error:
         raise argparse.ArgumentTypeError(f"--layers {text!r}: {error}") from None
-
-
-def set_folds(proteins: Sequence[ContactProtein], folds: int, seed: int) -> tuple[str, list[Fold]]:
-    """Folds for a contact set: by SCOP class where labelled (Kortemme), random otherwise."""
-    return folds_for([p.group for p in proteins], folds, seed)
 
 
 def precision_row(contact_set: str, features: str, proteins: int, precisions: Mapping[str, float]) -> dict:

@@ -109,10 +109,10 @@ def cross_validated_precisions(
     seed: int = 0,
     pair_features: Sequence[np.ndarray] | None = None,
     tokens_per_batch: int = 4096,
-) -> tuple[list[dict[str, float]], dict[int, np.ndarray]]:
-    """Per-protein precisions (and predictions) of every test protein, each scored by the fold that held it out."""
+) -> list[dict[str, float]]:
+    """Per-protein precisions of every test protein (in index order), each scored by the fold that held it out."""
     lengths = {i: len(p.sequence) for i, p in enumerate(proteins)}
-    scores, predictions = {}, {}
+    scores = {}
     for train, test in folds:
         common = {"pair_features": pair_features, "tokens_per_batch": tokens_per_batch}
         train_batches = [b for _, b in contact_batches(proteins, residue_features, list(train), **common)]
@@ -120,6 +120,5 @@ def cross_validated_precisions(
         train_predictor(module, forward, train_batches, steps=steps, learning_rate=learning_rate, seed=seed)
         test_batches = contact_batches(proteins, residue_features, list(test), **common)
         for index, probs in predict(module, forward, test_batches, lengths).items():
-            predictions[index] = probs
             scores[index] = contact_precisions(probs, proteins[index].contacts, proteins[index].valid)
-    return [scores[i] for i in sorted(scores)], predictions
+    return [scores[i] for i in sorted(scores)]

@@ -15,13 +15,12 @@ from pathlib import Path
 
 from eval import published
 from eval.cli import load_backbone
-from eval.contact_deep_runs import add_resnet_arguments, resnet_runs
+from eval.contact_deep_runs import add_resnet_arguments, resnet_runs, summary_row
 from eval.contact_plans import aligned_subplan, build_plans, embed_all
-from eval.contact_tables import PRECISION_COLUMNS
 from eval.msa_baselines import profile_features
 from eval.report import write_results
+from eval.representations import feature_layer
 from eval.secondary_structure_deep import one_hot_features
-from eval.seeds import formatted
 
 DESCRIPTION = __doc__
 TASK = "contacts-deep"
@@ -42,8 +41,7 @@ def features_for(model, plan, name: str, embeddings: dict, args) -> list:
         return [profile_features(p, args.msa_max_sequences or None, args.seed) for p in plan.proteins]
     if name == "onehot":
         return [one_hot_features(p.sequence) for p in plan.proteins]
-    layer = model.config.num_layers if name == "last" else model.normalize_layers([int(name)])[0]
-    return [embeddings[p.name][layer] for p in plan.proteins]
+    return [embeddings[p.name][feature_layer(model, name)] for p in plan.proteins]
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -51,9 +49,7 @@ def run(args: argparse.Namespace) -> dict:
     names = args.features.split(",")
     plans = build_plans(args.sets.split(","), Path(args.data), args.max_proteins, args.folds, args.seed)
     plans = [sub for sub in map(aligned_subplan, plans) if sub is not None]
-    layers = sorted(
-        {model.config.num_layers if n == "last" else int(n) for n in names if n not in ("profile", "onehot")}
-    )
+    layers = sorted({feature_layer(model, n) for n in names if n not in ("profile", "onehot")})
     embeddings = embed_all(model, plans, layers, args.toks_per_batch) if layers else {}
     results, rows = {"sets": {}}, []
     for plan in plans:
@@ -61,11 +57,7 @@ def run(args: argparse.Namespace) -> dict:
         for name in names:
             summary = resnet_runs(plan, features_for(model, plan, name, embeddings, args), args)
             entry["features"][name] = summary
-            rows.append(
-                {"set": plan.name, "features": name, "proteins": plan.tested}
-                | {column: formatted(summary, column) for column in PRECISION_COLUMNS[:3]}
-            )
-            print(f"{TASK} {plan.name} {name}: long P@L {formatted(summary, 'long P@L')}", flush=True)
+            rows.append(summary_row(TASK, plan, name, summary))
         results["sets"][plan.name] = entry
     results |= {
         "seeds": args.seeds,

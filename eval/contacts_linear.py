@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from flax import nnx
 
+from esm_jax.files import atomic_output
 from eval.charts import curves_png
 from eval.cli import load_backbone
 from eval.contact_metrics import contact_precisions, mean_precisions
@@ -52,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def probe_precisions(plan: Plan, features: list[np.ndarray], args) -> list[dict[str, float]]:
     """Cross-validated per-protein precisions of the bilinear probe on ``features`` (one (L, D) per protein)."""
     dim = features[0].shape[1]
-    per_protein, _ = cross_validated_precisions(
+    per_protein = cross_validated_precisions(
         plan.proteins,
         features,
         plan.folds,
@@ -74,10 +75,8 @@ def cached_potts_scores(protein: ContactProtein, max_rows: int | None, args, fol
     if path.is_file():
         return np.load(path)
     scores = potts_contact_scores(protein, max_rows, args.potts_iterations, args.seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial.npy")
-    np.save(partial, scores)
-    partial.replace(path)
+    with atomic_output(path, "wb") as handle:
+        np.save(handle, scores)
     return scores
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from esm_jax.inference.embedding import encode_records, iter_outputs
 from esm_jax.plots import contact_map_png
 from eval import published
-from eval.attention_maps import feature_count, iter_attention_features
+from eval.attention_maps import feature_count, iter_attention_features, iter_contact_logits
 from eval.cli import load_backbone
 from eval.contact_metrics import contact_precisions, mean_precisions
 from eval.contact_sets import ContactProtein, load_contact_set
@@ -61,8 +61,7 @@ def score_sets(model, weights, intercept, sets: dict[str, list[ContactProtein]],
     for name, proteins in sets.items():
         per_protein = [None] * len(proteins)
         records = [(p.name, p.sequence) for p in proteins]
-        for index, maps in iter_attention_features(model, records, args.toks_per_batch):
-            logits = maps @ weights + intercept
+        for index, logits in iter_contact_logits(model, records, weights, intercept, args.toks_per_batch):
             per_protein[index] = contact_precisions(logits, proteins[index].contacts, proteins[index].valid)
             if index == 0:
                 examples[name] = 1.0 / (1.0 + np.exp(-logits))

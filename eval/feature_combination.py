@@ -17,13 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from eval.cli import load_backbone
-from eval.contact_deep_runs import add_resnet_arguments, resnet_runs
+from eval.contact_deep_runs import add_resnet_arguments, resnet_runs, summary_row
 from eval.contact_plans import aligned_subplan, build_plans, embed_all
-from eval.contact_tables import PRECISION_COLUMNS
 from eval.msa_baselines import profile_features
 from eval.msa_representations import average, covariance, embed_alignments
 from eval.report import write_results
-from eval.seeds import formatted
 
 DESCRIPTION = __doc__
 TASK = "feature-combination"
@@ -56,16 +54,11 @@ def run(args: argparse.Namespace) -> dict:
         entry = {"scheme": plan.scheme, "proteins": plan.tested, "features": {}}
         for name in COMBINATIONS:
             residue, pairs = inputs[name]
-            for with_profile in (False, True):
-                label = f"{name} + profile" if with_profile else name
-                per_residue = [np.concatenate([r, q], axis=1) for r, q in zip(residue, profiles, strict=True)]
-                summary = resnet_runs(plan, per_residue if with_profile else residue, args, pairs)
+            with_profile = [np.concatenate([r, q], axis=1) for r, q in zip(residue, profiles, strict=True)]
+            for label, per_residue in ((name, residue), (f"{name} + profile", with_profile)):
+                summary = resnet_runs(plan, per_residue, args, pairs)
                 entry["features"][label] = summary
-                rows.append(
-                    {"set": plan.name, "features": label, "proteins": plan.tested}
-                    | {column: formatted(summary, column) for column in PRECISION_COLUMNS[:3]}
-                )
-                print(f"{TASK} {plan.name} {label}: long P@L {formatted(summary, 'long P@L')}", flush=True)
+                rows.append(summary_row(TASK, plan, label, summary))
         results["sets"][plan.name] = entry
     results |= {
         "msa_rows": args.msa_rows,

@@ -37,18 +37,15 @@ def one_hot(msa: np.ndarray, states: int = STATES) -> jax.Array:
     return jax.nn.one_hot(jnp.asarray(msa, dtype=jnp.int32), states, dtype=jnp.float32)
 
 
-def sequence_weights(msa: np.ndarray, identity: float = 0.8, block: int = 1024) -> np.ndarray:
+def sequence_weights(msa: np.ndarray, identity: float = 0.8, block: int = 256) -> np.ndarray:
     """``(N,)`` weights 1 / #{rows with identity >= ``identity``} (identity = shared states / L, gaps included)."""
     msa = np.asarray(msa)
     count, width = msa.shape
-    encoded = one_hot(msa, int(msa.max()) + 1).reshape(count, -1)
-    threshold = identity * width
-    neighbours = np.zeros(count, dtype=np.int64)
-    similar = jax.jit(lambda a, b: jnp.sum((a @ b.T) >= threshold - 1e-3, axis=1))
+    encoded = np.eye(int(msa.max()) + 1, dtype=np.float32)[msa].reshape(count, -1)
+    threshold = identity * width - 1e-3
+    neighbours = np.empty(count, dtype=np.int64)
     for start in range(0, count, block):
-        rows = encoded[start : start + block]
-        padded = jnp.pad(rows, ((0, block - rows.shape[0]), (0, 0)))
-        neighbours[start : start + rows.shape[0]] = np.asarray(similar(padded, encoded))[: rows.shape[0]]
+        neighbours[start : start + block] = np.sum(encoded[start : start + block] @ encoded.T >= threshold, axis=1)
     return 1.0 / neighbours
 
 

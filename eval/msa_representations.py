@@ -16,6 +16,7 @@ import numpy as np
 
 from esm_jax.model import ESM
 from eval.contact_sets import ContactProtein
+from eval.pca import pca
 from eval.representations import per_residue_layers
 
 
@@ -67,9 +68,7 @@ def average(msa: MsaRepresentations) -> list[np.ndarray]:
 def pca_basis(msa: MsaRepresentations, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Mean ``(D,)`` and top-``k`` principal directions ``(D, k)`` of every pooled residue representation."""
     pooled = np.concatenate([r[p] for r, p in zip(msa.rows, msa.present, strict=True)]).astype(np.float64)
-    mean = pooled.mean(axis=0)
-    _, _, directions = np.linalg.svd(pooled - mean, full_matrices=False)
-    return mean, directions[:k].T
+    return pooled.mean(axis=0), pca(pooled, k).components.T
 
 
 def covariance(msa: MsaRepresentations, k: int) -> list[np.ndarray]:

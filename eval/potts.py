@@ -42,18 +42,16 @@ def _masks(length: int, width: int, states: int) -> tuple[jax.Array, jax.Array]:
 
 
 def negative_pseudo_log_likelihood(
-    params: dict, encoded: jax.Array, weights: jax.Array, pair_mask: jax.Array, columns: jax.Array | None = None
+    params: dict, encoded: jax.Array, weights: jax.Array, pair_mask: jax.Array, columns: jax.Array
 ) -> jax.Array:
-    """``-Σ_n w_n Σ_i log P(x_ni | rest)`` for one-hot ``encoded`` (N, L, q), over real ``columns`` (default all)."""
+    """``-Σ_n w_n Σ_i log P(x_ni | rest)`` for one-hot ``encoded`` (N, L, q), over the real ``columns`` (1/0)."""
     couplings = _symmetric(params["couplings"], pair_mask)
     count, length, states = encoded.shape
     flat = encoded.reshape(count, length * states)
     local = params["fields"][None] + (flat @ couplings.reshape(length * states, length * states).T).reshape(
         count, length, states
     )
-    per_position = jnp.sum(jax.nn.log_softmax(local, axis=-1) * encoded, axis=-1)
-    if columns is not None:
-        per_position = per_position * columns[None]
+    per_position = jnp.sum(jax.nn.log_softmax(local, axis=-1) * encoded, axis=-1) * columns[None]
     return -jnp.sum(weights[:, None] * per_position)
 
 
@@ -122,7 +120,7 @@ def fit_potts(
     return PottsModel(np.asarray(params["fields"])[:length], couplings)
 
 
-def coupling_scores(model: PottsModel, gap_state: int | None = GAP, apc: bool = True) -> np.ndarray:
+def coupling_scores(model: PottsModel, gap_state: int | None = GAP) -> np.ndarray:
     """``(L, L)`` Frobenius norms of the couplings over non-gap states, APC-corrected (zero diagonal)."""
     couplings = model.couplings
     if gap_state is not None:
@@ -130,7 +128,6 @@ def coupling_scores(model: PottsModel, gap_state: int | None = GAP, apc: bool = 
         couplings = couplings[:, keep][:, :, :, keep]
     norms = np.sqrt(np.sum(couplings.astype(np.float64) ** 2, axis=(1, 3)))
     np.fill_diagonal(norms, 0.0)
-    if apc:
-        norms = np.array(average_product_correct(jnp.asarray(norms)), dtype=np.float64)
-        np.fill_diagonal(norms, 0.0)
+    norms = np.array(average_product_correct(jnp.asarray(norms)), dtype=np.float64)
+    np.fill_diagonal(norms, 0.0)
     return norms

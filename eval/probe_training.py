@@ -82,6 +82,7 @@ def fit_adam(
     tx = _adamw(float(learning_rate), float(weight_decay))
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     opt_state = tx.init(params)
+    batches = jax.device_put(list(batches))
     rng = np.random.default_rng(seed)
     order: list[int] = []
     losses, started, last_report = [], time.perf_counter(), time.perf_counter()

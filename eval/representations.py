@@ -20,6 +20,11 @@ def residue_window(model: ESM) -> int | None:
     return model.config.max_positions - 2 if model.config.architecture == "esm1b" else None
 
 
+def feature_layer(model: ESM, name: str) -> int:
+    """The layer a feature name stands for: ``last`` or an index (negative indices count back from the end)."""
+    return model.normalize_layers([model.config.num_layers if name == "last" else int(name)])[0]
+
+
 def per_residue_layers(
     model: ESM,
     records: Sequence[tuple[str, str]],

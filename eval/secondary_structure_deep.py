@@ -26,7 +26,7 @@ from eval.deep_heads import NetSurfPHead
 from eval.msa_features import AMINO_ACIDS
 from eval.probe_training import fit_adam, pad_stack, protein_batches
 from eval.report import write_results
-from eval.representations import per_residue_layers
+from eval.representations import feature_layer, per_residue_layers
 from eval.seeds import formatted, mean_sd
 from eval.ss_data import TEST_FILES, load_ss8_sets
 from eval.ss_metrics import SS3_STATES, SS8_STATES, accuracy, encode_states
@@ -58,23 +58,20 @@ def one_hot_features(sequence: str) -> np.ndarray:
 
 def feature_sets(model, names: list[str], records: list[SecondaryStructureRecord], desc: str) -> dict[str, list]:
     """``{feature name: [(L, D) per record]}`` for every requested representation."""
-    layers = [model.config.num_layers if n == "last" else int(n) for n in names if n != "onehot"]
-    embedded = per_residue_layers(model, [(r.id, r.sequence) for r in records], layers, desc=desc) if layers else {}
+    layers = {name: feature_layer(model, name) for name in names if name != "onehot"}
+    pairs = [(r.id, r.sequence) for r in records]
+    embedded = per_residue_layers(model, pairs, list(layers.values()), desc=desc) if layers else {}
     out = {}
     for name in names:
         if name == "onehot":
             out[name] = [one_hot_features(r.sequence) for r in records]
-        else:
-            layer = model.normalize_layers([model.config.num_layers if name == "last" else int(name)])[0]
-            out[name] = [
-                f if f.shape[0] == len(r.sequence) else _refuse(r)
-                for f, r in zip(embedded[layer], records, strict=True)
-            ]
+            continue
+        features = embedded[layers[name]]
+        for f, r in zip(features, records, strict=True):
+            if f.shape[0] != len(r.sequence):
+                raise ValueError(f"{r.id}: longer than the model's window; deep heads need every residue's features")
+        out[name] = features
     return out
-
-
-def _refuse(record: SecondaryStructureRecord):
-    raise ValueError(f"{record.id}: longer than the model's window; deep heads need every residue's features")
 
 
 def batches(records: list[SecondaryStructureRecord], features: list[np.ndarray], toks_per_batch: int) -> list[tuple]:

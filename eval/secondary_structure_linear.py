@@ -1,6 +1,6 @@
 """Secondary structure by linear projection of frozen representations (ESM-1b Table 3): Q8 and Q3.
 
-A multinomial logistic regression (L2-regularised, fitted by L-BFGS as one jitted optax loop) maps each residue's
+A multinomial logistic regression (L2-regularised, fitted by L-BFGS with a jitted optax step) maps each residue's
 representation to its DSSP state: an 8-class probe and a 3-class probe, fitted per layer (a layer sweep, plotted)
 on the NetSurfP-2.0 training subset (minus the sequence it shares with CB513) and scored on CB513, TS115 and
 CASP12 (Klausen et al., Proteins 2019). Q3 is also reported from the 8-class probe's predictions reduced to three

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from data_pipeline.readers import netsurfp
 from data_pipeline.readers.netsurfp import SS3_STATES, SS8_STATES
 
 __all__ = ["SS3_STATES", "SS8_STATES", "SS8_TO_SS3", "accuracy", "encode_states", "ss8_to_ss3"]
-# index of each 8-state in SS3_STATES under the usual reduction H,G,I -> H; E,B -> E; T,S,C -> C
-SS8_TO_SS3 = np.array([SS3_STATES.index(s) for s in "HHHEECCC"], dtype=np.int32)
+# index in SS3_STATES of each 8-state under the reader's reduction (H, G, I -> H; E, B -> E; T, S, C -> C)
+SS8_TO_SS3 = np.array([SS3_STATES.index(s) for s in netsurfp.ss8_to_ss3(SS8_STATES)], dtype=np.int32)
 
 
 def encode_states(labels: str, states: str, where: str = "labels") -> np.ndarray:

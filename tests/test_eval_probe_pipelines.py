@@ -81,11 +81,12 @@ def test_secondary_structure_deep(tiny_checkpoint, shared_data, tmp_path):
 
 def test_contacts_deep(tiny_checkpoint, shared_data, tmp_path):
     options = ["--sets", "casp12", "--max-proteins", "4", "--seeds", "2", "--steps", "2", "--channels", "8"]
-    options += ["--blocks", "1", "--features", "last,profile", "--msa-max-sequences", "16"]
+    options += ["--blocks", "1", "--features", "last,-1,profile", "--msa-max-sequences", "16"]
     result = _run("contacts-deep", tiny_checkpoint, shared_data, tmp_path, *options)
     entry = result["sets"]["casp12"]
     assert entry["proteins"] == 2
     assert len(entry["features"]["profile"]["long P@L"]["runs"]) == 2
+    assert entry["features"]["-1"] == entry["features"]["last"]  # a negative layer counts back from the end
     assert result["published"] == published.CONTACTS_DEEP.as_json()
 
 

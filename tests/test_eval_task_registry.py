@@ -7,9 +7,11 @@ import pytest
 from esm_jax.cli import main as esm_jax_main
 from eval.cli import TASKS, build_parser, main
 
-OWN_TASKS = ("language-model", "aa-embeddings", "remote-homology", "family-alignment")
 PAPER_TASKS = (
-    *OWN_TASKS,
+    "language-model",
+    "aa-embeddings",
+    "remote-homology",
+    "family-alignment",
     "secondary-structure-linear",
     "contacts-linear",
     "contacts-unsupervised",
@@ -33,7 +35,7 @@ def test_a_bad_path_is_one_error_line_and_exit_status_2(tmp_path, capsys):
     assert error.startswith("esm-jax eval: error:") and "missing" in error and "Traceback" not in error
 
 
-@pytest.mark.parametrize("task", ["all", *OWN_TASKS])
+@pytest.mark.parametrize("task", ["all", *TASKS])
 def test_help_renders(task, capsys):
     build_parser().format_help()
     with pytest.raises(SystemExit) as stop:

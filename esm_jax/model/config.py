@@ -95,6 +95,12 @@ class ModelConfig(FrozenConfig):
     def uses_rotary(self) -> bool:
         return self.architecture == "esm2"
 
+    def forward_flops_per_token(self, length: int) -> float:
+        """2 FLOPs per weight of every matrix multiplication, plus 4·T·D per layer for attention over ``length``."""
+        d, f, v = self.embed_dim, self.ffn_embed_dim, self.vocab_size
+        per_layer = 2 * (4 * d * d + 2 * d * f) + 4 * length * d
+        return self.num_layers * per_layer + 2 * (d * d + d * v)
+
     def num_parameters(self) -> int:
         """Trainable parameters, counted as fair-esm counts them (tied LM head counted once)."""
         d, f, v, layers = self.embed_dim, self.ffn_embed_dim, self.vocab_size, self.num_layers

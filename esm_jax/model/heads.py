@@ -46,6 +46,17 @@ def average_product_correct(x: jax.Array) -> jax.Array:
     return x - row * column / total
 
 
+def attention_contact_maps(tokens: jax.Array, probs: jax.Array, eos_idx: int, padding_idx: int) -> jax.Array:
+    """The contact regression's inputs (B, H, T-2, T-2) from attention probabilities (B, H, T, T).
+
+    EOS and padding rows/columns are zeroed, BOS and the last position dropped, then each map is
+    symmetrised and APC-corrected.
+    """
+    keep = ((tokens != eos_idx) & (tokens != padding_idx)).astype(jnp.float32)
+    maps = (probs.astype(jnp.float32) * (keep[:, None, :] * keep[:, :, None])[:, None])[..., 1:-1, 1:-1]
+    return average_product_correct(symmetrize(maps))
+
+
 class ContactHead(nnx.Module):
     """Logistic regression over symmetrised, APC-corrected attention maps of every head.
 
@@ -63,9 +74,7 @@ class ContactHead(nnx.Module):
 
     def layer_logits(self, tokens: jax.Array, probs: jax.Array, layer: int | jax.Array) -> jax.Array:
         """This layer's share (B, T-2, T-2) of the contact logits, from its probabilities (B, H, T, T)."""
-        keep = ((tokens != self.eos_idx) & (tokens != self.padding_idx)).astype(jnp.float32)
-        maps = (probs.astype(jnp.float32) * (keep[:, None, :] * keep[:, :, None])[:, None])[..., 1:-1, 1:-1]
-        maps = average_product_correct(symmetrize(maps))
+        maps = attention_contact_maps(tokens, probs, self.eos_idx, self.padding_idx)
         weights = jax.lax.dynamic_slice_in_dim(self.regression.kernel[...][:, 0], layer * self.heads, self.heads)
         return jnp.einsum("bhij,h->bij", maps, weights)
 

@@ -19,7 +19,7 @@ import jax
 import numpy as np
 from tensorboardX import SummaryWriter
 
-from esm_jax.model import AnyModelConfig, LSTMConfig
+from esm_jax.model import AnyModelConfig
 
 # Dense bfloat16 peak FLOP/s per chip, from the vendors' data sheets.
 PEAK_FLOPS_BY_DEVICE_KIND = {
@@ -36,18 +36,9 @@ PEAK_FLOPS_BY_DEVICE_KIND = {
 }
 
 
-def forward_flops_per_token(config: AnyModelConfig, length: int) -> float:
-    """Forward FLOPs per token: 2 per weight of every matmul (plus 4·T·D per layer for attention)."""
-    if isinstance(config, LSTMConfig):
-        return config.forward_flops_per_token()
-    d, f, v = config.embed_dim, config.ffn_embed_dim, config.vocab_size
-    per_layer = 2 * (4 * d * d + 2 * d * f) + 4 * length * d
-    return config.num_layers * per_layer + 2 * (d * d + d * v)
-
-
 def train_flops_per_token(config: AnyModelConfig, length: int) -> float:
     """Forward plus backward (twice the forward), as model FLOPs."""
-    return 3 * forward_flops_per_token(config, length)
+    return 3 * config.forward_flops_per_token(length)
 
 
 def peak_flops(device: jax.Device, override: float | None = None) -> float:
