@@ -48,8 +48,7 @@ def iter_attention_features(
     """``(index, (L, L, layers·heads) float32)`` for every record (in length order, each once)."""
     encoded = encode_records(records, truncation_seq_length=residue_window(model))
     graphdef, state = nnx.split(model)
-    max_width = model.config.max_positions if model.config.architecture == "esm1b" else None
-    for batch in plan_batches(encoded, toks_per_batch, max_width=max_width):
+    for batch in plan_batches(encoded, toks_per_batch, max_width=model.config.max_batch_width):
         maps = np.asarray(_compiled_maps(graphdef, state, jnp.asarray(batch.tokens)))
         for row, index in enumerate(batch.indices):
             length = len(encoded[index])

@@ -95,6 +95,11 @@ class ModelConfig(FrozenConfig):
     def uses_rotary(self) -> bool:
         return self.architecture == "esm2"
 
+    @property
+    def max_batch_width(self) -> int | None:
+        """Widest padded row (tokens, BOS and EOS included): ``max_positions`` for learned positions, else no limit."""
+        return None if self.uses_rotary else self.max_positions
+
     def num_parameters(self) -> int:
         """Trainable parameters, counted as fair-esm counts them (tied LM head counted once)."""
         d, f, v, layers = self.embed_dim, self.ffn_embed_dim, self.vocab_size, self.num_layers
