@@ -29,14 +29,7 @@ from forward_throughput import reference_model, same_weights
 from esm_jax.alphabet import STANDARD_AMINO_ACIDS
 from esm_jax.inference.mutations import parse_mutants
 from esm_jax.inference.variant_scoring import score_mutants
-
-WILD_TYPES = "dms_deepsequence_subset/wild_type_sequences.fasta"
-
-
-def blat_wild_type(data_dir: Path) -> str:
-    text = (data_dir / WILD_TYPES).read_text()
-    record = text[text.index(">BLAT_ECOLX") :].split(">")[1]
-    return "".join(record.splitlines()[1:])
+from eval.mutational_effect.assays import load_assay
 
 
 def all_single_mutants(wild_type: str, positions: int) -> list[str]:
@@ -101,7 +94,7 @@ def main() -> None:
     parser.add_argument("--toks-per-batch", type=int, default=8192, help="esm-jax tokens per batch (default: 8192)")
     parser.add_argument("--data", type=Path, default=Path(os.environ.get("ESM_JAX_SHARED_DATA", "../shared/data")))
     args = parser.parse_args()
-    wild_type = blat_wild_type(args.data)
+    wild_type = load_assay(args.data, "BLAT_ECOLX").wild_type
     positions = args.positions or len(wild_type)
     print(f"BLAT_ECOLX, {len(wild_type)} residues; torch threads: {torch.get_num_threads()}, CPUs: {os.cpu_count()}")
     print("| model | mutants | fair-esm s | esm-jax s (warm) | ratio | esm-jax s (cold) | ratio cold | max abs diff |")

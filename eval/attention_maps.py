@@ -52,8 +52,7 @@ def _per_record(
 ) -> Iterator[tuple[int, np.ndarray]]:
     """``(index, compute(tokens)[row, :L, :L])`` for every record, batched by the shared planner."""
     encoded = encode_records(records, truncation_seq_length=residue_window(model))
-    max_width = model.config.max_positions if model.config.architecture == "esm1b" else None
-    for batch in plan_batches(encoded, toks_per_batch, max_width=max_width):
+    for batch in plan_batches(encoded, toks_per_batch, max_width=model.config.max_batch_width):
         values = np.asarray(compute(jnp.asarray(batch.tokens)))
         for row, index in enumerate(batch.indices):
             length = len(encoded[index])

@@ -8,14 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def average_ranks(values: np.ndarray) -> np.ndarray:
-    """1-based ranks of ``values`` (ascending), tied values sharing the mean of their ranks."""
-    values = np.asarray(values, dtype=np.float64)
-    ordered = np.sort(values)
-    below = np.searchsorted(ordered, values, side="left")
-    at_or_below = np.searchsorted(ordered, values, side="right")
-    return (below + at_or_below + 1) / 2.0
+from esm_jax.inference.rank_correlation import average_ranks
 
 
 def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:

@@ -6,7 +6,7 @@ import pytest
 
 from data_pipeline.readers import dms
 from esm_jax.errors import EsmJaxError
-from esm_jax.inference.mutations import Mutant, MutantError, Substitution, parse_mutant, parse_mutants
+from esm_jax.inference.mutations import MutantError, Substitution, parse_mutant, parse_mutants
 
 WILD_TYPE = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEKAVQVKVKALPDAQFEVV"
 
@@ -74,6 +74,4 @@ def test_the_dms_reader_uses_this_parser():
     with pytest.raises(MutantError, match="says K at 4"):
         dms.parse_mutant("K4G", WILD_TYPE)
     variant = dms.Variant("E24K", parse_mutant("E24K", WILD_TYPE[23:], offset=24), 0.5)
-    assert variant.apply(WILD_TYPE[23:], first_position=24) == Mutant("E24K", variant.substitutions, 24).apply(
-        WILD_TYPE[23:]
-    )
+    assert variant.apply(WILD_TYPE[23:], first_position=24) == "KERLGLIEVQAPILSRVGDGTQDNLSGAEKAVQVKVKALPDAQFEVV"

@@ -111,11 +111,16 @@ def test_long_sequences_use_the_sliding_window_rule(esm1b_short, strategy):
     np.testing.assert_allclose(got, _reference(esm1b_short, WILD_TYPE, mutants, strategy, 38), atol=TOLERANCE, rtol=0)
 
 
-def test_a_window_wider_than_the_sequence_changes_nothing(esm2):
+def test_the_window_argument_slides_only_over_longer_sequences(esm2):
     mutants = parse_mutants(MUTANTS, WILD_TYPE)
     whole = score_mutants(esm2, WILD_TYPE, mutants, "masked-marginals", toks_per_batch=300)
-    exact = score_mutants(esm2, WILD_TYPE, mutants, "masked-marginals", window=70, toks_per_batch=300)
-    np.testing.assert_array_equal(whole, exact)
+    for window in (len(WILD_TYPE), 200):
+        exact = score_mutants(esm2, WILD_TYPE, mutants, "masked-marginals", window=window, toks_per_batch=300)
+        np.testing.assert_array_equal(exact, whole)
+    narrow = score_mutants(esm2, WILD_TYPE, mutants, "masked-marginals", window=40, toks_per_batch=300)
+    expected = _reference(esm2, WILD_TYPE, mutants, "masked-marginals", 40)
+    np.testing.assert_allclose(narrow, expected, atol=TOLERANCE, rtol=0)
+    assert np.abs(narrow - whole).max() > 1e-3  # the narrow window is really used
 
 
 def test_window_bounds_centre_and_clamp():

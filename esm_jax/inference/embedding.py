@@ -52,8 +52,7 @@ def iter_outputs(
 ) -> Iterator[SequenceOutputs]:
     """Outputs of every sequence of ``encoded`` (in length order, each exactly once)."""
     layers = model.normalize_layers(repr_layers)
-    max_width = model.config.max_positions if model.config.architecture == "esm1b" else None
-    for batch in plan_batches(encoded, toks_per_batch, max_width=max_width):
+    for batch in plan_batches(encoded, toks_per_batch, max_width=model.config.max_batch_width):
         out = jax.device_get(model.embed(batch.tokens, repr_layers=layers, return_contacts=return_contacts))
         for row, index in enumerate(batch.indices):
             length = len(encoded[index])

@@ -95,6 +95,11 @@ class ModelConfig(FrozenConfig):
     def uses_rotary(self) -> bool:
         return self.architecture == "esm2"
 
+    @property
+    def max_batch_width(self) -> int | None:
+        """Widest padded row (tokens, BOS and EOS included): ``max_positions`` for learned positions, else no limit."""
+        return None if self.uses_rotary else self.max_positions
+
     def forward_flops_per_token(self, length: int) -> float:
         """2 FLOPs per weight of every matrix multiplication, plus 4·T·D per layer for attention over ``length``."""
         d, f, v = self.embed_dim, self.ffn_embed_dim, self.vocab_size

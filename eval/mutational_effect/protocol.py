@@ -39,11 +39,11 @@ from eval.mutational_effect.sites import SiteTable, build_sites, site_hidden
 
 @dataclasses.dataclass(frozen=True)
 class PreparedAssay:
-    """An assay with its site table and, for the frozen learner, the hidden states of every site."""
+    """An assay with its site table and the frozen backbone's hidden states of every site (zeros for the baseline)."""
 
     assay: Assay
     sites: SiteTable
-    hidden: np.ndarray | None = None
+    hidden: np.ndarray
 
 
 Part = tuple[PreparedAssay, np.ndarray]  # an assay and the indices of the variants used
@@ -74,6 +74,17 @@ def _slots(parts: Sequence[Part]) -> int:
     return max(prepared.sites.max_substitutions for prepared, _ in parts)
 
 
+def _prepare_frozen(model: ESM, assay: Assay, toks_per_batch: int) -> PreparedAssay:
+    """The site table of ``assay`` with every site's hidden states by ``model`` as it is (frozen)."""
+    sites = build_sites(assay, default_window(model))
+    return PreparedAssay(assay, sites, site_hidden(model, sites, toks_per_batch=toks_per_batch))
+
+
+def _hidden(parts: Sequence[Part], slots: int) -> np.ndarray:
+    """Per variant of ``parts``, the prepared hidden states of its site, padded to ``slots`` substitutions."""
+    return np.concatenate([_pad_slots(p.hidden[p.sites.site_of[idx]], slots) for p, idx in parts])
+
+
 class FrozenLearner:
     """Regression head on representations computed once per protein with the frozen backbone."""
 
@@ -83,17 +94,12 @@ class FrozenLearner:
         self.model, self.config, self.toks_per_batch = model, config, toks_per_batch
 
     def prepare(self, assay: Assay) -> PreparedAssay:
-        sites = build_sites(assay, default_window(self.model))
-        return PreparedAssay(assay, sites, site_hidden(self.model, sites, toks_per_batch=self.toks_per_batch))
-
-    @staticmethod
-    def _hidden(parts: Sequence[Part], slots: int) -> np.ndarray:
-        return np.concatenate([_pad_slots(p.hidden[p.sites.site_of[idx]], slots) for p, idx in parts])
+        return _prepare_frozen(self.model, assay, self.toks_per_batch)
 
     def fit_predict(self, train: Sequence[Part], test: Part, key: jax.Array) -> np.ndarray:
         slots = max(_slots(train), _slots([test]))
-        head = fit_head(self._hidden(train, slots), _inputs(train, slots), _standardised(train), self.config, key)
-        return predict(head, self._hidden([test], slots), _inputs([test], slots))
+        head = fit_head(_hidden(train, slots), _inputs(train, slots), _standardised(train), self.config, key)
+        return predict(head, _hidden([test], slots), _inputs([test], slots))
 
 
 class SubstitutionBaseline(FrozenLearner):
@@ -106,12 +112,19 @@ class SubstitutionBaseline(FrozenLearner):
     name = "amino-acid change only (no representation)"
 
     def prepare(self, assay: Assay) -> PreparedAssay:
-        sites = build_sites(assay, default_window(self.model))
+        return self.with_sites(assay, build_sites(assay, default_window(self.model)))
+
+    @staticmethod
+    def with_sites(assay: Assay, sites: SiteTable) -> PreparedAssay:
+        """``assay`` with a site table already built for this backbone (by any learner) and zero hidden states."""
         return PreparedAssay(assay, sites, np.zeros((len(sites.rows), sites.max_substitutions, 1), np.float32))
 
 
 class FinetuneLearner:
-    """Backbone and regression head fine-tuned together on every training split."""
+    """Backbone and regression head fine-tuned together on every training split.
+
+    The frozen backbone's hidden states, computed once in ``prepare``, fix the head's input standardisation.
+    """
 
     name = "fine-tuned backbone"
 
@@ -120,7 +133,7 @@ class FinetuneLearner:
         self.toks_per_batch, self.show_progress = toks_per_batch, show_progress
 
     def prepare(self, assay: Assay) -> PreparedAssay:
-        return PreparedAssay(assay, build_sites(assay, default_window(self.model)))
+        return _prepare_frozen(self.model, assay, self.toks_per_batch)
 
     def _training_data(self, train: Sequence[Part], slots: int) -> FinetuneData:
         rows, positions, site_of, offset = [], [], [], 0
@@ -137,17 +150,8 @@ class FinetuneLearner:
             tokens[number, 0], tokens[number, 1 : len(row) + 1], tokens[number, len(row) + 1] = cls, row, eos
             token_positions[number, : len(masked)] = np.asarray(masked) + 1
         inputs = _inputs(train, slots)
-        norm = standardiser(self._initial_hidden(train, slots), inputs.valid)
+        norm = standardiser(_hidden(train, slots), inputs.valid)
         return FinetuneData(tokens, token_positions, np.concatenate(site_of), inputs, _standardised(train), norm)
-
-    def _initial_hidden(self, parts: Sequence[Part], slots: int) -> np.ndarray:
-        """Representations of the training variants by the backbone before fine-tuning (for standardising)."""
-        hidden = []
-        for prepared, indices in parts:
-            used, local = np.unique(prepared.sites.site_of[indices], return_inverse=True)
-            sites = site_hidden(self.model, prepared.sites, used, toks_per_batch=self.toks_per_batch)
-            hidden.append(_pad_slots(sites, slots)[local])
-        return np.concatenate(hidden)
 
     def fit_predict(self, train: Sequence[Part], test: Part, key: jax.Array) -> np.ndarray:
         slots = max(_slots(train), _slots([test]))

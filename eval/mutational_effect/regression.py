@@ -29,6 +29,7 @@ from tqdm import tqdm
 from esm_jax.model import ESM
 
 NUM_AMINO_ACIDS = 20
+_LOSS_EVERY = 25  # fine-tuning steps between loss reads for the progress bar (each read waits for the device)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -226,7 +227,8 @@ def fit_finetune(
                     graphdef, trainable, opt_state, rest, batch, rates, total_steps, data.norm
                 )
                 bar.update()
-                bar.set_postfix(loss=f"{float(loss):.3f}", refresh=False)
+                if show_progress and (bar.n % _LOSS_EVERY == 0 or bar.n == total_steps):
+                    bar.set_postfix(loss=f"{float(loss):.3f}", refresh=False)
     head = {"params": trainable["head"], "norm": data.norm}
     return nnx.merge(graphdef, trainable["backbone"], rest), head
 

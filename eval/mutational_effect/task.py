@@ -138,7 +138,7 @@ def _report(line: str, start: float) -> None:
 def _baseline(model, config: TrainConfig, prepared: list, args: argparse.Namespace) -> dict:
     """Cross-validation and leave-one-protein-out of the head without the representation, for reference."""
     baseline = SubstitutionBaseline(model, config)
-    inputs = [baseline.prepare(p.assay) for p in prepared]
+    inputs = [baseline.with_sites(p.assay, p.sites) for p in prepared]
     results = {"learner": baseline.name}
     if "cv" in args.protocols:
         results["cross_validation"] = {
