@@ -39,9 +39,10 @@ def load_ss8_sets(
     unknown = set(tests) - set(TEST_FILES)
     if unknown:
         raise ValueError(f"unknown test sets {sorted(unknown)}; choose from {', '.join(TEST_FILES)}")
-    test_sets = {name: read_netsurfp_csv(folder / TEST_FILES[name])[:max_test] for name in tests}
+    every_test = {name: read_netsurfp_csv(folder / file) for name, file in TEST_FILES.items()}
+    test_sets = {name: every_test[name][:max_test] for name in tests}
     # duplicates are looked for in the full test files, whatever part of them is evaluated
-    test_sequences = {r.sequence for name in TEST_FILES for r in read_netsurfp_csv(folder / TEST_FILES[name])}
+    test_sequences = {r.sequence for records in every_test.values() for r in records}
     train, dropped = [], []
     for record in read_netsurfp_csv(folder / TRAIN_FILE):
         (dropped if record.sequence in test_sequences else train).append(record)
