@@ -95,7 +95,8 @@ def _query_log_probs(
         while chunk := list(islice(queries, _ROWS_PER_CHUNK)):
             results: list[np.ndarray | None] = [None] * len(chunk)
             rows = [query.residues for query in chunk]
-            for batch in plan_batches(rows, toks_per_batch, max_width=model.config.max_batch_width):
+            widest = max(len(residues) for residues in rows) + 2  # one scan's rows share this width: no ladder padding
+            for batch in plan_batches(rows, toks_per_batch, max_width=widest):
                 reads = max(len(chunk[index].read) for index in batch.indices)
                 positions = np.zeros((batch.tokens.shape[0], 1 << (reads - 1).bit_length()), dtype=np.int32)
                 for row, index in enumerate(batch.indices):
