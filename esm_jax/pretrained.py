@@ -20,7 +20,7 @@ from esm_jax.alphabet import Alphabet
 from esm_jax.checkpoints import fair_esm, huggingface, native, torch_reader, torch_writer
 from esm_jax.checkpoints.tensor_map import as_numpy, blank_contact_regression, build_from_tensors, export_from
 from esm_jax.errors import CheckpointError
-from esm_jax.model import ESM, ModelConfig, build_model, named_config
+from esm_jax.model import ESM, build_model, named_config
 from esm_jax.model.named import MODELS_WITHOUT_CONTACT_REGRESSION, NAMED_MODELS
 from esm_jax.train import checkpointing
 
@@ -32,30 +32,28 @@ def _no_progress(name: str) -> None:
     del name
 
 
-def _with_runtime_options(config: ModelConfig, compute_dtype: str | None, scan_layers: bool | None) -> ModelConfig:
-    changes = {}
-    if compute_dtype is not None:
-        changes["compute_dtype"] = compute_dtype
-    if scan_layers is not None:
-        changes["scan_layers"] = scan_layers
-    return config.replace(**changes)
+def _runtime_options(**options) -> dict:
+    """The ModelConfig fields that change how a model runs (never its weights), without the unset ones."""
+    return {name: value for name, value in options.items() if value is not None}
 
 
 def load_fair_esm(
     path: str | os.PathLike,
     *,
-    compute_dtype: str | None = None,
-    scan_layers: bool | None = None,
     on_tensor: Progress = _no_progress,
+    **runtime_options,
 ) -> ESM:
-    """Read an official fair-esm checkpoint (and its contact regression, if present)."""
+    """Read an official fair-esm checkpoint (and its contact regression, if present).
+
+    ``runtime_options`` are ModelConfig fields such as ``compute_dtype`` or ``attention_impl``.
+    """
     path = Path(path)
     data = torch_reader.load(path)
     if not isinstance(data, dict) or "model" not in data:
         raise CheckpointError(f"{path}: no 'model' entry; this is not a fair-esm model checkpoint")
     state = {fair_esm.strip_prefix(name): tensor for name, tensor in data["model"].items()}
     config = fair_esm.config_from_checkpoint(data, set(state), str(path))
-    config = _with_runtime_options(config, compute_dtype, scan_layers)
+    config = config.replace(**runtime_options)
     slots = fair_esm.model_slots(config)
     regression_file = fair_esm.regression_path(path)
     has_regression = regression_file.is_file()
@@ -108,22 +106,27 @@ def load_model_and_alphabet_local(
     *,
     compute_dtype: str | None = None,
     scan_layers: bool | None = None,
+    attention_impl: str | None = None,
     on_tensor: Progress = _no_progress,
 ) -> tuple[ESM, Alphabet]:
-    """Load a model from a fair-esm ``.pt`` file, a Hugging Face folder, an esm-jax Orbax folder or a training run."""
+    """Load a model from a fair-esm ``.pt`` file, a Hugging Face folder, an esm-jax Orbax folder or a training run.
+
+    ``compute_dtype``, ``scan_layers`` and ``attention_impl`` (see :class:`ModelConfig`) change how the
+    model runs; left unset, the checkpoint's own (or the default) values are kept.
+    """
     path = Path(path)
+    options = _runtime_options(compute_dtype=compute_dtype, scan_layers=scan_layers, attention_impl=attention_impl)
     if path.is_dir():
         if checkpointing.is_training_run(path):
-            options = {"compute_dtype": compute_dtype, "scan_layers": scan_layers}
-            model = checkpointing.load_trained_model(path, **{k: v for k, v in options.items() if v is not None})
+            model = checkpointing.load_trained_model(path, **options)
         elif (path / "config.json").is_file():
-            model = huggingface.load(path, compute_dtype=compute_dtype, scan_layers=scan_layers, on_tensor=on_tensor)
+            model = huggingface.load(path, on_tensor=on_tensor, **options)
         elif native.is_checkpoint(path):
-            model = native.restore(path, compute_dtype=compute_dtype, scan_layers=scan_layers)
+            model = native.restore(path, **options)
         else:
             raise CheckpointError(f"{path}: folder holds neither a Hugging Face config.json nor an esm-jax checkpoint")
     elif path.is_file():
-        model = load_fair_esm(path, compute_dtype=compute_dtype, scan_layers=scan_layers, on_tensor=on_tensor)
+        model = load_fair_esm(path, on_tensor=on_tensor, **options)
     else:
         raise CheckpointError(f"{path}: no such file or folder")
     return model, Alphabet()
@@ -170,7 +173,7 @@ def load_model_and_alphabet(name_or_path: str, **options) -> tuple[ESM, Alphabet
 
 def random_model_and_alphabet(name: str, *, seed: int = 0, **options) -> tuple[ESM, Alphabet]:
     """A released model shape with random weights (no download); for tests and demos."""
-    config = _with_runtime_options(named_config(name), options.get("compute_dtype"), options.get("scan_layers"))
+    config = named_config(name).replace(**_runtime_options(**options))
     return build_model(config, seed=seed), Alphabet()
 
 

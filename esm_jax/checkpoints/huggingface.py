@@ -168,21 +168,16 @@ def _check_tied_decoder(tensors: dict[str, Any], source: str) -> None:
 def load(
     folder: str | os.PathLike,
     *,
-    compute_dtype: str | None = None,
-    scan_layers: bool | None = None,
     on_tensor: Callable[[str], None] = lambda name: None,
+    **runtime_options,
 ) -> ESM:
-    """Load an ``EsmForMaskedLM`` checkpoint folder."""
+    """Load an ``EsmForMaskedLM`` checkpoint folder; ``runtime_options`` are ModelConfig fields (``compute_dtype``…)."""
     folder = Path(folder)
     try:
         values = json.loads((folder / "config.json").read_text())
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{folder / 'config.json'}: not valid JSON ({exc})") from None
-    config = config_from_json(values, str(folder))
-    if compute_dtype is not None:
-        config = config.replace(compute_dtype=compute_dtype)
-    if scan_layers is not None:
-        config = config.replace(scan_layers=scan_layers)
+    config = config_from_json(values, str(folder)).replace(**runtime_options)
     tensors = read_tensors(folder)
     if config.uses_rotary:
         _rotary_per_layer(tensors, config)

@@ -56,15 +56,11 @@ def read_header(path: str | os.PathLike) -> dict:
     return header
 
 
-def restore(path: str | os.PathLike, *, compute_dtype: str | None = None, scan_layers: bool | None = None) -> ESM:
-    """Restore a model saved by :func:`save`, bit for bit."""
+def restore(path: str | os.PathLike, **runtime_options) -> ESM:
+    """Restore a model saved by :func:`save`, bit for bit; ``runtime_options`` are ModelConfig fields."""
     path = Path(path).absolute()
     header = read_header(path)
-    config = ModelConfig.from_dict(header["config"])
-    if compute_dtype is not None:
-        config = config.replace(compute_dtype=compute_dtype)
-    if scan_layers is not None:
-        config = config.replace(scan_layers=scan_layers)
+    config = ModelConfig.from_dict(header["config"]).replace(**runtime_options)
     model = abstract_model(config)
     state = nnx.state(model)
     target = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype), nnx.to_pure_dict(state))

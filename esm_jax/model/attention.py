@@ -1,11 +1,11 @@
-"""Multi-head self-attention with key padding masks and optional rotary positions."""
+"""Multi-head self-attention with padding masks or packed segments, and optional rotary positions."""
 
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 
+from esm_jax.model import attention_kernels
 from esm_jax.model.config import ModelConfig
 from esm_jax.model.layers import dense
 from esm_jax.model.rotary import RotaryFrequencies, apply_rotary, default_inverse_frequencies
@@ -15,7 +15,9 @@ class SelfAttention(nnx.Module):
     """Bidirectional attention; softmax in float32 whatever the compute dtype.
 
     As in fair-esm, queries are scaled by ``head_dim**-0.5`` after projection and before the
-    rotary rotation, and padded keys get ``-inf`` scores.
+    rotary rotation, and padded keys get ``-inf`` scores. ``config.attention_impl`` picks the
+    kernel (:mod:`esm_jax.model.attention_kernels`); returning the attention maps always takes the
+    exact dense path.
     """
 
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
@@ -39,65 +41,29 @@ class SelfAttention(nnx.Module):
         return x.reshape(*x.shape[:2], self.num_heads, self.head_dim)
 
     def __call__(
-        self, x: jax.Array, key_padding_mask: jax.Array | None, need_weights: bool
+        self,
+        x: jax.Array,
+        key_padding_mask: jax.Array | None,
+        need_weights: bool,
+        segment_ids: jax.Array | None = None,
+        positions: jax.Array | None = None,
     ) -> tuple[jax.Array, jax.Array | None]:
-        """``x`` (B, T, D), ``key_padding_mask`` (B, T) True at padding → (out (B, T, D), probs (B, H, T, T))."""
+        """``x`` (B, T, D) → (out (B, T, D), probs (B, H, T, T) when ``need_weights``).
+
+        ``key_padding_mask`` (B, T) is True at padding; ``segment_ids`` (B, T), when given, confines
+        attention to each packed sequence; ``positions`` (B, T) are the rotary positions (default 0..T-1).
+        """
         query = self._split_heads(self.q_proj(x) * self.head_dim**-0.5)
         key = self._split_heads(self.k_proj(x))
         value = self._split_heads(self.v_proj(x))
         if self.rotary_frequencies is not None:
-            query = apply_rotary(query, self.rotary_frequencies[...])
-            key = apply_rotary(key, self.rotary_frequencies[...])
-        implementation = self.implementation
-        if implementation == "auto":
-            implementation = "per_head" if jax.default_backend() == "cpu" else "dense"
+            query = apply_rotary(query, self.rotary_frequencies[...], positions)
+            key = apply_rotary(key, self.rotary_frequencies[...], positions)
+        implementation = attention_kernels.resolve(self.implementation)
+        masks = (segment_ids, key_padding_mask, self.dtype)
         if need_weights or implementation == "dense":
-            context, probs = _dense_attention(query, key, value, key_padding_mask, self.dtype)
+            context, probs = attention_kernels.dense_attention(query, key, value, *masks)
         else:
-            context, probs = _attention_head_by_head(query, key, value, key_padding_mask, self.dtype), None
+            context, probs = attention_kernels.KERNELS[implementation](query, key, value, *masks), None
         out = self.out_proj(context.reshape(*x.shape[:2], -1))
         return out, probs
-
-
-def _scores_to_probabilities(scores: jax.Array, key_padding_mask: jax.Array | None) -> jax.Array:
-    if key_padding_mask is not None:
-        scores = jnp.where(key_padding_mask, -jnp.inf, scores)
-    return jax.nn.softmax(scores, axis=-1)
-
-
-def _dense_attention(query, key, value, key_padding_mask, dtype) -> tuple[jax.Array, jax.Array]:
-    """All heads at once; materialises the (B, H, T, T) probabilities, which are returned."""
-    scores = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32)
-    mask = None if key_padding_mask is None else key_padding_mask[:, None, None, :]
-    probs = _scores_to_probabilities(scores, mask)
-    context = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(dtype), value)
-    return context, probs
-
-
-def _attention_head_by_head(query, key, value, key_padding_mask, dtype) -> jax.Array:
-    """One (sequence, head) at a time, so each T×T score matrix stays in the CPU cache.
-
-    On CPUs attention is bound by memory bandwidth when the (B, H, T, T) scores are written
-    to RAM; looping keeps them in L2 and is several times faster. The softmax normalisation is
-    applied to the (T, head_dim) context instead of the (T, T) weights: the same result up to
-    rounding, one pass over the scores fewer.
-    """
-    batch, length, heads, head_dim = query.shape
-
-    def per_head(x):
-        return jnp.swapaxes(x, 1, 2).reshape(batch * heads, length, head_dim)
-
-    if key_padding_mask is None:
-        key_padding_mask = jnp.zeros((batch, length), bool)
-    masks = jnp.repeat(key_padding_mask, heads, axis=0)
-
-    def one_head(args):
-        q, k, v, mask = args
-        scores = jnp.einsum("qd,kd->qk", q, k, preferred_element_type=jnp.float32)
-        scores = jnp.where(mask[None, :], -jnp.inf, scores)
-        unnormalised = jnp.exp(scores - jnp.max(scores, axis=-1, keepdims=True))
-        context = jnp.einsum("qk,kd->qd", unnormalised.astype(dtype), v, preferred_element_type=jnp.float32)
-        return (context / jnp.sum(unnormalised, axis=-1, keepdims=True)).astype(dtype)
-
-    context = jax.lax.map(one_head, (per_head(query), per_head(key), per_head(value), masks))
-    return jnp.swapaxes(context.reshape(batch, heads, length, head_dim), 1, 2)

@@ -23,9 +23,15 @@ class TransformerBlock(nnx.Module):
         self.fc2 = dense(f, d, ("mlp", "embed"), dtype, rngs)
 
     def __call__(
-        self, x: jax.Array, key_padding_mask: jax.Array | None, need_weights: bool
+        self,
+        x: jax.Array,
+        key_padding_mask: jax.Array | None,
+        need_weights: bool,
+        segment_ids: jax.Array | None = None,
+        positions: jax.Array | None = None,
     ) -> tuple[jax.Array, jax.Array | None]:
-        attended, probs = self.self_attn(self.self_attn_layer_norm(x), key_padding_mask, need_weights)
+        normed = self.self_attn_layer_norm(x)
+        attended, probs = self.self_attn(normed, key_padding_mask, need_weights, segment_ids, positions)
         x = x + attended.astype(jnp.float32)
         hidden = gelu(self.fc1(self.final_layer_norm(x)).astype(jnp.float32))
         x = x + self.fc2(hidden).astype(jnp.float32)

@@ -13,10 +13,10 @@ COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 # backward pass: "none" = no rematerialisation, "full" = nothing (recompute the whole block),
 # "dots" = matrix-multiplication outputs, "dots_no_batch" = those without batch dimensions.
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
-# How attention is computed when its weights are not returned: "per_head" loops over
-# (sequence, head) pairs so scores stay in cache (fastest on CPUs), "dense" lets XLA fuse all
-# heads at once (GPUs, TPUs), "auto" picks per_head on the CPU backend and dense elsewhere.
-ATTENTION_IMPLEMENTATIONS = ("auto", "dense", "per_head")
+# How attention is computed when its weights are not returned (esm_jax.model.attention_kernels):
+# "per_head" (CPUs), "dense" (plain XLA), "splash" (TPU flash kernel), "cudnn" (GPU fused
+# attention); "auto" picks per_head on CPUs, splash on TPUs and cudnn on GPUs.
+ATTENTION_IMPLEMENTATIONS = ("auto", "dense", "per_head", "splash", "cudnn")
 
 
 class FrozenConfig:
@@ -103,8 +103,13 @@ class ModelConfig(FrozenConfig):
     def forward_flops_per_token(self, length: int) -> float:
         """2 FLOPs per weight of every matrix multiplication, plus 4·T·D per layer for attention over ``length``."""
         d, f, v = self.embed_dim, self.ffn_embed_dim, self.vocab_size
-        per_layer = 2 * (4 * d * d + 2 * d * f) + 4 * length * d
-        return self.num_layers * per_layer + 2 * (d * d + d * v)
+        per_layer = 2 * (4 * d * d + 2 * d * f)
+        return self.num_layers * per_layer + 2 * (d * d + d * v) + length * self.attention_flops_per_pair
+
+    @property
+    def attention_flops_per_pair(self) -> float:
+        """Forward FLOPs of one (query, key) pair over all layers: 2·D for the score, 2·D for the weighted value."""
+        return 4 * self.embed_dim * self.num_layers
 
     def num_parameters(self) -> int:
         """Trainable parameters, counted as fair-esm counts them (tied LM head counted once)."""

@@ -22,6 +22,7 @@ from esm_jax.model.block import TransformerBlock
 from esm_jax.model.config import ModelConfig
 from esm_jax.model.heads import ContactHead, LMHead
 from esm_jax.model.layers import WEIGHT_INIT, LayerNorm, partitioned
+from esm_jax.model.packing import check_packed_rows, check_segment_shape, segment_positions, segment_sums
 from esm_jax.sharding import constrain_batch
 
 # Fraction of tokens replaced by <mask> during ESM training (15% selected × 80% masked);
@@ -94,24 +95,32 @@ class ESM(nnx.Module):
         repr_layers: Iterable[int] = (),
         need_head_weights: bool = False,
         return_contacts: bool = False,
+        segment_ids=None,
     ) -> dict:
         """Run the model on ``tokens`` (B, T); outputs as fair-esm, compiled per shape.
 
         Returns ``logits`` (B, T, V), ``representations`` {layer: (B, T, D)}, and with
         ``need_head_weights`` ``attentions`` (B, L, H, T, T), with ``return_contacts`` also
         ``contacts`` (B, T-2, T-2). Negative layer indices count from the end (-1 = last).
+        ``segment_ids`` (B, T) packs several sequences per row (:mod:`esm_jax.model.packing`):
+        every per-token output then equals that sequence's output when run alone.
         """
-        return self._compiled(tokens, repr_layers, bool(need_head_weights), bool(return_contacts), lean=False)
+        options = (bool(need_head_weights), bool(return_contacts))
+        return self._compiled(tokens, repr_layers, *options, lean=False, segment_ids=segment_ids)
 
-    def embed(self, tokens, repr_layers: Iterable[int] = (-1,), return_contacts: bool = False) -> dict:
+    def embed(
+        self, tokens, repr_layers: Iterable[int] = (-1,), return_contacts: bool = False, segment_ids=None
+    ) -> dict:
         """Only ``representations`` (and ``contacts``): no logits, no attention maps kept.
 
         The lean call for extraction: contacts are accumulated layer by layer, so memory grows
         with one layer's attention instead of all of them.
         """
-        return self._compiled(tokens, repr_layers, False, bool(return_contacts), lean=True)
+        return self._compiled(tokens, repr_layers, False, bool(return_contacts), lean=True, segment_ids=segment_ids)
 
-    def _compiled(self, tokens, repr_layers, need_head_weights: bool, return_contacts: bool, lean: bool) -> dict:
+    def _compiled(
+        self, tokens, repr_layers, need_head_weights: bool, return_contacts: bool, lean: bool, segment_ids=None
+    ) -> dict:
         layers = self.normalize_layers(repr_layers)
         if return_contacts and not self.has_contact_regression:
             raise CheckpointError(
@@ -121,8 +130,27 @@ class ESM(nnx.Module):
             )
         if not isinstance(tokens, jax.Array):
             tokens = np.asarray(tokens, dtype=np.int32)
+        if segment_ids is not None:
+            self.check_segments(tokens, segment_ids, return_contacts)
+            segment_ids = jnp.asarray(segment_ids, dtype=jnp.int32)
         graphdef, state = nnx.split(self)
-        return _compiled_forward(graphdef, state, tokens, layers, need_head_weights, return_contacts, lean)
+        options = (need_head_weights, return_contacts, lean)
+        return _compiled_forward(graphdef, state, tokens, segment_ids, layers, *options)
+
+    def check_segments(self, tokens, segment_ids, return_contacts: bool = False) -> None:
+        """Refuse packed rows this model cannot run, with the row and position at fault."""
+        if return_contacts:
+            raise ValueError(
+                "contacts are predicted per sequence over its whole attention map: run return_contacts "
+                "without segment_ids (one sequence per row)"
+            )
+        check_segment_shape(jnp.shape(tokens), jnp.shape(segment_ids))
+        if isinstance(segment_ids, jax.core.Tracer) or isinstance(tokens, jax.core.Tracer):
+            return
+        check_packed_rows(
+            np.asarray(tokens), np.asarray(segment_ids), cls_idx=self.cls_idx, eos_idx=self.eos_idx,
+            padding_idx=self.padding_idx, max_tokens=self.config.max_batch_width,
+        )  # fmt: skip
 
     def normalize_layers(self, repr_layers: Iterable[int]) -> tuple[int, ...]:
         """Sorted, de-duplicated layer indices in ``0..num_layers`` (negative ones count back)."""
@@ -142,17 +170,23 @@ class ESM(nnx.Module):
         return_contacts: bool = False,
         *,
         lean: bool = False,
+        segment_ids: jax.Array | None = None,
     ) -> dict:
         """The uncompiled forward pass; ``repr_layers`` must already be normalised.
 
         ``lean`` drops logits and attention maps and accumulates contacts per layer (see :meth:`embed`).
+        ``segment_ids`` packs sequences per row; callers check them first (:meth:`check_segments`).
         """
         keep_attentions = (need_head_weights or return_contacts) and not lean
         tokens = jnp.asarray(tokens, dtype=jnp.int32)
+        if segment_ids is not None:
+            self.check_segments(tokens, segment_ids, return_contacts)
+            segment_ids = constrain_batch(jnp.asarray(segment_ids, dtype=jnp.int32))
         padding_mask = tokens == self.padding_idx
-        x = constrain_batch(self._embed(tokens, padding_mask))
+        x = constrain_batch(self._embed(tokens, padding_mask, segment_ids))
         representations = {0: x} if 0 in repr_layers else {}
-        stack = self._run_layers(x, tokens, padding_mask, repr_layers, keep_attentions, lean and return_contacts)
+        attend = (padding_mask, segment_ids)
+        stack = self._run_layers(x, tokens, attend, repr_layers, keep_attentions, lean and return_contacts)
         x, hidden, attentions, contact_logits = stack
         representations.update(hidden)
         x = self.emb_layer_norm_after(x)
@@ -170,48 +204,66 @@ class ESM(nnx.Module):
             result["contacts"] = logits
         return result
 
-    def _embed(self, tokens: jax.Array, padding_mask: jax.Array) -> jax.Array:
+    def _embed(self, tokens: jax.Array, padding_mask: jax.Array, segment_ids: jax.Array | None) -> jax.Array:
         x = self.embed_tokens(tokens).astype(jnp.float32)
         if self.config.token_dropout:
             is_mask = tokens == self.mask_idx
             x = jnp.where(is_mask[..., None], 0.0, x)
-            lengths = jnp.maximum(jnp.sum(~padding_mask, axis=-1), 1)
-            observed = jnp.sum(is_mask, axis=-1).astype(jnp.float32) / lengths
-            x = x * (1 - MASK_RATIO_TRAIN) / (1 - observed)[:, None, None]
+            x = x * (1 - MASK_RATIO_TRAIN) / (1 - self._observed_mask_ratio(is_mask, padding_mask, segment_ids))
         if self.embed_positions is not None:
-            x = x + self.embed_positions(self._positions(tokens, padding_mask))
+            x = x + self.embed_positions(self._positions(tokens, padding_mask, segment_ids))
             if self.emb_layer_norm_before is not None:
                 x = self.emb_layer_norm_before(x)
         return x * (1 - padding_mask[..., None].astype(x.dtype))
 
-    def _positions(self, tokens: jax.Array, padding_mask: jax.Array) -> jax.Array:
-        """fairseq positions: 1-based count of non-padding tokens offset by the padding index."""
+    @staticmethod
+    def _observed_mask_ratio(is_mask: jax.Array, padding_mask: jax.Array, segment_ids: jax.Array | None) -> jax.Array:
+        """Fraction of ``<mask>`` tokens in each sequence (padding excluded), broadcastable to (B, T, 1)."""
+        if segment_ids is None:
+            lengths = jnp.maximum(jnp.sum(~padding_mask, axis=-1), 1)
+            return (jnp.sum(is_mask, axis=-1).astype(jnp.float32) / lengths)[:, None, None]
+        lengths = jnp.maximum(segment_sums((~padding_mask).astype(jnp.int32), segment_ids), 1)
+        observed = segment_sums(is_mask.astype(jnp.int32), segment_ids).astype(jnp.float32) / lengths
+        return jnp.where(padding_mask, 0.0, observed)[..., None]
+
+    def _positions(self, tokens: jax.Array, padding_mask: jax.Array, segment_ids: jax.Array | None) -> jax.Array:
+        """fairseq positions: 1-based count of non-padding tokens offset by the padding index.
+
+        In packed rows the count restarts at every sequence's ``<cls>``.
+        """
+        not_padding = (~padding_mask).astype(jnp.int32)
+        if segment_ids is not None:
+            return (segment_positions(segment_ids) + 1) * not_padding + self.padding_idx
         if tokens.shape[1] > self.config.max_positions:
             raise ValueError(
                 f"sequence of {tokens.shape[1]} tokens exceeds this model's maximum of "
                 f"{self.config.max_positions} (BOS and EOS included); truncate it, e.g. with "
                 f"truncation_seq_length={self.config.max_positions - 2}"
             )
-        not_padding = (~padding_mask).astype(jnp.int32)
         return jnp.cumsum(not_padding, axis=1) * not_padding + self.padding_idx
 
     def _run_layers(
         self,
         x: jax.Array,
         tokens: jax.Array,
-        padding_mask: jax.Array,
+        attend: tuple[jax.Array, jax.Array | None],
         repr_layers: tuple[int, ...],
         keep_attentions: bool,
         accumulate_contacts: bool,
     ) -> tuple[jax.Array, dict[int, jax.Array], jax.Array | None, jax.Array | None]:
-        """Run every block; returns the final x, requested hidden states, attentions, contact logits."""
+        """Run every block; returns the final x, requested hidden states, attentions, contact logits.
+
+        ``attend`` is (padding mask, segment ids or None): what each query may attend to.
+        """
+        padding_mask, segment_ids = attend
+        positions = None if segment_ids is None or not self.config.uses_rotary else segment_positions(segment_ids)
         graphdef, stacked = nnx.split(self.layers)
         count = self.config.num_layers
         wanted = [layer for layer in repr_layers if 1 <= layer < count]
         need_weights = keep_attentions or accumulate_contacts
 
         def run_block(x, layer_state, layer):
-            x, probs = nnx.merge(graphdef, layer_state)(x, padding_mask, need_weights)
+            x, probs = nnx.merge(graphdef, layer_state)(x, padding_mask, need_weights, segment_ids, positions)
             x = constrain_batch(x)
             contacts = self.contact_head.layer_logits(tokens, probs, layer) if accumulate_contacts else None
             return x, (probs if keep_attentions else None), contacts
@@ -258,7 +310,7 @@ def _stacked_blocks(config: ModelConfig, rngs: nnx.Rngs) -> TransformerBlock:
     return make(rngs)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3, 4, 5, 6))
-def _compiled_forward(graphdef, state, tokens, repr_layers, need_head_weights, return_contacts, lean):
+@functools.partial(jax.jit, static_argnums=(0, 4, 5, 6, 7))
+def _compiled_forward(graphdef, state, tokens, segment_ids, repr_layers, need_head_weights, return_contacts, lean):
     model = nnx.merge(graphdef, state)
-    return model.forward(tokens, repr_layers, need_head_weights, return_contacts, lean=lean)
+    return model.forward(tokens, repr_layers, need_head_weights, return_contacts, lean=lean, segment_ids=segment_ids)

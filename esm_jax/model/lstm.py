@@ -75,6 +75,8 @@ class LSTMConfig(FrozenConfig):
         per_direction = sum(4 * h * (d + h + 1) for d in self.layer_input_dims())
         return v * self.embed_dim + 2 * per_direction + 2 * h * v + v
 
+    attention_flops_per_pair = 0.0  # no attention: FLOPs per token do not depend on the length
+
     def forward_flops_per_token(self, length: int) -> float:
         """2 FLOPs per weight of every matrix multiplication, both directions and the output layer (any length)."""
         h = self.hidden_dim

@@ -25,10 +25,14 @@ def _rotate_half(x: jax.Array) -> jax.Array:
     return jnp.concatenate([-second, first], axis=-1)
 
 
-def apply_rotary(x: jax.Array, inverse_frequencies: jax.Array) -> jax.Array:
-    """Rotate ``x`` of shape (batch, time, heads, head_dim) by its position along time."""
-    positions = jnp.arange(x.shape[1], dtype=jnp.float32)
-    angles = positions[:, None] * inverse_frequencies.astype(jnp.float32)[None, :]
-    angles = jnp.concatenate([angles, angles], axis=-1)[None, :, None, :]
+def apply_rotary(x: jax.Array, inverse_frequencies: jax.Array, positions: jax.Array | None = None) -> jax.Array:
+    """Rotate ``x`` of shape (batch, time, heads, head_dim) by its ``positions`` (B, T); default 0..T-1.
+
+    Packed rows give each sequence positions that restart at 0 on its ``<cls>``.
+    """
+    if positions is None:
+        positions = jnp.arange(x.shape[1])[None, :]
+    angles = positions.astype(jnp.float32)[..., None] * inverse_frequencies.astype(jnp.float32)
+    angles = jnp.concatenate([angles, angles], axis=-1)[:, :, None, :]
     rotated = x.astype(jnp.float32) * jnp.cos(angles) + _rotate_half(x.astype(jnp.float32)) * jnp.sin(angles)
     return rotated.astype(x.dtype)

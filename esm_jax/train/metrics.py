@@ -4,7 +4,9 @@ Step metrics stay on the device until a logging interval ends; then they are fet
 transfer, so logging never forces a device synchronisation every step. ECE is the paper's
 exponentiated cross-entropy per masked token (Rives et al. 2021, Table 1): ``exp(loss in nats)``.
 FLOPs count the model's own arithmetic (forward + backward = 3× forward, attention included
-and not causal), not the extra work of rematerialisation.
+and not causal), not the extra work of rematerialisation, and only for real tokens: padding
+and attention between sequences packed in one row are not model FLOPs. Throughput is given
+both ways: real tokens per second and padded tokens (the batch's full width) per second.
 """
 
 from __future__ import annotations
@@ -37,8 +39,14 @@ PEAK_FLOPS_BY_DEVICE_KIND = {
 
 
 def train_flops_per_token(config: AnyModelConfig, length: int) -> float:
-    """Forward plus backward (twice the forward), as model FLOPs."""
+    """Forward plus backward (twice the forward), as model FLOPs, for a sequence of ``length`` tokens."""
     return 3 * config.forward_flops_per_token(length)
+
+
+def train_flops(config: AnyModelConfig, tokens: float, attention_pairs: float) -> float:
+    """Model FLOPs of a training step over ``tokens`` real tokens whose sequences hold ``attention_pairs``
+    (query, key) pairs in all (the sum of squared sequence lengths)."""
+    return 3 * (config.forward_flops_per_token(0) * tokens + config.attention_flops_per_pair * attention_pairs)
 
 
 def peak_flops(device: jax.Device, override: float | None = None) -> float:
@@ -80,17 +88,17 @@ class MetricsLog:
         self._pending: list[tuple[int, int, dict]] = []
         self._since = time.perf_counter()
 
-    def add(self, step: int, length: int, metrics: dict) -> None:
-        """Remember one step's (device-resident) metrics; ``length`` is the batch's token width."""
-        self._pending.append((step, length, metrics))
+    def add(self, step: int, metrics: dict) -> None:
+        """Remember one step's (device-resident) metrics."""
+        self._pending.append((step, metrics))
 
     def flush(self) -> dict | None:
         """Fetch pending metrics in one transfer and write their summary; returns it."""
         if not self._pending:
             return None
-        fetched = jax.device_get([metrics for _, _, metrics in self._pending])
+        fetched = jax.device_get([metrics for _, metrics in self._pending])
         seconds = time.perf_counter() - self._since
-        summary = self._summarise(fetched, [length for _, length, _ in self._pending], seconds)
+        summary = self._summarise(fetched, seconds)
         step = self._pending[-1][0]
         summary["step"] = step
         self._pending.clear()
@@ -98,22 +106,24 @@ class MetricsLog:
         self.write("train", step, summary)
         return summary
 
-    def _summarise(self, fetched: Sequence[dict], lengths: Sequence[int], seconds: float) -> dict:
-        loss_sum = sum(float(m["loss_sum"]) for m in fetched)
-        targets = max(sum(float(m["targets"]) for m in fetched), 1.0)
-        tokens = sum(float(m["tokens"]) for m in fetched)
-        flops = sum(
-            train_flops_per_token(self.model_config, length) * float(m["tokens"])
-            for m, length in zip(fetched, lengths, strict=True)
-        )
+    def _summarise(self, fetched: Sequence[dict], seconds: float) -> dict:
+        def total(key: str) -> float:
+            return sum(float(m[key]) for m in fetched)
+
+        loss_sum = total("loss_sum")
+        targets = max(total("targets"), 1.0)
+        tokens = total("tokens")
+        flops = train_flops(self.model_config, tokens, total("attention_pairs"))
         loss = loss_sum / targets
         return {
             "loss": loss,
             "ece": math.exp(min(loss, 50.0)),
-            "masked_accuracy": sum(float(m["correct"]) for m in fetched) / targets,
+            "masked_accuracy": total("correct") / targets,
             "learning_rate": float(fetched[-1]["learning_rate"]),
             "grad_norm": float(np.mean([float(m["grad_norm"]) for m in fetched])),
             "tokens_per_second": tokens / seconds,
+            "padded_tokens_per_second": total("padded_tokens") / seconds,
+            "real_token_fraction": tokens / max(total("padded_tokens"), 1.0),
             "model_flops_per_second": flops / seconds,
             "mfu": flops / seconds / self.peak_flops_total,
             "nonfinite_steps": int(sum(1 - float(m["finite"]) for m in fetched)),

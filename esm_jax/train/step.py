@@ -1,7 +1,8 @@
 """The jitted training and evaluation steps, with explicit shardings and a donated state.
 
 A batch is a dict of global arrays ``tokens``, ``targets`` and ``loss_mask`` of shape
-(rows, T), split into ``accumulation_steps`` micro-batches (row ``i`` goes to micro-batch
+(rows, T), plus ``segment_ids`` when rows are packed with several sequences
+(:mod:`esm_jax.model.packing`), split into ``accumulation_steps`` micro-batches (row ``i`` goes to micro-batch
 ``i mod accumulation_steps``, so each device keeps its rows). Gradients of the summed loss are
 added over micro-batches and divided once by the total number of target positions, so every
 masked token weighs the same however the batch was cut. A step whose loss or gradient is not
@@ -18,10 +19,20 @@ import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
+from esm_jax.alphabet import Alphabet
+from esm_jax.model.packing import segment_sums
 from esm_jax.sharding import constrain_batch
 from esm_jax.train.loss import masked_lm_sums
 
+PADDING_IDX = Alphabet().padding_idx
+
 BATCH_KEYS = ("tokens", "targets", "loss_mask")
+PACKED_KEY = "segment_ids"
+
+
+def model_inputs(batch: dict) -> list[str]:
+    """The keys of ``batch`` a step reads: the MLM arrays, and the segment ids of packed rows."""
+    return [*BATCH_KEYS, PACKED_KEY] if PACKED_KEY in batch else list(BATCH_KEYS)
 
 
 def _micro_batches(batch: dict, steps: int) -> dict:
@@ -29,14 +40,38 @@ def _micro_batches(batch: dict, steps: int) -> dict:
         micro = jnp.swapaxes(x.reshape(x.shape[0] // steps, steps, *x.shape[1:]), 0, 1)
         return jax.vmap(constrain_batch)(micro)
 
-    return {key: split(batch[key]) for key in BATCH_KEYS}
+    return {key: split(batch[key]) for key in model_inputs(batch)}
+
+
+def _logits(model, batch: dict) -> jax.Array:
+    if PACKED_KEY in batch:
+        return model.forward(batch["tokens"], segment_ids=batch[PACKED_KEY])["logits"]
+    return model.forward(batch["tokens"])["logits"]
 
 
 def _loss_sums(params: nnx.State, graphdef: nnx.GraphDef, rest: nnx.State, batch: dict):
     model = nnx.merge(graphdef, params, rest)
-    logits = model.forward(batch["tokens"])["logits"]
-    loss_sum, count, correct = masked_lm_sums(logits, batch["targets"], batch["loss_mask"])
+    loss_sum, count, correct = masked_lm_sums(_logits(model, batch), batch["targets"], batch["loss_mask"])
     return loss_sum, (count, correct)
+
+
+def token_counts(batch: dict) -> dict[str, jax.Array]:
+    """Real (non-padding) tokens, all tokens, and attention pairs: the sum of squared sequence lengths.
+
+    Model FLOPs follow from real tokens and attention pairs alone, so MFU counts neither padding nor
+    the attention between sequences packed in one row.
+    """
+    tokens = batch["tokens"]
+    real = tokens != PADDING_IDX
+    if PACKED_KEY in batch:
+        lengths = segment_sums(real.astype(jnp.int32), batch[PACKED_KEY])
+    else:
+        lengths = jnp.broadcast_to(jnp.sum(real, axis=1, keepdims=True), tokens.shape)
+    return {
+        "tokens": jnp.sum(real).astype(jnp.float32),
+        "padded_tokens": jnp.asarray(tokens.size, jnp.float32),
+        "attention_pairs": jnp.sum(jnp.where(real, lengths, 0).astype(jnp.float32)),
+    }
 
 
 def make_train_step(
@@ -79,8 +114,8 @@ def make_train_step(
             "correct": correct,
             "grad_norm": grad_norm,
             "learning_rate": schedule(step),
-            "tokens": jnp.sum(batch["tokens"] != 1).astype(jnp.float32),
             "finite": finite.astype(jnp.float32),
+            **token_counts(batch),
         }
         return new_state, metrics
 
@@ -98,7 +133,7 @@ def make_eval_step(graphdef: nnx.GraphDef, state_shardings: nnx.State, batch_sha
 
     def eval_step(state: nnx.State, batch: dict):
         model = nnx.merge(graphdef, state).model
-        logits = model.forward(batch["tokens"])["logits"]
+        logits = _logits(model, batch)
         loss_sum, count, correct = masked_lm_sums(logits, batch["targets"], batch["loss_mask"])
         mask = batch["loss_mask"].astype(jnp.float32).ravel()
         per_token = jax.ops.segment_sum(mask, batch["targets"].ravel(), num_segments=logits.shape[-1])

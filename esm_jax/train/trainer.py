@@ -32,7 +32,7 @@ from esm_jax.train.mesh import batch_sharding, build_mesh, check_batch_divisible
 from esm_jax.train.metrics import MetricsLog, peak_flops
 from esm_jax.train.optimizer import learning_rate_schedule, make_optimizer
 from esm_jax.train.state import abstract_state, initialise, large_unsharded, with_shardings
-from esm_jax.train.step import BATCH_KEYS, make_eval_step, make_train_step
+from esm_jax.train.step import make_eval_step, make_train_step, model_inputs
 
 
 class TrainingDiverged(EsmJaxError, RuntimeError):
@@ -65,7 +65,7 @@ def _global_batch(local: dict, sharding, accumulation_steps: int, mesh) -> dict:
     check_batch_divisible(rows, accumulation_steps, mesh, f"batch of shape {local['tokens'].shape}")
     return {
         key: jax.make_array_from_process_local_data(sharding, np.asarray(local[key]), (rows, *local[key].shape[1:]))
-        for key in BATCH_KEYS
+        for key in model_inputs(local)
     }
 
 
@@ -188,7 +188,7 @@ class _Run:
                 batch = _global_batch(local, self.batch_sharding, cfg.accumulation_steps, self.mesh)
                 self.state, metrics = self.train_step(self.state, batch)
                 self.step += 1
-                self.log.add(self.step, local["tokens"].shape[1], metrics)
+                self.log.add(self.step, metrics)
                 bar.update()
                 if self.step % cfg.log_every == 0:
                     last_train = self.log.flush()

@@ -1,0 +1,196 @@
+"""The ways attention can be computed, and which one runs on which platform.
+
+Every kernel takes queries (already scaled by ``head_dim**-0.5``), keys and values of shape
+(B, T, H, head_dim), returns the context (B, T, H, head_dim), and keeps softmax statistics in
+float32 whatever the compute dtype. Which keys a query may see is given one of two ways:
+
+* ``segment_ids`` (B, T) for packed rows: a query sees exactly the keys of its own segment
+  (padding, id 0, sees only padding, so no softmax row is empty);
+* otherwise ``key_padding_mask`` (B, T), True at padding: every query sees every non-padding key,
+  as in fair-esm.
+
+Kernels:
+
+* ``dense``: all heads at once through XLA; writes the (B, H, T, T) scores to memory.
+* ``per_head``: one (sequence, head) at a time so each T×T block stays in a CPU's cache.
+* ``splash``: the Pallas splash-attention (flash) kernel for TPUs, run per device under
+  ``shard_map``; on any other platform it runs in Pallas interpret mode (slow, exact), which is
+  how it is tested without a TPU.
+* ``cudnn``: cuDNN's fused attention through ``jax.nn.dot_product_attention`` (GPUs, bfloat16
+  or float16 compute). Segments reach it as a boolean mask.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Iterator
+
+import jax
+import jax.numpy as jnp
+from jax.experimental.pallas.ops.tpu import splash_attention as splash
+from jax.sharding import PartitionSpec
+
+from esm_jax.model.config import ATTENTION_IMPLEMENTATIONS
+from esm_jax.sharding import BATCH_AXES
+
+# The kernel ``auto`` picks on each platform.
+BEST_FOR_PLATFORM = {"cpu": "per_head", "tpu": "splash", "gpu": "cudnn", "cuda": "cudnn", "rocm": "dense"}
+_SPLASH_BLOCK = 128  # splash's default block size: rows are padded to a multiple of it
+_target_platform: list[str] = []
+
+
+@contextlib.contextmanager
+def compiling_for(platform: str) -> Iterator[None]:
+    """Trace attention for ``platform`` (``tpu``, ``gpu``, ``cpu``) instead of the default backend.
+
+    ``esm-jax plan`` compiles TPU programs on a CPU-only machine; inside this context ``auto``
+    picks the TPU kernel and splash compiles for real instead of in interpret mode.
+    """
+    _target_platform.append(platform)
+    try:
+        yield
+    finally:
+        _target_platform.pop()
+
+
+def target_platform() -> str:
+    """The platform attention is being traced for: the innermost :func:`compiling_for`, else JAX's backend."""
+    return _target_platform[-1] if _target_platform else jax.default_backend()
+
+
+def resolve(implementation: str, platform: str | None = None) -> str:
+    """The concrete kernel for ``implementation`` on ``platform``; refuses kernels the platform cannot run."""
+    platform = platform or target_platform()
+    if implementation not in ATTENTION_IMPLEMENTATIONS:
+        raise ValueError(f"attention_impl must be one of {ATTENTION_IMPLEMENTATIONS}, got {implementation!r}")
+    if implementation == "auto":
+        return BEST_FOR_PLATFORM.get(platform, "dense")
+    if implementation == "splash" and platform in ("gpu", "cuda", "rocm"):
+        raise ValueError(
+            "attention_impl='splash' is the TPU (Pallas Mosaic) kernel and cannot run on a GPU; "
+            "use attention_impl='cudnn' or 'auto' there"
+        )
+    if implementation == "cudnn" and platform not in ("gpu", "cuda"):
+        raise ValueError(
+            f"attention_impl='cudnn' needs an NVIDIA GPU, but attention is compiled for {platform!r}; "
+            "use 'splash' on TPUs, 'per_head' on CPUs, or 'auto'"
+        )
+    return implementation
+
+
+def allowed_pairs(segment_ids: jax.Array | None, key_padding_mask: jax.Array | None, shape) -> jax.Array:
+    """Boolean (B, 1, T, T) mask of the (query, key) pairs that may attend to each other."""
+    batch, length = shape
+    if segment_ids is not None:
+        return (segment_ids[:, :, None] == segment_ids[:, None, :])[:, None]
+    if key_padding_mask is None:
+        return jnp.ones((batch, 1, 1, length), bool)
+    return ~key_padding_mask[:, None, None, :]
+
+
+def dense_attention(query, key, value, segment_ids, key_padding_mask, dtype) -> tuple[jax.Array, jax.Array]:
+    """All heads at once; materialises and returns the (B, H, T, T) probabilities."""
+    scores = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32)
+    allowed = allowed_pairs(segment_ids, key_padding_mask, query.shape[:2])
+    probs = jax.nn.softmax(jnp.where(allowed, scores, -jnp.inf), axis=-1)
+    context = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(dtype), value)
+    return context, probs
+
+
+def per_head_attention(query, key, value, segment_ids, key_padding_mask, dtype) -> jax.Array:
+    """One (sequence, head) at a time, so each T×T score matrix stays in the CPU cache.
+
+    On CPUs attention is bound by memory bandwidth when the (B, H, T, T) scores are written
+    to RAM; looping keeps them in L2 and is several times faster. The softmax normalisation is
+    applied to the (T, head_dim) context instead of the (T, T) weights: the same result up to
+    rounding, one pass over the scores fewer.
+    """
+    batch, length, heads, head_dim = query.shape
+
+    def per_head(x):
+        return jnp.swapaxes(x, 1, 2).reshape(batch * heads, length, head_dim)
+
+    packed = segment_ids is not None
+    if packed:
+        row_keys = segment_ids
+    elif key_padding_mask is None:
+        row_keys = jnp.zeros((batch, length), bool)
+    else:
+        row_keys = key_padding_mask
+    row_keys = jnp.repeat(row_keys, heads, axis=0)
+
+    def one_head(args):
+        q, k, v, keys = args
+        scores = jnp.einsum("qd,kd->qk", q, k, preferred_element_type=jnp.float32)
+        allowed = keys[:, None] == keys[None, :] if packed else ~keys[None, :]
+        scores = jnp.where(allowed, scores, -jnp.inf)
+        unnormalised = jnp.exp(scores - jnp.max(scores, axis=-1, keepdims=True))
+        context = jnp.einsum("qk,kd->qd", unnormalised.astype(dtype), v, preferred_element_type=jnp.float32)
+        return (context / jnp.sum(unnormalised, axis=-1, keepdims=True)).astype(dtype)
+
+    context = jax.lax.map(one_head, (per_head(query), per_head(key), per_head(value), row_keys))
+    return jnp.swapaxes(context.reshape(batch, heads, length, head_dim), 1, 2)
+
+
+def splash_attention(query, key, value, segment_ids, key_padding_mask, dtype) -> jax.Array:
+    """The Pallas splash kernel, per device under ``shard_map`` when a mesh with batch axes is set.
+
+    Without packing, each row is one segment (padding its own), so non-padding queries see
+    exactly the non-padding keys, as the other kernels do.
+    """
+    if segment_ids is None:
+        if key_padding_mask is None:
+            segment_ids = jnp.ones(query.shape[:2], jnp.int32)
+        else:
+            segment_ids = (~key_padding_mask).astype(jnp.int32)
+    interpret = target_platform() != "tpu"
+    mesh = jax.sharding.get_abstract_mesh()
+    batch_axes = tuple(axis for axis in BATCH_AXES if not mesh.empty and axis in mesh.axis_names)
+    run = functools.partial(_splash_local, interpret=interpret, dtype=dtype)
+    if not batch_axes:
+        return run(query, key, value, segment_ids)
+    head_axis = "tensor" if "tensor" in mesh.axis_names else None
+    qkv_spec = PartitionSpec(batch_axes, None, head_axis, None)
+    sharded = jax.shard_map(
+        run,
+        in_specs=(qkv_spec, qkv_spec, qkv_spec, PartitionSpec(batch_axes, None)),
+        out_specs=qkv_spec,
+        check_vma=False,
+    )
+    return sharded(query, key, value, segment_ids)
+
+
+def _splash_local(query, key, value, segment_ids, *, interpret: bool, dtype) -> jax.Array:
+    """Splash on one device's rows: (B, T, H, D) in, rows padded to the kernel's block size."""
+    batch, length, heads, _ = query.shape
+    padded = -(-length // _SPLASH_BLOCK) * _SPLASH_BLOCK
+    extra = padded - length
+
+    def heads_first(x):
+        x = jnp.swapaxes(x.astype(dtype), 1, 2)
+        return jnp.pad(x, ((0, 0), (0, 0), (0, extra), (0, 0)))
+
+    segments = jnp.pad(segment_ids.astype(jnp.int32), ((0, 0), (0, extra)), constant_values=-1)
+    mask = splash.MultiHeadMask([splash.FullMask((padded, padded)) for _ in range(heads)])
+    kernel = splash.make_splash_mha(mask, head_shards=1, q_seq_shards=1, interpret=interpret)
+
+    def one_row(q, k, v, s):
+        return kernel(q, k, v, segment_ids=splash.SegmentIds(q=s, kv=s))
+
+    context = jax.vmap(one_row)(heads_first(query), heads_first(key), heads_first(value), segments)
+    return jnp.swapaxes(context[:, :, :length], 1, 2).astype(dtype)
+
+
+def cudnn_attention(query, key, value, segment_ids, key_padding_mask, dtype, implementation: str = "cudnn"):
+    """cuDNN fused attention; ``implementation="xla"`` runs the same call through XLA (how CPUs test it)."""
+    allowed = allowed_pairs(segment_ids, key_padding_mask, query.shape[:2])
+    allowed = jnp.broadcast_to(allowed, (query.shape[0], 1, query.shape[1], query.shape[1]))
+    context = jax.nn.dot_product_attention(
+        query.astype(dtype), key.astype(dtype), value.astype(dtype),
+        mask=allowed, scale=1.0, implementation=implementation,
+    )  # fmt: skip
+    return context.astype(dtype)
+
+
+KERNELS = {"per_head": per_head_attention, "splash": splash_attention, "cudnn": cudnn_attention}
