@@ -6,6 +6,7 @@ import argparse
 
 from esm_jax import pretrained
 from esm_jax.model import ESM, NAMED_MODELS
+from esm_jax.model.config import ATTENTION_IMPLEMENTATIONS
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -21,6 +22,12 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         default="float32",
         help="precision of the matrix multiplications (default: float32, identical to fair-esm)",
     )
+    parser.add_argument(
+        "--attention-impl",
+        choices=ATTENTION_IMPLEMENTATIONS,
+        default="auto",
+        help="attention kernel: auto picks per_head on CPUs, splash on TPUs, cudnn on GPUs (default: auto)",
+    )
 
 
 MODEL_HELP = (
@@ -31,8 +38,9 @@ MODEL_HELP = (
 
 
 def load_model(name: str, args: argparse.Namespace) -> ESM:
+    options = {"compute_dtype": args.dtype, "attention_impl": args.attention_impl}
     if args.random_weights:
-        model, _ = pretrained.random_model_and_alphabet(name, seed=args.seed, compute_dtype=args.dtype)
+        model, _ = pretrained.random_model_and_alphabet(name, seed=args.seed, **options)
     else:
-        model, _ = pretrained.load_model_and_alphabet(name, compute_dtype=args.dtype)
+        model, _ = pretrained.load_model_and_alphabet(name, **options)
     return model
