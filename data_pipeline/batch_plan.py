@@ -4,12 +4,15 @@ The planner sees only a sorted length profile (tokens per sequence, BOS/EOS incl
 sequence"), never the sequences, so every host can plan the same batches from a profile combined across hosts
 (:mod:`data_pipeline.host_agreement`): batch ``i`` covers the same ranks and has the same shape everywhere.
 
-Two shape policies:
+Three shape policies:
 
 * ``fixed``: a batch of bucket ``b`` is ``(token_budget // b, b)``; the few last batches of a bucket are completed
   with empty rows. At most one compiled train step per bucket.
 * ``tight``: as many sequences as fit the budget, padded to the longest of them rounded up to a multiple of 8.
   Less padding, many more shapes.
+* ``packed``: every batch is ``(token_budget // T, T)`` with ``T`` the last bucket, each row holding several whole
+  sequences back to back (:mod:`data_pipeline.packing`). Almost no padding and a single compiled train step, but
+  the model must keep the sequences of a row apart (the batch's ``segment_ids``).
 """
 
 from __future__ import annotations
@@ -18,8 +21,12 @@ import dataclasses
 
 import numpy as np
 
+from data_pipeline.packing import PackedBatch, plan_packed
+
 FIXED = "fixed"
 TIGHT = "tight"
+PACKED = "packed"
+SHAPES = (FIXED, TIGHT, PACKED)
 DEFAULT_BUCKETS = (64, 128, 256, 512, 1024)
 _TIGHT_MULTIPLE = 8
 
@@ -44,13 +51,15 @@ def bucket_of(lengths: np.ndarray, boundaries: tuple[int, ...]) -> np.ndarray:
 
 def plan_batches(
     profile: np.ndarray, token_budget: int, boundaries: tuple[int, ...], shapes: str
-) -> list[PlannedBatch]:
-    """Batches covering every non-zero rank of the ascending ``profile``, in rank order."""
-    if shapes not in (FIXED, TIGHT):
-        raise ValueError(f"shapes must be {FIXED!r} or {TIGHT!r}, got {shapes!r}")
+) -> list[PlannedBatch] | list[PackedBatch]:
+    """Batches covering every non-zero rank of the ascending ``profile`` once (in rank order unless packed)."""
+    if shapes not in SHAPES:
+        raise ValueError(f"shapes must be one of {SHAPES}, got {shapes!r}")
     if token_budget < boundaries[-1]:
         raise ValueError(f"token budget {token_budget} is smaller than the largest bucket {boundaries[-1]}")
     profile = np.asarray(profile, dtype=np.int64)
+    if shapes == PACKED:
+        return plan_packed(profile, token_budget, boundaries[-1])
     first = int(np.searchsorted(profile, 1, side="left"))
     if shapes == FIXED:
         return _plan_fixed(profile, first, token_budget, boundaries)

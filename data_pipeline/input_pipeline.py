@@ -12,7 +12,18 @@ A batch is a dict of numpy arrays whose leading dimension is the per-process bat
 ``jax.make_array_from_process_local_data``: ``tokens`` (int32, model input with masking applied), ``targets``
 (int32, original id at selected positions, ``padding_idx`` elsewhere), ``loss_mask`` (float32, 1 at selected
 positions) and ``residues`` (int32, residues per row, 0 for an empty padding row). Empty rows hold ``<cls><eos>`` so
-the model never sees a row of padding only (its attention would have no key to attend to).
+the model never sees a row of padding only (its attention would have no key to attend to). ``include_ids`` adds
+``ids`` (object array (rows,) of ``bytes``, ``b""`` for an empty row), for checks, not for devices.
+
+Packed batches (``shapes="packed"``, :mod:`data_pipeline.packing`) are ``(token_budget // T, T)`` with ``T`` the
+last bucket; each row holds whole sequences laid out ``<cls> residues <eos>`` back to back, then padding. They add
+``segment_ids`` (int32, same shape): 0 at padding, k >= 1 on every token of the row's k-th sequence (1, 2, 3... left
+to right), so padding and only padding has id 0. ``tokens``, ``targets`` and ``loss_mask`` mean what they mean
+unpacked, and each sequence is cropped and masked exactly as it would be unpacked (same random stream).
+``residues`` is the sum of the row's sequence lengths; an empty row is all padding (segment id 0 throughout: with
+segment ids, padding attends to padding, so no attention row is empty; packed batches need a model that takes the
+segment ids). ``ids`` is an object array (rows,) of tuples of ``bytes``, one id per segment in segment order
+(``()`` for an empty row).
 """
 
 from __future__ import annotations
@@ -26,11 +37,12 @@ from typing import Any
 import numpy as np
 
 from data_pipeline import counter_random, iterator_state
-from data_pipeline.batch_plan import DEFAULT_BUCKETS, FIXED, PlannedBatch, plan_batches
+from data_pipeline.batch_plan import DEFAULT_BUCKETS, FIXED, SHAPES, PlannedBatch, bucket_of, plan_batches
 from data_pipeline.cropping import DEFAULT_MAX_RESIDUES, crop_windows
 from data_pipeline.errors import DataPipelineError
 from data_pipeline.host_agreement import LengthCombiner, jax_all_hosts, single_host
 from data_pipeline.masking import MaskingRule, mask_batch
+from data_pipeline.packing import PackedBatch, packed_positions
 from data_pipeline.shard_reader import ProcessStream, shards_for_process, split_shards
 from data_pipeline.tokenization import ResidueTable
 
@@ -59,6 +71,8 @@ class PipelineConfig:
             )
         if self.block_records < 1:
             raise ValueError("block_records must be positive")
+        if self.shapes not in SHAPES:
+            raise ValueError(f"shapes must be one of {SHAPES}, got {self.shapes!r}")
 
     def settings(self) -> dict[str, Any]:
         """JSON form of the settings that change batches (``include_ids`` only adds a field)."""
@@ -76,12 +90,12 @@ class _Block:
     residues: np.ndarray
     streams: np.ndarray
     record_at_rank: np.ndarray
-    plan: list[PlannedBatch]
+    plan: list[PlannedBatch] | list[PackedBatch]
     order: np.ndarray
 
 
 class MlmBatchIterator:
-    """Endless (or, with ``repeat=False``, one-epoch) iterator of masked, bucketed numpy batches for one process."""
+    """Endless (or, with ``repeat=False``, one-epoch) iterator of masked, bucketed or packed numpy batches."""
 
     def __init__(
         self,
@@ -199,27 +213,59 @@ class MlmBatchIterator:
             )
         return combined
 
-    def _assemble(self, block: _Block, planned: PlannedBatch) -> dict[str, np.ndarray]:
-        tokens = np.full((planned.rows, planned.length), self._table.padding_idx, dtype=np.int32)
-        tokens[:, :2] = (self._table.cls_idx, self._table.eos_idx)  # an empty row is <cls><eos>, never all padding
-        residues = np.zeros(planned.rows, dtype=np.int32)
-        streams = np.zeros(planned.rows, dtype=np.uint64)
-        ids: list[bytes] = [b""] * planned.rows
-        for row, rank in enumerate(range(planned.start, planned.stop)):
-            record = int(block.record_at_rank[rank])
-            if record < 0:
-                continue
-            n, first = int(block.residues[record]), int(block.starts[record])
-            tokens[row, 0] = self._table.cls_idx
-            tokens[row, 1 : n + 1] = self._encode(block, record, first, n)
-            tokens[row, n + 1] = self._table.eos_idx
-            residues[row], streams[row] = n, block.streams[record]
-            if block.ids is not None:
-                ids[row] = block.ids[record]
+    def _assemble(self, block: _Block, planned: PlannedBatch | PackedBatch) -> dict[str, np.ndarray]:
+        if isinstance(planned, PackedBatch):
+            return self._assemble_packed(block, planned)
+        records = np.full(planned.rows, -1, dtype=np.int64)
+        records[: planned.stop - planned.start] = block.record_at_rank[planned.start : planned.stop]
+        tokens, residues, streams = self._lay_out(block, records, planned.length)
         batch = mask_batch(tokens, residues, streams, self.config.seed, self._table, self.config.masking)
         batch["residues"] = residues
         if block.ids is not None:
-            batch["ids"] = np.array(ids, dtype=object)
+            batch["ids"] = np.array([block.ids[r] if r >= 0 else b"" for r in records], dtype=object)
+        return batch
+
+    def _lay_out(self, block: _Block, records: np.ndarray, length: int) -> tuple[np.ndarray, ...]:
+        """One record per row (``-1``: an empty ``<cls><eos>`` row): tokens, residues and random streams."""
+        tokens = np.full((records.size, length), self._table.padding_idx, dtype=np.int32)
+        tokens[:, :2] = (self._table.cls_idx, self._table.eos_idx)  # an empty row is <cls><eos>, never all padding
+        residues = np.zeros(records.size, dtype=np.int32)
+        streams = np.zeros(records.size, dtype=np.uint64)
+        for row, record in enumerate(records.tolist()):
+            if record < 0:
+                continue
+            n, first = int(block.residues[record]), int(block.starts[record])
+            tokens[row, 1 : n + 1] = self._encode(block, record, first, n)
+            tokens[row, n + 1] = self._table.eos_idx
+            residues[row], streams[row] = n, block.streams[record]
+        return tokens, residues, streams
+
+    def _assemble_packed(self, block: _Block, planned: PackedBatch) -> dict[str, np.ndarray]:
+        """Mask each sequence unpacked (grouped by bucket to keep that cheap), then copy it into its packed row."""
+        shape = (planned.rows, planned.length)
+        batch = {
+            "tokens": np.full(shape, self._table.padding_idx, dtype=np.int32),
+            "targets": np.full(shape, self._table.padding_idx, dtype=np.int32),
+            "loss_mask": np.zeros(shape, dtype=np.float32),
+            "segment_ids": np.zeros(shape, dtype=np.int32),
+        }
+        records, rows, numbers = _segments(block.record_at_rank, planned)
+        sizes = block.residues[records] + 2
+        offsets = _offsets_in_rows(rows, sizes)
+        groups = bucket_of(sizes, self.config.buckets)
+        for group in np.unique(groups):
+            chosen = np.flatnonzero(groups == group)
+            tokens, residues, streams = self._lay_out(block, records[chosen], self.config.buckets[group])
+            unpacked = mask_batch(tokens, residues, streams, self.config.seed, self._table, self.config.masking)
+            unpacked["segment_ids"] = np.broadcast_to(numbers[chosen, None], tokens.shape)
+            inside, destination = packed_positions(
+                rows[chosen], offsets[chosen], sizes[chosen], tokens.shape[1], planned.length
+            )
+            for key, values in unpacked.items():
+                np.put(batch[key], destination, values[inside])
+        batch["residues"] = np.bincount(rows, weights=sizes - 2, minlength=planned.rows).astype(np.int32)
+        if block.ids is not None:
+            batch["ids"] = _ids_per_row(block.ids, records, rows, planned.rows)
         return batch
 
     def _encode(self, block: _Block, record: int, first: int, n: int) -> np.ndarray:
@@ -230,6 +276,45 @@ class MlmBatchIterator:
             raise DataPipelineError(
                 f"{error}; the dataset was not written by this builder or is damaged: rebuild it (esm-jax build-data)"
             ) from error
+
+
+def real_tokens(batch: dict[str, np.ndarray]) -> int:
+    """Tokens of a batch that belong to a sequence (``<cls>``, residues, ``<eos>``), not an empty row's or padding."""
+    if "segment_ids" in batch:
+        return int(np.count_nonzero(batch["segment_ids"]))
+    return int(batch["residues"].sum() + 2 * np.count_nonzero(batch["residues"]))
+
+
+def _segments(record_at_rank: np.ndarray, planned: PackedBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """This host's records of a packed batch in row order, their rows and their segment numbers (1, 2, ...).
+
+    A rank this host has no record for (another host's block is longer) is skipped, so numbers stay contiguous.
+    """
+    records, rows, numbers = [], [], []
+    for row, ranks in enumerate(planned.segments):
+        present = [record for record in record_at_rank[list(ranks)].tolist() if record >= 0]
+        records += present
+        rows += [row] * len(present)
+        numbers += range(1, len(present) + 1)
+    return np.array(records, dtype=np.int64), np.array(rows, dtype=np.int64), np.array(numbers, dtype=np.int32)
+
+
+def _offsets_in_rows(rows: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Start column of each segment: the sizes of the segments before it in its row (``rows`` ascending)."""
+    ends = np.cumsum(sizes)
+    row_start = np.searchsorted(rows, rows, side="left")
+    return ends - sizes - (ends[row_start] - sizes[row_start])
+
+
+def _ids_per_row(ids: list[bytes], records: np.ndarray, rows: np.ndarray, row_count: int) -> np.ndarray:
+    """Object array (rows,) of id tuples in segment order; a 2-D array would not hold rows of unequal length."""
+    per_row: list[list[bytes]] = [[] for _ in range(row_count)]
+    for record, row in zip(records.tolist(), rows.tolist(), strict=True):
+        per_row[row].append(ids[record])
+    result = np.empty(row_count, dtype=object)
+    for row, row_ids in enumerate(per_row):
+        result[row] = tuple(row_ids)
+    return result
 
 
 def _process_position(process_index: int | None, process_count: int | None) -> tuple[int, int]:

@@ -12,6 +12,7 @@ from pathlib import Path
 import jax
 import ml_collections
 
+from data_pipeline.batch_plan import FIXED
 from data_pipeline.build import DATASET_NAME, build_dataset
 from data_pipeline.input_pipeline import MlmBatchIterator, PipelineConfig
 from data_pipeline.uniref_builder import BuildOptions, CorpusFiles, UnirefMlm
@@ -38,13 +39,17 @@ def dataset_dir(data: ml_collections.ConfigDict) -> Path:
 
 
 def mlm_batches(data: ml_collections.ConfigDict, split: str, state: dict | None = None) -> MlmBatchIterator:
-    """Masked, bucketed batches of ``split`` for this process; ``train`` repeats, ``validation`` is one pass."""
+    """Masked batches of ``split`` for this process; ``train`` repeats, ``validation`` is one pass.
+
+    ``data.shapes`` picks the batch shape policy (:mod:`data_pipeline.batch_plan`; ``fixed`` when absent).
+    """
     training = split == "train"
     config = PipelineConfig(
         split=split,
         seed=data.seed if training else data.eval_seed,
         token_budget=data.global_token_budget // jax.process_count(),
         buckets=tuple(data.buckets),
+        shapes=data.get("shapes", FIXED),
         max_residues=data.max_residues,
         block_records=data.block_records,
         repeat=training,
