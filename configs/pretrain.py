@@ -101,7 +101,7 @@ def _data(name: str, tiny: bool, packed: bool) -> ml_collections.ConfigDict:
             shapes="packed" if packed else "fixed",
             global_token_budget=8192 if tiny else 2**20,
             # Records planned together; a packed block must hold many batches, or its last, part-empty batch
-            # costs padding (2**20-token batches: 91% real tokens with 16,384 records, 98% with 131,072).
+            # costs padding (2**20-token batches: 91% real tokens with 16,384 records, 98.4% with 131,072).
             block_records=2048 if tiny else (131072 if packed else 16384),
             seed=0,
             eval_seed=1,
