@@ -5,13 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from esm_jax import pretrained
+from esm_jax import ModelConfig, build_model, pretrained
 from esm_jax.cli.main import main
 from esm_jax.errors import InvalidSequenceError
 from esm_jax.fasta import FastaError, bundled_proteome, read_fasta
+from esm_jax.inference import embedding
 from esm_jax.inference.batching import bucket_width, plan_batches
 from esm_jax.inference.extract import extract, load_extracted, output_names
-from tests.fair_esm_reference import esm, esm2_model, load_reference, save_official, torch
+from tests.eval_tiny_model import save_tiny_checkpoint
+from tests.fair_esm_reference import esm, esm2_model, load_reference, relative_error, save_official, torch
 
 PROTEINS = [
     ("sp|P1|first protein", "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEKAVQVKVKALPDAQFEVV"),
@@ -107,6 +109,61 @@ def test_padding_rows_do_not_change_a_sequence(tmp_path):
             got["representations"][6], alone["representations"][6][0, 1:-1], rtol=1e-5, atol=1e-5
         )
         np.testing.assert_allclose(got["contacts"], alone["contacts"][0], rtol=1e-5, atol=1e-5)
+
+
+def _random_protein(length: int) -> str:
+    return "".join(np.random.default_rng(length).choice(list("ACDEFGHIKLMNPQRSTVWY"), size=length))
+
+
+# Lengths around a 64-token packed row: a single residue, one that fills a row exactly (62) and two that do not fit.
+VARIED = [(f"v{n}", _random_protein(n)) for n in (1, 3, 17, 30, 45, 62, 100, 7, 150, 12)]
+
+
+@pytest.mark.parametrize(
+    "config",
+    [ModelConfig("esm2", 2, 32, 4, 64), ModelConfig("esm1b", 2, 32, 4, 64, emb_layer_norm_before=True)],
+    ids=["esm2", "esm1b"],
+)
+def test_packed_extraction_equals_unpacked_extraction(tmp_path, config):
+    model = build_model(config, seed=5)
+    runs = {
+        pack: extract(
+            model, VARIED, tmp_path / str(pack), repr_layers=[0, 1, 2], include=("per_tok", "mean", "bos"),
+            toks_per_batch=128, pack=pack, row_width=64, show_progress=False,
+        )
+        for pack in (False, True)
+    }  # fmt: skip
+    for label, sequence in VARIED:
+        packed, unpacked = (load_extracted(runs[pack].files[label]) for pack in (True, False))
+        assert packed.keys() == unpacked.keys() and packed["label"] == label
+        assert packed["representations"][2].shape == (len(sequence), 32)
+        for group in ("representations", "mean_representations", "bos_representations"):
+            for layer in (0, 1, 2):
+                assert relative_error(packed[group][layer], unpacked[group][layer]) < 1e-5, (label, group, layer)
+
+
+def test_cli_packs_by_default_and_not_with_no_pack(tmp_path, monkeypatch):
+    checkpoint = save_tiny_checkpoint(tmp_path)
+    fasta = _write_fasta(tmp_path / "in.fasta", PROTEINS + VARIED)
+    packed_plans = []
+    planner = embedding.plan_packed_batches
+
+    def counted_planner(*args, **kwargs):
+        packed_plans.append(args)
+        return planner(*args, **kwargs)
+
+    monkeypatch.setattr(embedding, "plan_packed_batches", counted_planner)
+    for flags, folder in (([], "packed"), (["--no-pack"], "unpacked")):
+        command = ["extract", str(checkpoint), str(fasta), str(tmp_path / folder), "--include", "mean", "bos"]
+        assert main([*command, "--toks-per-batch", "512", *flags]) == 0
+        assert len(packed_plans) == 1, "only the default run packs"
+    for name in output_names([label for label, _ in PROTEINS + VARIED]):
+        packed, unpacked = (load_extracted(tmp_path / folder / f"{name}.npz") for folder in ("packed", "unpacked"))
+        assert packed.keys() == unpacked.keys()
+        for group in ("mean_representations", "bos_representations"):
+            assert relative_error(packed[group][2], unpacked[group][2]) < 1e-5
+    index = (tmp_path / "packed" / "index.tsv").read_text()
+    assert index == (tmp_path / "unpacked" / "index.tsv").read_text()
 
 
 def test_a_bad_sequence_stops_before_anything_is_written(tmp_path):

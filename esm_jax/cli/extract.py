@@ -18,6 +18,9 @@ What to save (--include, one or more):
   bos       the vector of the start token
   contacts  the predicted residue-residue contact probabilities (L x L)
 
+Short proteins are packed several to a batch row (less padding, fewer shapes to compile) unless
+--no-pack is given or contacts are included; the saved values are the same either way.
+
 Example:
   esm-jax extract esm2_t33_650M_UR50D proteins.fasta embeddings/ --include mean per_tok --repr-layers -1
 """
@@ -59,6 +62,12 @@ def add_parser(subcommands, name: str) -> None:
         default=1022,
         help="residues kept from the start of longer proteins (default: 1022, the ESM-1b maximum)",
     )
+    parser.add_argument(
+        "--no-pack",
+        dest="pack",
+        action="store_false",
+        help="one protein per batch row instead of several packed into each row (see above)",
+    )
     parser.add_argument("--upper-case", action="store_true", help="accept lower-case residues by upper-casing them")
     parser.add_argument("--strip-stop", action="store_true", help="drop one terminal '*' (stop codon) per sequence")
     add_model_options(parser)
@@ -76,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
         toks_per_batch=args.toks_per_batch,
         truncation_seq_length=args.truncation_seq_length,
         upper_case=args.upper_case,
+        pack=args.pack,
     )
     print(
         f"wrote {summary.sequences} files to {summary.output_dir} "

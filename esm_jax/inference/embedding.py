@@ -1,9 +1,10 @@
-"""Run a model over many sequences in shape-bucketed batches and hand back each sequence's outputs.
+"""Run a model over many sequences in batches of a few shapes and hand back each sequence's outputs.
 
 The engine behind ``esm-jax extract`` and every evaluation that reads frozen representations:
-sequences are encoded and validated first, then length-sorted into a few fixed batch shapes
-(one compilation each, see :mod:`esm_jax.inference.batching`); padding rows and positions are
-dropped before anything is returned, so no sequence is ever lost or altered by batching.
+sequences are encoded and validated first, then length-sorted into a few fixed batch shapes, or
+packed several to a row (one compilation per shape, see :mod:`esm_jax.inference.batching`);
+each sequence is cut out of its row and padding is dropped before anything is returned, so no
+sequence is ever lost or altered by batching.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from esm_jax.alphabet import Alphabet
-from esm_jax.inference.batching import plan_batches
+from esm_jax.inference.batching import Batch, PackedBatch, default_row_width, plan_batches, plan_packed_batches
 from esm_jax.model import ESM
 
 
@@ -48,20 +49,40 @@ def iter_outputs(
     *,
     return_contacts: bool = False,
     toks_per_batch: int = 4096,
+    pack: bool = False,
+    row_width: int | None = None,
     progress: tqdm | None = None,
 ) -> Iterator[SequenceOutputs]:
-    """Outputs of every sequence of ``encoded`` (in length order, each exactly once)."""
+    """Outputs of every sequence of ``encoded`` (in batch order, each exactly once).
+
+    ``pack`` lays several sequences per row of ``row_width`` tokens (default:
+    :func:`~esm_jax.inference.batching.default_row_width`); packed rows cannot give contacts, so
+    ``return_contacts`` runs one sequence per row whatever ``pack`` says.
+    """
     layers = model.normalize_layers(repr_layers)
-    for batch in plan_batches(encoded, toks_per_batch, max_width=model.config.max_batch_width):
-        out = jax.device_get(model.embed(batch.tokens, repr_layers=layers, return_contacts=return_contacts))
-        for row, index in enumerate(batch.indices):
+    for batch in _plan(model, encoded, toks_per_batch, pack and not return_contacts, row_width):
+        options = {"return_contacts": return_contacts, "segment_ids": batch.segment_ids}
+        out = jax.device_get(model.embed(batch.tokens, repr_layers=layers, **options))
+        representations = out["representations"].items()
+        for index, row, start in batch.placements:
             length = len(encoded[index])
-            residues = {layer: values[row, 1 : length + 1] for layer, values in out["representations"].items()}
-            bos = {layer: values[row, 0] for layer, values in out["representations"].items()}
+            residues = {layer: values[row, start + 1 : start + length + 1] for layer, values in representations}
+            bos = {layer: values[row, start] for layer, values in representations}
             contacts = out["contacts"][row, :length, :length] if return_contacts else None
             yield SequenceOutputs(index, residues, bos, contacts)
             if progress is not None:
                 progress.update(length)
+
+
+def _plan(
+    model: ESM, encoded: Sequence[Sequence[int]], toks_per_batch: int, pack: bool, row_width: int | None
+) -> Iterator[Batch | PackedBatch]:
+    """Packed or bucketed batches for ``model``, within its widest allowed sequence."""
+    max_width = model.config.max_batch_width
+    if not pack:
+        return plan_batches(encoded, toks_per_batch, max_width=max_width)
+    width = default_row_width(encoded, max_width) if row_width is None else row_width
+    return plan_packed_batches(encoded, toks_per_batch, width, max_width=max_width)
 
 
 def embed_sequences(
@@ -72,15 +93,19 @@ def embed_sequences(
     per_residue: bool = False,
     toks_per_batch: int = 4096,
     truncation_seq_length: int | None = 1022,
+    pack: bool = True,
     show_progress: bool = False,
 ) -> list[np.ndarray]:
-    """Mean (D,) or per-residue (L, D) representations of one layer, in the order of ``sequences``."""
+    """Mean (D,) or per-residue (L, D) representations of one layer, in the order of ``sequences``.
+
+    ``pack`` shares rows between sequences (:func:`iter_outputs`); the outputs are the same.
+    """
     encoded = encode_records([(f"sequence {i + 1}", s) for i, s in enumerate(sequences)], truncation_seq_length)
     (layer,) = model.normalize_layers([layer])
     results: list[np.ndarray | None] = [None] * len(sequences)
     total = sum(len(ids) for ids in encoded)
     with tqdm(total=total, unit="res", unit_scale=True, desc="embed", disable=not show_progress) as bar:
-        for outputs in iter_outputs(model, encoded, [layer], toks_per_batch=toks_per_batch, progress=bar):
+        for outputs in iter_outputs(model, encoded, [layer], toks_per_batch=toks_per_batch, pack=pack, progress=bar):
             values = outputs.residues[layer]
             results[outputs.index] = values if per_residue else values.mean(axis=0)
     return results

@@ -1,0 +1,132 @@
+"""``esm-jax extract`` packed and unpacked against fair-esm's ``scripts/extract.py``, on a real proteome.
+
+The first ``--proteins`` proteins of the bundled proteome (or ``--fasta``), stops stripped, 1022
+residues kept, one ESM-2 shape with the same random weights in both. First the batching alone,
+no model run: the share of batch positions holding a real token, the number of batch shapes
+(one compilation each for esm-jax) and the estimated forward FLOPs (a packed row attends over its
+whole width). Then, unless ``--plan-only``, each extraction writes mean representations of the last
+layer to a temporary folder, once to warm up (esm-jax compiles every shape) and once timed.
+
+    python benchmarks/extract_throughput.py --plan-only                  # batching of the first 512 proteins
+    python benchmarks/extract_throughput.py --proteins 512               # and the timed extractions
+    python benchmarks/extract_throughput.py --proteins 8 --model esm2_t6_8M_UR50D   # a quick check that it runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import esm
+import torch
+from esm.model.esm2 import ESM2
+
+from esm_jax.checkpoints import fair_esm
+from esm_jax.checkpoints.tensor_map import build_from_tensors
+from esm_jax.fasta import bundled_proteome, read_fasta
+from esm_jax.inference.batching import default_row_width, plan_batches, plan_packed_batches
+from esm_jax.inference.embedding import encode_records
+from esm_jax.inference.extract import extract
+from esm_jax.model import ModelConfig, named_config
+
+TRUNCATION = 1022
+
+
+def fair_esm_batches(records: list[tuple[str, str]], toks_per_batch: int) -> list[list[int]]:
+    """fair-esm's extract.py batches: sorted by full length, each padded to its longest sequence."""
+    dataset = esm.data.FastaBatchedDataset([label for label, _ in records], [sequence for _, sequence in records])
+    return dataset.get_batch_indices(toks_per_batch, extra_toks_per_seq=1)
+
+
+def batching_report(records: list[tuple[str, str]], config: ModelConfig, toks_per_batch: int) -> None:
+    """Real-token share, shape count and estimated FLOPs of fair-esm's, bucketed and packed batches."""
+    encoded = encode_records(records, TRUNCATION)
+    width = default_row_width(encoded, config.max_batch_width)
+    reference = [(len(batch), max(min(len(records[i][1]), TRUNCATION) for i in batch) + 2) for batch in
+                 fair_esm_batches(records, toks_per_batch)]  # fmt: skip
+    plans = {
+        "fair-esm extract.py": reference,
+        "esm-jax bucketed": [b.tokens.shape for b in plan_batches(encoded, toks_per_batch, config.max_batch_width)],
+        f"esm-jax packed ({width}-token rows)": [
+            b.tokens.shape for b in plan_packed_batches(encoded, toks_per_batch, width, config.max_batch_width)
+        ],
+    }
+    real = sum(len(ids) + 2 for ids in encoded)
+    for name, shapes in plans.items():
+        positions = sum(rows * columns for rows, columns in shapes)
+        flops = sum(rows * columns * config.forward_flops_per_token(columns) for rows, columns in shapes)
+        print(
+            f"  {name}: real-token share {real / positions:.3f}, {len(shapes)} batches, {len(set(shapes))} shapes, "
+            f"{flops / 1e12:.2f} TFLOP estimated"
+        )
+
+
+def models(name: str):
+    """A fair-esm ESM-2 with seeded random weights and the esm-jax model holding exactly those weights."""
+    config = named_config(name)
+    if config.architecture != "esm2":
+        raise SystemExit("this benchmark builds ESM-2 shapes; choose an esm2_* model")
+    torch.manual_seed(0)
+    reference = ESM2(config.num_layers, config.embed_dim, config.attention_heads).eval()
+    state = {key: value.detach().numpy() for key, value in reference.state_dict().items()}
+    slots = fair_esm.model_slots(config) + fair_esm.CONTACT_SLOTS
+    return reference, build_from_tensors(config, slots, state, "in-memory fair-esm model")
+
+
+def fair_esm_extract(model, records: list[tuple[str, str]], toks_per_batch: int, folder: Path) -> None:
+    """fair-esm's extract.py with ``--include mean``: its batches, last layer, one ``torch.save`` per protein."""
+    converter = esm.Alphabet.from_architecture("ESM-1b").get_batch_converter(TRUNCATION)
+    layer = model.num_layers
+    with torch.no_grad():
+        for batch in fair_esm_batches(records, toks_per_batch):
+            labels, strs, tokens = converter([records[i] for i in batch])
+            hidden = model(tokens, repr_layers=[layer])["representations"][layer]
+            for row, (index, label) in enumerate(zip(batch, labels, strict=True)):
+                mean = hidden[row, 1 : min(len(strs[row]), TRUNCATION) + 1].mean(0).clone()
+                torch.save({"label": label, "mean_representations": {layer: mean}}, folder / f"{index}.pt")
+
+
+def timed_extractions(records: list[tuple[str, str]], model_name: str, toks_per_batch: int) -> None:
+    """Warm-up then timed run of fair-esm, esm-jax unpacked and esm-jax packed; residues per second."""
+    reference, ours = models(model_name)
+    runs = {
+        "fair-esm extract.py": lambda folder: fair_esm_extract(reference, records, toks_per_batch, folder),
+        "esm-jax unpacked": lambda folder: extract(
+            ours, records, folder, toks_per_batch=toks_per_batch, pack=False, show_progress=False
+        ),
+        "esm-jax packed": lambda folder: extract(
+            ours, records, folder, toks_per_batch=toks_per_batch, pack=True, show_progress=False
+        ),
+    }
+    residues = sum(min(len(sequence), TRUNCATION) for _, sequence in records)
+    for name, run in runs.items():
+        seconds = []
+        for _ in range(2):
+            with tempfile.TemporaryDirectory() as folder:
+                start = time.perf_counter()
+                run(Path(folder))
+                seconds.append(time.perf_counter() - start)
+        print(f"  {name}: first pass {seconds[0]:.1f} s, timed pass {residues / seconds[1]:,.0f} residues/s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="esm2_t6_8M_UR50D", help="ESM-2 shape (random weights)")
+    parser.add_argument("--fasta", type=Path, help="proteins to extract (default: the bundled proteome)")
+    parser.add_argument("--proteins", type=int, default=512, help="the first N proteins of the file (default: 512)")
+    parser.add_argument("--toks-per-batch", type=int, default=4096)
+    parser.add_argument("--plan-only", action="store_true", help="report the batching only, run no model")
+    args = parser.parse_args()
+    records = read_fasta(args.fasta or bundled_proteome(), strip_stop=True, limit=args.proteins)
+    residues = sum(min(len(sequence), TRUNCATION) for _, sequence in records)
+    print(f"{len(records)} proteins, {residues:,} residues, {args.model}, {args.toks_per_batch} tokens per batch")
+    batching_report(records, named_config(args.model), args.toks_per_batch)
+    if not args.plan_only:
+        print(f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
+        timed_extractions(records, args.model, args.toks_per_batch)
+
+
+if __name__ == "__main__":
+    main()
