@@ -47,11 +47,14 @@ TINY_MODELS = ("tiny", "lstm_tiny")
 DATASETS = {"ur50s": "ur50_s", "ur50d": "ur50_d", "ur100": "ur100"}
 # Pod layouts for ESM-1b-sized models: fully sharded data parallelism over every chip, global
 # batch of 2^20 = 1,048,576 tokens (the "about one million tokens" our training issue asks for;
-# ESM-2 used 2M-token batches, Lin et al. 2023, Supplementary A.1). Checked with `esm-jax plan`.
+# ESM-2 used 2M-token batches, Lin et al. 2023, Supplementary A.1). Checked with `esm-jax plan`:
+# ESM-1b fits v5e-256, v4-256, v5p-128 and v6e-256; ESM-2 3B fits v5e-256 (9.2 of 16 GiB per chip) and
+# ESM-2 15B v5p-256 (47 of 95 GiB).
 PODS: dict[str, dict] = {
     "v5e-256": dict(topology="v5e:16x16", mesh=dict(data=1, fsdp=-1, tensor=1), global_token_budget=2**20),
     "v4-256": dict(topology="v4:4x4x8", mesh=dict(data=1, fsdp=-1, tensor=1), global_token_budget=2**20),
     "v5p-128": dict(topology="v5p:4x4x4", mesh=dict(data=1, fsdp=-1, tensor=1), global_token_budget=2**20),
+    "v5p-256": dict(topology="v5p:4x4x8", mesh=dict(data=1, fsdp=-1, tensor=1), global_token_budget=2**20),
     "v6e-256": dict(topology="v6e:16x16", mesh=dict(data=1, fsdp=-1, tensor=1), global_token_budget=2**20),
 }
 

@@ -7,18 +7,25 @@ import dataclasses
 import os
 from pathlib import Path
 
+import jax
+
 from esm_jax.cli.configuration import add_config_arguments, load_config
 from esm_jax.files import write_json_atomically
 
 DESCRIPTION = """\
 Check, on any machine with the `libtpu` package installed (pip install 'esm-jax[tpu]'), that a
 training config fits and compiles on a TPU slice, before renting it. The real training step of the
-configured model and global batch is compiled for the topology; the report gives per-chip memory
-against HBM, FLOPs per step, and the roofline step time and MFU bound.
+configured model and global batch (packed rows with segment ids when data.shapes is "packed") is
+compiled for the topology with the TPU's attention kernel (attention_impl "auto" is splash); the report
+gives per-chip memory against HBM, FLOPs and HBM bytes per step (XLA's count plus the splash kernels'
+work, which XLA cannot see and the plan adds analytically), and the roofline step time and MFU bound.
 
 Example:
   esm-jax plan --config configs/pretrain.py:model=esm1b,data=ur50s,pod=v5e-256
   esm-jax plan --config configs/pretrain.py:tiny --topology v5e:2x2
+  # before splash and packing: XLA attention, one sequence per row
+  esm-jax plan --config configs/pretrain.py:model=esm1b,data=ur50s,pod=v5e-256 --config.model.attention_impl=dense \\
+      --config.data.shapes=fixed
 """
 
 
@@ -41,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("error: give --topology (this config names none)")
     # Compiling only: let several plans (or a plan beside a TPU job) load libtpu at once.
     os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+    # Programs compiled for a topology without a TPU client can be written to the disk cache but never read back.
+    jax.config.update("jax_enable_compilation_cache", False)
     from esm_jax.train.plan import plan
 
     report = plan(config, topology)

@@ -161,8 +161,24 @@ def splash_attention(query, key, value, segment_ids, key_padding_mask, dtype) ->
     return sharded(query, key, value, segment_ids)
 
 
+def _splash_block_sizes(length: int) -> splash.BlockSizes:
+    """Blocks as long as the (padded) row allows, up to 1024 queries or keys, computed 512 keys at a time.
+
+    Each query block streams every key block from HBM (and each key block every query block in the
+    backward pass), so the default 128-token blocks read K and V eight times per 1024-token row; whole-row
+    blocks read everything once.
+    """
+    block = next(size for size in (1024, 512, 256, _SPLASH_BLOCK) if length % size == 0)
+    compute = min(block, 512)
+    return splash.BlockSizes(
+        block_q=block, block_kv=block, block_kv_compute=compute,
+        block_q_dkv=block, block_kv_dkv=block, block_kv_dkv_compute=compute,
+        block_q_dq=block, block_kv_dq=block,
+    )  # fmt: skip
+
+
 def _splash_local(query, key, value, segment_ids, *, interpret: bool, dtype) -> jax.Array:
-    """Splash on one device's rows: (B, T, H, D) in, rows padded to the kernel's block size."""
+    """Splash on one device's rows: (B, T, H, D) in, rows padded to a multiple of 128 tokens."""
     batch, length, heads, _ = query.shape
     padded = -(-length // _SPLASH_BLOCK) * _SPLASH_BLOCK
     extra = padded - length
@@ -173,7 +189,9 @@ def _splash_local(query, key, value, segment_ids, *, interpret: bool, dtype) -> 
 
     segments = jnp.pad(segment_ids.astype(jnp.int32), ((0, 0), (0, extra)), constant_values=-1)
     mask = splash.MultiHeadMask([splash.FullMask((padded, padded)) for _ in range(heads)])
-    kernel = splash.make_splash_mha(mask, head_shards=1, q_seq_shards=1, interpret=interpret)
+    kernel = splash.make_splash_mha(
+        mask, block_sizes=_splash_block_sizes(padded), head_shards=1, q_seq_shards=1, interpret=interpret
+    )
 
     def one_row(q, k, v, s):
         return kernel(q, k, v, segment_ids=splash.SegmentIds(q=s, kv=s))
