@@ -1,11 +1,12 @@
 """``esm-jax extract`` packed and unpacked against fair-esm's ``scripts/extract.py``, on a real proteome.
 
 The first ``--proteins`` proteins of the bundled proteome (or ``--fasta``), stops stripped, 1022
-residues kept, one ESM-2 shape with the same random weights in both. First the batching alone,
+residues kept, one released model shape with the same random weights in both. First the batching alone,
 no model run: the share of batch positions holding a real token, the number of batch shapes
 (one compilation each for esm-jax) and the estimated forward FLOPs (a packed row attends over its
 whole width). Then, unless ``--plan-only``, each extraction writes mean representations of the last
-layer to a temporary folder, once to warm up (esm-jax compiles every shape) and once timed.
+layer to a temporary folder, once to warm up (esm-jax compiles every shape), then ``--repeats`` timed runs
+(best and median residues/s, and the ratio of the best to fair-esm's best).
 
     python benchmarks/extract_throughput.py --plan-only                  # batching of the first 512 proteins
     python benchmarks/extract_throughput.py --proteins 512               # and the timed extractions
@@ -22,10 +23,8 @@ from pathlib import Path
 
 import esm
 import torch
-from esm.model.esm2 import ESM2
+from forward_throughput import reference_model, same_weights
 
-from esm_jax.checkpoints import fair_esm
-from esm_jax.checkpoints.tensor_map import build_from_tensors
 from esm_jax.fasta import bundled_proteome, read_fasta
 from esm_jax.inference.batching import default_row_width, plan_batches, plan_packed_batches
 from esm_jax.inference.embedding import encode_records
@@ -64,18 +63,6 @@ def batching_report(records: list[tuple[str, str]], config: ModelConfig, toks_pe
         )
 
 
-def models(name: str):
-    """A fair-esm ESM-2 with seeded random weights and the esm-jax model holding exactly those weights."""
-    config = named_config(name)
-    if config.architecture != "esm2":
-        raise SystemExit("this benchmark builds ESM-2 shapes; choose an esm2_* model")
-    torch.manual_seed(0)
-    reference = ESM2(config.num_layers, config.embed_dim, config.attention_heads).eval()
-    state = {key: value.detach().numpy() for key, value in reference.state_dict().items()}
-    slots = fair_esm.model_slots(config) + fair_esm.CONTACT_SLOTS
-    return reference, build_from_tensors(config, slots, state, "in-memory fair-esm model")
-
-
 def fair_esm_extract(model, records: list[tuple[str, str]], toks_per_batch: int, folder: Path) -> None:
     """fair-esm's extract.py with ``--include mean``: its batches, last layer, one ``torch.save`` per protein."""
     converter = esm.Alphabet.from_architecture("ESM-1b").get_batch_converter(TRUNCATION)
@@ -93,7 +80,8 @@ def timed_extractions(
     records: list[tuple[str, str]], model_name: str, toks_per_batch: int, repeats: int, row_width: int | None
 ) -> None:
     """Warm-up then ``repeats`` timed runs of fair-esm, esm-jax unpacked and packed; residues/s, best and median."""
-    reference, ours = models(model_name)
+    reference = reference_model(model_name)
+    ours = same_weights(reference, model_name)
     runs = {
         "fair-esm extract.py": lambda folder: fair_esm_extract(reference, records, toks_per_batch, folder),
         "esm-jax unpacked": lambda folder: extract(
@@ -122,7 +110,7 @@ def timed_extractions(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="esm2_t6_8M_UR50D", help="ESM-2 shape (random weights)")
+    parser.add_argument("--model", default="esm2_t6_8M_UR50D", help="released model shape (random weights)")
     parser.add_argument("--fasta", type=Path, help="proteins to extract (default: the bundled proteome)")
     parser.add_argument("--proteins", type=int, default=512, help="the first N proteins of the file (default: 512)")
     parser.add_argument("--toks-per-batch", type=int, default=4096)

@@ -20,20 +20,14 @@ from data_pipeline.host_agreement import single_host
 from data_pipeline.input_pipeline import MlmBatchIterator, PipelineConfig
 from data_pipeline.shard_reader import read_split
 from esm_jax.alphabet import Alphabet
+from tests.pipeline_helpers import one_process_iterator, take
 
 ALPHABET = Alphabet()
 SMALL = PipelineConfig(token_budget=4096, block_records=512, seed=3)
 
 
 def _iterator(data_dir, config=SMALL, **kwargs) -> MlmBatchIterator:
-    kwargs.setdefault("process_index", 0)
-    kwargs.setdefault("process_count", 1)
-    return MlmBatchIterator(data_dir, config, **kwargs)
-
-
-def _take(iterator: MlmBatchIterator, n: int) -> list[dict[str, np.ndarray]]:
-    with iterator:
-        return [next(iterator) for _ in range(n)]
+    return one_process_iterator(data_dir, config, **kwargs)
 
 
 def _same(a: list[dict], b: list[dict]) -> bool:
@@ -49,7 +43,7 @@ def _original_residues(batch, row) -> str:
 
 
 def test_fixed_batches_are_typed_arrays_in_bucket_shapes(uniref_sample_datasets):
-    batches = _take(_iterator(uniref_sample_datasets["ur100"]), 60)
+    batches = take(_iterator(uniref_sample_datasets["ur100"]), 60)
     allowed = {(SMALL.token_budget // b, b) for b in SMALL.buckets}
     for batch in batches:
         assert set(batch) == {"tokens", "targets", "loss_mask", "residues"}
@@ -62,7 +56,7 @@ def test_fixed_batches_are_typed_arrays_in_bucket_shapes(uniref_sample_datasets)
 
 def test_tight_batches_stay_within_the_token_budget(uniref_sample_datasets):
     config = PipelineConfig(token_budget=4096, block_records=512, shapes=TIGHT)
-    for batch in _take(_iterator(uniref_sample_datasets["ur50_s"], config), 40):
+    for batch in take(_iterator(uniref_sample_datasets["ur50_s"], config), 40):
         rows, length = batch["tokens"].shape
         assert rows * length <= 4096 and length % 8 == 0 and (batch["residues"] > 0).all()
         assert batch["residues"].max() + 2 > length - 8
@@ -101,8 +95,8 @@ def test_one_epoch_without_repeat_reads_every_record_exactly_once(uniref_sample_
 
 def test_the_same_seed_gives_the_same_batches_and_another_seed_others(uniref_sample_datasets):
     data = uniref_sample_datasets["ur50_d"]
-    first, again = _take(_iterator(data), 30), _take(_iterator(data), 30)
-    other = _take(_iterator(data, PipelineConfig(token_budget=4096, block_records=512, seed=4)), 30)
+    first, again = take(_iterator(data), 30), take(_iterator(data), 30)
+    other = take(_iterator(data, PipelineConfig(token_budget=4096, block_records=512, seed=4)), 30)
     assert _same(first, again)
     assert not _same(first, other)
 
@@ -139,7 +133,7 @@ def _run_fresh_process(tmp_path: Path, data_dir: Path, state: str, count: int, n
 def test_restore_in_a_fresh_process_continues_exactly_like_an_uninterrupted_run(uniref_sample_datasets, tmp_path):
     data = uniref_sample_datasets["ur100"]
     k, n = 75, 30
-    uninterrupted = _take(_iterator(data), k + n)
+    uninterrupted = take(_iterator(data), k + n)
     _, state_path = _run_fresh_process(tmp_path, data, "-", k, "first")
     assert json.loads(Path(state_path).read_text())["block"] >= 1
     resumed, _ = _run_fresh_process(tmp_path, data, state_path, n, "resumed")
@@ -149,20 +143,20 @@ def test_restore_in_a_fresh_process_continues_exactly_like_an_uninterrupted_run(
 def test_a_changed_host_count_resumes_at_the_same_amount_of_data(uniref_sample_datasets):
     data = uniref_sample_datasets["ur100"]
     two_hosts = _iterator(data, process_index=1, process_count=2, combine_lengths=single_host)
-    _take(two_hosts, 25)
+    take(two_hosts, 25)
     state = two_hosts.get_state()
     assert state["batch_in_block"] > 0
     one_host = _iterator(data, state=state)
     assert one_host.get_state()["block"] == 2 * (state["block"] + 1)
     assert one_host.get_state()["batch_in_block"] == 0
     again = _iterator(data, state=state)
-    assert _same(_take(one_host, 10), _take(again, 10))
+    assert _same(take(one_host, 10), take(again, 10))
 
 
 def test_a_state_from_other_settings_is_refused(uniref_sample_datasets):
     data = uniref_sample_datasets["ur100"]
     iterator = _iterator(data)
-    _take(iterator, 3)
+    take(iterator, 3)
     other = PipelineConfig(token_budget=8192, block_records=512, seed=3)
     with pytest.raises(IteratorStateError, match="different settings \\(token_budget\\)"):
         _iterator(data, other, state=iterator.state_json())

@@ -14,6 +14,7 @@ from data_pipeline.batch_plan import DEFAULT_BUCKETS, FIXED, PACKED, plan_batche
 from data_pipeline.input_pipeline import MlmBatchIterator, PipelineConfig
 from data_pipeline.shard_reader import read_split
 from esm_jax.alphabet import Alphabet
+from tests.pipeline_helpers import one_process_iterator, take
 
 ALPHABET = Alphabet()
 T = DEFAULT_BUCKETS[-1]
@@ -24,14 +25,7 @@ EPOCH = PipelineConfig(
 
 
 def _iterator(data_dir, config=SMALL, **kwargs) -> MlmBatchIterator:
-    kwargs.setdefault("process_index", 0)
-    kwargs.setdefault("process_count", 1)
-    return MlmBatchIterator(data_dir, config, **kwargs)
-
-
-def _take(iterator: MlmBatchIterator, n: int) -> list[dict[str, np.ndarray]]:
-    with iterator:
-        return [next(iterator) for _ in range(n)]
+    return one_process_iterator(data_dir, config, **kwargs)
 
 
 def _all(iterator: MlmBatchIterator) -> list[dict[str, np.ndarray]]:
@@ -85,7 +79,7 @@ def _unpacked(batch: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, ...]]
 
 def test_packed_batches_have_one_shape_and_are_deterministic(uniref_sample_datasets):
     data = uniref_sample_datasets["ur50_d"]
-    first, again = _take(_iterator(data), 30), _take(_iterator(data), 30)
+    first, again = take(_iterator(data), 30), take(_iterator(data), 30)
     assert _same(first, again)
     for batch in first:
         assert set(batch) == {"tokens", "targets", "loss_mask", "segment_ids", "residues"}
@@ -98,12 +92,12 @@ def test_packed_batches_have_one_shape_and_are_deterministic(uniref_sample_datas
 def test_a_saved_state_resumes_packed_batches_bit_exactly(uniref_sample_datasets):
     data = uniref_sample_datasets["ur100"]
     k, n = 25, 30
-    uninterrupted = _take(_iterator(data), k + n)
+    uninterrupted = take(_iterator(data), k + n)
     interrupted = _iterator(data)
-    _take(interrupted, k)
+    take(interrupted, k)
     state = interrupted.state_json()
     assert interrupted.get_state()["block"] >= 1 and interrupted.get_state()["batch_in_block"] > 0
-    assert _same(_take(_iterator(data, state=state), n), uninterrupted[k:])
+    assert _same(take(_iterator(data, state=state), n), uninterrupted[k:])
 
 
 def test_one_epoch_packs_every_record_once_masked_exactly_as_unpacked(uniref_sample_datasets):
