@@ -4,18 +4,23 @@ The first ``--proteins`` proteins of the bundled proteome (or ``--fasta``), stop
 residues kept, one released model shape with the same random weights in both. First the batching alone,
 no model run: the share of batch positions holding a real token, the number of batch shapes
 (one compilation each for esm-jax) and the estimated forward FLOPs (a packed row attends over its
-whole width). Then, unless ``--plan-only``, each extraction writes mean representations of the last
-layer to a temporary folder, once to warm up (esm-jax compiles every shape), then ``--repeats`` timed runs
-(best and median residues/s, and the ratio of the best to fair-esm's best).
+whole width). Then, unless ``--plan-only``, each extraction writes mean and per-token representations
+of the last layer (``--include mean per_tok``) to a temporary folder: once to warm up (esm-jax compiles
+every shape), then ``--rounds`` rounds in which fair-esm and each esm-jax variant (unpacked and packed,
+in each of ``--dtypes``) run once each, alternating. Reported: median residues/s, and the median and
+min–max of the per-round ratios to fair-esm (float32).
 
     python benchmarks/extract_throughput.py --plan-only                  # batching of the first 512 proteins
     python benchmarks/extract_throughput.py --proteins 512               # and the timed extractions
+    python benchmarks/extract_throughput.py --proteins 512 --dtypes float32 bfloat16
     python benchmarks/extract_throughput.py --proteins 8 --model esm2_t6_8M_UR50D   # a quick check that it runs
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import os
 import statistics
 import tempfile
 import time
@@ -64,7 +69,7 @@ def batching_report(records: list[tuple[str, str]], config: ModelConfig, toks_pe
 
 
 def fair_esm_extract(model, records: list[tuple[str, str]], toks_per_batch: int, folder: Path) -> None:
-    """fair-esm's extract.py with ``--include mean``: its batches, last layer, one ``torch.save`` per protein."""
+    """fair-esm's extract.py with ``--include mean per_tok``: its batches, last layer, one file per protein."""
     converter = esm.Alphabet.from_architecture("ESM-1b").get_batch_converter(TRUNCATION)
     layer = model.num_layers
     with torch.no_grad():
@@ -72,40 +77,40 @@ def fair_esm_extract(model, records: list[tuple[str, str]], toks_per_batch: int,
             labels, strs, tokens = converter([records[i] for i in batch])
             hidden = model(tokens, repr_layers=[layer])["representations"][layer]
             for row, (index, label) in enumerate(zip(batch, labels, strict=True)):
-                mean = hidden[row, 1 : min(len(strs[row]), TRUNCATION) + 1].mean(0).clone()
-                torch.save({"label": label, "mean_representations": {layer: mean}}, folder / f"{index}.pt")
+                per_token = hidden[row, 1 : min(len(strs[row]), TRUNCATION) + 1].clone()
+                result = {"label": label, "representations": {layer: per_token},
+                          "mean_representations": {layer: per_token.mean(0)}}  # fmt: skip
+                torch.save(result, folder / f"{index}.pt")
 
 
 def timed_extractions(
-    records: list[tuple[str, str]], model_name: str, toks_per_batch: int, repeats: int, row_width: int | None
+    records: list[tuple[str, str]], model_name: str, toks_per_batch: int, rounds: int, options: dict
 ) -> None:
-    """Warm-up then ``repeats`` timed runs of fair-esm, esm-jax unpacked and packed; residues/s, best and median."""
+    """A warm-up run of every variant, then ``rounds`` alternating rounds; residues/s and ratios to fair-esm."""
     reference = reference_model(model_name)
-    ours = same_weights(reference, model_name)
-    runs = {
-        "fair-esm extract.py": lambda folder: fair_esm_extract(reference, records, toks_per_batch, folder),
-        "esm-jax unpacked": lambda folder: extract(
-            ours, records, folder, toks_per_batch=toks_per_batch, pack=False, show_progress=False
-        ),
-        "esm-jax packed": lambda folder: extract(
-            ours, records, folder, toks_per_batch=toks_per_batch, pack=True, row_width=row_width, show_progress=False
-        ),
-    }
+    runs = {"fair-esm extract.py": lambda folder: fair_esm_extract(reference, records, toks_per_batch, folder)}
+    for dtype in options["dtypes"]:
+        ours = same_weights(reference, model_name, dtype)
+        for pack in (False, True):
+            runs[f"esm-jax {'packed' if pack else 'unpacked'} {dtype}"] = functools.partial(
+                extract, ours, records, include=("mean", "per_tok"), toks_per_batch=toks_per_batch, pack=pack,
+                row_width=options["row_width"], show_progress=False,
+            )  # fmt: skip
     residues = sum(min(len(sequence), TRUNCATION) for _, sequence in records)
-    best = {}
-    for name, run in runs.items():
-        seconds = []
-        for _ in range(1 + repeats):
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(1 + rounds):
+        for name, run in runs.items():
             with tempfile.TemporaryDirectory() as folder:
                 start = time.perf_counter()
                 run(Path(folder))
-                seconds.append(time.perf_counter() - start)
-        rates = [residues / s for s in seconds[1:]]
-        best[name] = max(rates)
-        reference_rate = best["fair-esm extract.py"]
-        ratio = "" if name.startswith("fair") else f"; best {best[name] / reference_rate:.2f}× fair-esm"
-        print(f"  {name}: first pass {seconds[0]:.1f} s; {max(rates):,.0f} best, {statistics.median(rates):,.0f} "
-              f"median residues/s over {repeats} runs{ratio}")  # fmt: skip
+                seconds[name].append(time.perf_counter() - start)
+    reference_seconds = seconds["fair-esm extract.py"][1:]
+    print("| run | first pass s | median residues/s | ratio to fair-esm (min–max) |")
+    print("|---|---|---|---|")
+    for name, times in seconds.items():
+        ratios = [theirs / mine for theirs, mine in zip(reference_seconds, times[1:], strict=True)]
+        print(f"| {name} | {times[0]:.1f} | {residues / statistics.median(times[1:]):,.0f} | "
+              f"{statistics.median(ratios):.2f}× ({min(ratios):.2f}–{max(ratios):.2f}) |", flush=True)  # fmt: skip
 
 
 def main() -> None:
@@ -115,7 +120,8 @@ def main() -> None:
     parser.add_argument("--proteins", type=int, default=512, help="the first N proteins of the file (default: 512)")
     parser.add_argument("--toks-per-batch", type=int, default=4096)
     parser.add_argument("--plan-only", action="store_true", help="report the batching only, run no model")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs after the warm-up (default: 3)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating timed rounds after the warm-up (default: 3)")
+    parser.add_argument("--dtypes", nargs="+", default=["float32"], choices=["float32", "bfloat16"])
     parser.add_argument("--row-width", type=int, help="packed row width (default: esm-jax's default_row_width)")
     args = parser.parse_args()
     records = read_fasta(args.fasta or bundled_proteome(), strip_stop=True, limit=args.proteins)
@@ -123,8 +129,9 @@ def main() -> None:
     print(f"{len(records)} proteins, {residues:,} residues, {args.model}, {args.toks_per_batch} tokens per batch")
     batching_report(records, named_config(args.model), args.toks_per_batch)
     if not args.plan_only:
-        print(f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
-        timed_extractions(records, args.model, args.toks_per_batch, args.repeats, args.row_width)
+        print(f"torch {torch.__version__} ({torch.get_num_threads()} threads), load {os.getloadavg()[0]:.2f}")
+        options = {"dtypes": args.dtypes, "row_width": args.row_width}
+        timed_extractions(records, args.model, args.toks_per_batch, args.rounds, options)
 
 
 if __name__ == "__main__":

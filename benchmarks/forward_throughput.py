@@ -1,17 +1,23 @@
 """Forward throughput of esm-jax against fair-esm: same shapes, same weights, same batch, one process.
 
-Both run the call a fair-esm user writes, ``model(tokens, repr_layers=[last])``, in float32 on
-the CPU. Compilation (esm-jax) and the first call (both) are excluded; each side is timed over
-several calls and the median is reported, with the achieved model GFLOP/s next to this
-machine's measured matmul peak.
+Both run the call a fair-esm user writes, ``model(tokens, repr_layers=[last])``, on the CPU; fair-esm
+in float32, esm-jax in float32 and, with ``--dtypes float32 bfloat16``, also with bfloat16 matrix
+multiplications (float32 parameters, softmax, LayerNorm and accumulation). Compilation and the first
+call are excluded. Each round times fair-esm once and every esm-jax variant once, alternating, so a
+ratio compares calls made under the same conditions; the table gives the median over rounds and the
+min–max of the per-round ratios, the achieved model GFLOP/s (read it against
+``benchmarks/gemm_peak.py``), and each variant's largest logit difference to fair-esm, also relative
+to the largest logit.
 
-    python benchmarks/forward_throughput.py            # all three shapes
-    python benchmarks/forward_throughput.py --quick    # ESM-2 t12 only
+    python benchmarks/forward_throughput.py                                   # three shapes, float32
+    python benchmarks/forward_throughput.py --dtypes float32 bfloat16 --rounds 5
+    python benchmarks/forward_throughput.py --quick                           # ESM-2 t12 only
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -31,27 +37,6 @@ CASES = {
     "esm2_t33_650M_UR50D": ("esm2_t33_650M_UR50D", 2, 512),
     "esm1b_t33_650M_UR50S": ("esm1b_t33_650M_UR50S", 2, 512),
 }
-
-
-def model_flops_per_token(config, length: int) -> float:
-    """Forward FLOPs per token: dense layers (2·weights) plus attention scores and values (4·T·D)."""
-    d, f, v = config.embed_dim, config.ffn_embed_dim, config.vocab_size
-    per_layer = 2 * (4 * d * d + 2 * d * f) + 4 * length * d
-    return config.num_layers * per_layer + 2 * (d * d + d * v)
-
-
-def matmul_peak_gflops() -> dict[str, float]:
-    """Best float32 GEMM rate of each library on a large square-ish product."""
-    a = np.random.default_rng(0).standard_normal((2048, 2048), dtype=np.float32)
-    flops = 2 * 2048**3
-    jitted = jax.jit(lambda x, y: x @ y)
-    ja = jax.numpy.asarray(a)
-    ta = torch.from_numpy(a)
-    rates = {}
-    for name, run in (("jax", lambda: jitted(ja, ja).block_until_ready()), ("torch", lambda: ta @ ta)):
-        run()
-        rates[name] = flops / min(_seconds(run) for _ in range(5)) / 1e9
-    return rates
 
 
 def _seconds(call) -> float:
@@ -80,21 +65,21 @@ def reference_model(name: str) -> torch.nn.Module:
     return model.eval()
 
 
-def same_weights(reference: torch.nn.Module, name: str):
+def same_weights(reference: torch.nn.Module, name: str, compute_dtype: str = "float32"):
     """The esm-jax model holding exactly the reference's weights (via the checkpoint mapping)."""
-    config = named_config(name)
+    config = named_config(name).replace(compute_dtype=compute_dtype)
     state = {key: value.detach().numpy() for key, value in reference.state_dict().items()}
     slots = fair_esm.model_slots(config) + fair_esm.CONTACT_SLOTS
     return build_from_tensors(config, slots, state, "in-memory fair-esm model")
 
 
-def run_case(name: str, batch: int, length: int, repeats: int) -> dict:
+def run_case(name: str, batch: int, length: int, rounds: int, dtypes: list[str]) -> list[dict]:
     reference = reference_model(name)
-    ours = same_weights(reference, name)
+    ours = {dtype: same_weights(reference, name, dtype) for dtype in dtypes}
     rng = np.random.default_rng(0)
     tokens = rng.integers(4, 24, size=(batch, length), dtype=np.int64)
     tokens[:, 0], tokens[:, -1] = 0, 2
-    last = ours.num_layers
+    last = named_config(name).num_layers
     torch_tokens = torch.from_numpy(tokens)
     jax_tokens = tokens.astype(np.int32)
 
@@ -102,52 +87,61 @@ def run_case(name: str, batch: int, length: int, repeats: int) -> dict:
         with torch.no_grad():
             return reference(torch_tokens, repr_layers=[last])
 
-    def run_ours():
-        return jax.block_until_ready(ours(jax_tokens, repr_layers=[last]))
+    def runner(model):
+        return lambda: jax.block_until_ready(model(jax_tokens, repr_layers=[last]))
 
-    check = np.abs(np.asarray(run_ours()["logits"]) - run_reference()["logits"].numpy()).max()
-    ours_seconds = statistics.median(_seconds(run_ours) for _ in range(repeats))
-    reference_seconds = statistics.median(_seconds(run_reference) for _ in range(repeats))
+    expected = run_reference()["logits"].numpy()
+    differences = {}
+    for dtype, model in ours.items():
+        difference = np.abs(np.asarray(runner(model)()["logits"]) - expected).max()
+        differences[dtype] = (float(difference), float(difference / np.abs(expected).max()))
+    reference_times, our_times = [], {dtype: [] for dtype in dtypes}
+    for _ in range(rounds):
+        reference_times.append(_seconds(run_reference))
+        for dtype, model in ours.items():
+            our_times[dtype].append(_seconds(runner(model)))
     tokens_total = batch * length
-    flops = model_flops_per_token(ours.config, length) * tokens_total
-    return {
-        "model": name,
-        "batch": f"{batch}x{length}",
-        "fair_esm_tok_s": tokens_total / reference_seconds,
-        "esm_jax_tok_s": tokens_total / ours_seconds,
-        "ratio": reference_seconds / ours_seconds,
-        "fair_esm_gflops": flops / reference_seconds / 1e9,
-        "esm_jax_gflops": flops / ours_seconds / 1e9,
-        "max_abs_logit_diff": float(check),
-    }
+    flops = named_config(name).forward_flops_per_token(length) * tokens_total
+    rows = []
+    for dtype in dtypes:
+        ratios = [theirs / mine for theirs, mine in zip(reference_times, our_times[dtype], strict=True)]
+        rows.append({
+            "model": name, "batch": f"{batch}x{length}", "dtype": dtype,
+            "fair_esm_tok_s": tokens_total / statistics.median(reference_times),
+            "esm_jax_tok_s": tokens_total / statistics.median(our_times[dtype]),
+            "ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
+            "esm_jax_gflops": flops / statistics.median(our_times[dtype]) / 1e9,
+            "max_abs_logit_diff": differences[dtype][0], "relative_logit_diff": differences[dtype][1],
+        })  # fmt: skip
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="only the ESM-2 t12 shape")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating timed rounds (default: 3)")
+    parser.add_argument("--dtypes", nargs="+", default=["float32"], choices=["float32", "bfloat16"])
+    parser.add_argument("--models", nargs="+", choices=sorted(CASES), help="shapes to run (default: all three)")
     args = parser.parse_args()
     print(
         f"jax {jax.__version__} on {jax.devices()[0].platform}, torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads)"
+        f"({torch.get_num_threads()} threads), load {os.getloadavg()[0]:.2f}"
     )
-    peaks = matmul_peak_gflops()
-    print(f"float32 matmul peak (2048^3 GEMM): jax {peaks['jax']:.0f} GFLOP/s, torch {peaks['torch']:.0f} GFLOP/s")
-    names = ["esm2_t12_35M_UR50D"] if args.quick else list(CASES)
-    header = (
-        f"{'model':24} {'batch':>8} {'fair-esm tok/s':>15} {'esm-jax tok/s':>14} {'ratio':>6} "
-        f"{'fair-esm GF/s':>14} {'esm-jax GF/s':>13} {'|Δlogit|':>9}"
+    names = ["esm2_t12_35M_UR50D"] if args.quick else args.models or list(CASES)
+    print(
+        "| model | batch | esm-jax dtype | fair-esm fp32 tok/s | esm-jax tok/s | ratio (min–max) | esm-jax GF/s "
+        "| max abs Δlogit (relative) |"
     )
-    print(header)
+    print("|---|---|---|---|---|---|---|---|")
     for name in names:
         _, batch, length = CASES[name]
-        row = run_case(name, batch, length, args.repeats)
-        print(
-            f"{row['model']:24} {row['batch']:>8} {row['fair_esm_tok_s']:15.0f} {row['esm_jax_tok_s']:14.0f} "
-            f"{row['ratio']:5.2f}x {row['fair_esm_gflops']:14.0f} {row['esm_jax_gflops']:13.0f} "
-            f"{row['max_abs_logit_diff']:9.1e}",
-            flush=True,
-        )
+        for row in run_case(name, batch, length, args.rounds, args.dtypes):
+            print(
+                f"| {row['model']} | {row['batch']} | {row['dtype']} | {row['fair_esm_tok_s']:,.0f} | "
+                f"{row['esm_jax_tok_s']:,.0f} | {row['ratio']:.2f}× ({row['ratio_min']:.2f}–{row['ratio_max']:.2f}) | "
+                f"{row['esm_jax_gflops']:.0f} | {row['max_abs_logit_diff']:.1e} ({row['relative_logit_diff']:.1e}) |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 CPU part: the same model shape, weights and batch; one step = forward, backward and an AdamW
 update. esm-jax runs its real jitted train step (float32, layers scanned, no rematerialisation);
 PyTorch runs fair-esm's model with ``torch.optim.AdamW``. Compilation and the first step are
-excluded. Compile part: seconds to compile the 33-layer ESM-1b training step with
+excluded; steps alternate, one of each per round, and the table gives median tokens/s and the
+min–max of the per-round ratios. Compile part: seconds to compile the 33-layer ESM-1b training step with
 ``scan_layers`` on and off (abstract inputs, nothing executed).
 
     python benchmarks/train_throughput.py            # t12 and ESM-1b 650M throughput, compile times
@@ -13,6 +14,7 @@ excluded. Compile part: seconds to compile the 33-layer ESM-1b training step wit
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -57,7 +59,8 @@ def _batch(batch: int, length: int) -> dict[str, np.ndarray]:
     }
 
 
-def _torch_step_seconds(reference: torch.nn.Module, batch: dict, repeats: int) -> float:
+def _torch_step(reference: torch.nn.Module, batch: dict):
+    """fair-esm's model with ``torch.optim.AdamW``: one call is one training step."""
     optimizer = torch.optim.AdamW(reference.parameters(), lr=1e-4, betas=(0.9, 0.98), weight_decay=0.01)
     tokens = torch.from_numpy(batch["tokens"].astype(np.int64))
     targets = torch.from_numpy(batch["targets"].astype(np.int64))
@@ -72,8 +75,7 @@ def _torch_step_seconds(reference: torch.nn.Module, batch: dict, repeats: int) -
         torch.nn.utils.clip_grad_norm_(reference.parameters(), 1.0)
         optimizer.step()
 
-    step()
-    return statistics.median(_timed(step) for _ in range(repeats))
+    return step
 
 
 def _timed(call) -> float:
@@ -82,8 +84,9 @@ def _timed(call) -> float:
     return time.perf_counter() - start
 
 
-def _jax_step_seconds(reference: torch.nn.Module, name: str, batch: dict, repeats: int) -> float:
-    config = named_config(name).replace(scan_layers=True)
+def _jax_step(reference: torch.nn.Module, name: str, batch: dict):
+    """esm-jax's jitted train step on the reference's weights: one call is one step (state kept inside)."""
+    config = named_config(name)
     state_dict = {key: value.detach().numpy() for key, value in reference.state_dict().items()}
     model = build_from_tensors(config, fair_esm.model_slots(config) + fair_esm.CONTACT_SLOTS, state_dict, "bench")
     tx = make_optimizer(OPTIMIZER, 1000)
@@ -91,18 +94,27 @@ def _jax_step_seconds(reference: torch.nn.Module, name: str, batch: dict, repeat
     mesh = build_mesh({"data": -1, "fsdp": 1, "tensor": 1})
     shardings = state_shardings(state, mesh, DEFAULT_RULES)
     sharding = batch_sharding(mesh)
-    step = make_train_step(graphdef, shardings, sharding, 1, learning_rate_schedule(OPTIMIZER, 1000))
+    train_step = make_train_step(graphdef, shardings, sharding, 1, learning_rate_schedule(OPTIMIZER, 1000))
     device_batch = {key: jax.device_put(value, sharding) for key, value in batch.items()}
-    with jax.set_mesh(mesh):
-        state, _ = step(state, device_batch)
-        jax.block_until_ready(state)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            state, metrics = step(state, device_batch)
+    current = {"state": state}
+
+    def step():
+        with jax.set_mesh(mesh):
+            current["state"], metrics = train_step(current["state"], device_batch)
             jax.block_until_ready(metrics)
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+
+    return step
+
+
+def alternating_ratios(reference: torch.nn.Module, name: str, batch: dict, rounds: int) -> tuple[list, list]:
+    """Seconds per step of PyTorch and esm-jax, one of each per round after a warm-up step each."""
+    theirs, ours = _torch_step(reference, batch), _jax_step(reference, name, batch)
+    theirs(), ours()
+    torch_times, jax_times = [], []
+    for _ in range(rounds):
+        torch_times.append(_timed(theirs))
+        jax_times.append(_timed(ours))
+    return torch_times, jax_times
 
 
 def compile_seconds(scan: bool) -> float:
@@ -125,22 +137,24 @@ def compile_seconds(scan: bool) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating timed steps of each (default: 3)")
     args = parser.parse_args()
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, torch {torch.__version__} "
-          f"({torch.get_num_threads()} threads)")  # fmt: skip
-    print(f"{'model':24} {'batch':>8} {'PyTorch tok/s':>14} {'esm-jax tok/s':>14} {'ratio':>6} {'esm-jax GFLOP/s':>16}")
+          f"({torch.get_num_threads()} threads), load {os.getloadavg()[0]:.2f}")  # fmt: skip
+    print("| model | batch | PyTorch tok/s | esm-jax tok/s | ratio (min–max) | esm-jax GFLOP/s |")
+    print("|---|---|---|---|---|---|")
     for name, (rows, length) in CASES.items():
         if args.quick and name != "esm2_t12_35M_UR50D":
             continue
         batch = _batch(rows, length)
-        reference = reference_model(name)
-        ours = _jax_step_seconds(reference, name, batch, args.repeats)
-        theirs = _torch_step_seconds(reference, batch, args.repeats)
+        torch_times, jax_times = alternating_ratios(reference_model(name), name, batch, args.rounds)
+        ratios = [theirs / ours for theirs, ours in zip(torch_times, jax_times, strict=True)]
         tokens = rows * length
+        ours, theirs = statistics.median(jax_times), statistics.median(torch_times)
         flops = train_flops_per_token(named_config(name), length) * tokens
-        print(f"{name:24} {rows}x{length:>6} {tokens / theirs:14.0f} {tokens / ours:14.0f} "
-              f"{theirs / ours:5.2f}x {flops / ours / 1e9:16.0f}", flush=True)  # fmt: skip
+        print(f"| {name} | {rows} × {length} | {tokens / theirs:,.0f} | {tokens / ours:,.0f} | "
+              f"{statistics.median(ratios):.2f}× ({min(ratios):.2f}–{max(ratios):.2f}) | {flops / ours / 1e9:.0f} |",
+              flush=True)  # fmt: skip
     if not args.quick:
         print(f"compile ESM-1b train step: scan {compile_seconds(True):.1f} s, unrolled {compile_seconds(False):.1f} s")
 

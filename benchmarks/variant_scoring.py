@@ -9,6 +9,8 @@ Both models hold the same random weights of a released shape, in float32 on the 
 esm-jax time is reported without compilation (warm, the usual case: the ``esm-jax`` command keeps compiled
 programs on disk) and with it (cold, first call in a fresh process). ``--positions N`` restricts both sides
 to the mutants of the first N positions (for shapes too slow to run whole; the work per position is the same).
+``--dtypes float32 bfloat16`` also times esm-jax with bfloat16 matrix multiplications (against fair-esm in
+float32); ``--rounds`` alternates fair-esm and esm-jax runs and reports the median and min–max ratio.
 
     python benchmarks/variant_scoring.py                                   # esm2_t12_35M_UR50D
     python benchmarks/variant_scoring.py --models esm2_t33_650M_UR50D --positions 32
@@ -17,7 +19,9 @@ to the mutants of the first N positions (for shapes too slow to run whole; the w
 from __future__ import annotations
 
 import argparse
+import functools
 import os
+import statistics
 import time
 from pathlib import Path
 
@@ -56,35 +60,40 @@ def fair_esm_script(model: torch.nn.Module, wild_type: str, mutants: list[str], 
     return np.array(scores)
 
 
-def run(name: str, wild_type: str, positions: int, toks_per_batch: int) -> dict:
+def run(name: str, wild_type: str, positions: int, toks_per_batch: int, dtypes: list[str], rounds: int) -> list[dict]:
     reference = reference_model(name)
-    ours = same_weights(reference, name)
     texts = all_single_mutants(wild_type, positions)
-
-    def run_ours() -> np.ndarray:
-        return score_mutants(
-            ours, wild_type, parse_mutants(texts, wild_type), "masked-marginals", toks_per_batch=toks_per_batch
-        )
-
-    start = time.perf_counter()
-    run_ours()
-    cold = time.perf_counter() - start
-    start = time.perf_counter()
-    got = run_ours()
-    warm = time.perf_counter() - start
-    start = time.perf_counter()
-    expected = fair_esm_script(reference, wild_type, texts, positions)
-    reference_seconds = time.perf_counter() - start
-    return {
-        "model": name,
-        "mutants": len(texts),
-        "fair_esm_s": reference_seconds,
-        "esm_jax_warm_s": warm,
-        "esm_jax_cold_s": cold,
-        "ratio_warm": reference_seconds / warm,
-        "ratio_cold": reference_seconds / cold,
-        "max_abs_diff": float(np.max(np.abs(got - expected))),
-    }
+    scorers = {}
+    cold, results = {}, {}
+    for dtype in dtypes:
+        ours = same_weights(reference, name, dtype)
+        scorers[dtype] = functools.partial(
+            score_mutants, ours, wild_type, parse_mutants(texts, wild_type), "masked-marginals",
+            toks_per_batch=toks_per_batch, show_progress=False,
+        )  # fmt: skip
+        start = time.perf_counter()
+        results[dtype] = scorers[dtype]()
+        cold[dtype] = time.perf_counter() - start
+    reference_times, warm = [], {dtype: [] for dtype in dtypes}
+    for _ in range(rounds):
+        start = time.perf_counter()
+        expected = fair_esm_script(reference, wild_type, texts, positions)
+        reference_times.append(time.perf_counter() - start)
+        for dtype, scorer in scorers.items():
+            start = time.perf_counter()
+            scorer()
+            warm[dtype].append(time.perf_counter() - start)
+    rows = []
+    for dtype in dtypes:
+        ratios = [theirs / mine for theirs, mine in zip(reference_times, warm[dtype], strict=True)]
+        rows.append({
+            "model": name, "dtype": dtype, "mutants": len(texts),
+            "fair_esm_s": statistics.median(reference_times), "esm_jax_warm_s": statistics.median(warm[dtype]),
+            "ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
+            "esm_jax_cold_s": cold[dtype], "ratio_cold": statistics.median(reference_times) / cold[dtype],
+            "max_abs_diff": float(np.max(np.abs(results[dtype] - expected))),
+        })  # fmt: skip
+    return rows
 
 
 def main() -> None:
@@ -92,20 +101,25 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["esm2_t12_35M_UR50D"], help="released shapes, random weights")
     parser.add_argument("--positions", type=int, default=0, help="score only the first N positions (0: all 286)")
     parser.add_argument("--toks-per-batch", type=int, default=8192, help="esm-jax tokens per batch (default: 8192)")
+    parser.add_argument("--dtypes", nargs="+", default=["float32"], choices=["float32", "bfloat16"])
+    parser.add_argument("--rounds", type=int, default=1, help="alternating timed rounds (default: 1)")
     parser.add_argument("--data", type=Path, default=Path(os.environ.get("ESM_JAX_SHARED_DATA", "../shared/data")))
     args = parser.parse_args()
     wild_type = load_assay(args.data, "BLAT_ECOLX").wild_type
     positions = args.positions or len(wild_type)
-    print(f"BLAT_ECOLX, {len(wild_type)} residues; torch threads: {torch.get_num_threads()}, CPUs: {os.cpu_count()}")
-    print("| model | mutants | fair-esm s | esm-jax s (warm) | ratio | esm-jax s (cold) | ratio cold | max abs diff |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(f"BLAT_ECOLX, {len(wild_type)} residues; torch threads: {torch.get_num_threads()}, CPUs: {os.cpu_count()}, "
+          f"load {os.getloadavg()[0]:.2f}")  # fmt: skip
+    print("| model | esm-jax dtype | mutants | fair-esm s | esm-jax s (warm) | ratio (min–max) | esm-jax s (cold) "
+          "| ratio cold | max abs diff |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|")
     for name in args.models:
-        r = run(name, wild_type, positions, args.toks_per_batch)
-        print(
-            f"| {r['model']} | {r['mutants']} | {r['fair_esm_s']:.1f} | {r['esm_jax_warm_s']:.1f} | "
-            f"{r['ratio_warm']:.2f}x | {r['esm_jax_cold_s']:.1f} | {r['ratio_cold']:.2f}x | {r['max_abs_diff']:.1e} |",
-            flush=True,
-        )
+        for r in run(name, wild_type, positions, args.toks_per_batch, args.dtypes, args.rounds):
+            print(
+                f"| {r['model']} | {r['dtype']} | {r['mutants']} | {r['fair_esm_s']:.1f} | {r['esm_jax_warm_s']:.1f} | "
+                f"{r['ratio']:.2f}× ({r['ratio_min']:.2f}–{r['ratio_max']:.2f}) | {r['esm_jax_cold_s']:.1f} | "
+                f"{r['ratio_cold']:.2f}× | {r['max_abs_diff']:.1e} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ BFLOAT16_BUDGET = {"logits": 2e-2, "representations": 2e-2, "attentions": 1e-2, 
 @pytest.mark.parametrize("architecture", ["esm2", "esm1b"])
 def test_scanned_layers_equal_the_unrolled_loop(architecture):
     config = ModelConfig(architecture, 4, 64, 4, 128, emb_layer_norm_before=architecture == "esm1b")
-    unrolled = build_model(config, seed=1)
+    unrolled = build_model(config.replace(scan_layers=False), seed=1)
     scanned = build_model(config.replace(scan_layers=True), seed=1)
     layers = [0, 1, 3, -1]
     a = unrolled(TOKENS, repr_layers=layers, return_contacts=True)
@@ -148,3 +148,14 @@ def test_sharded_model_on_eight_devices_matches_one_device():
         [sys.executable, "-c", script], env={**os.environ, **env}, capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
+
+
+def test_bfloat16_matmuls_accumulate_into_float32_outputs():
+    """bf16 × bf16 → bf16 products miss XLA:CPU's AVX-512 BF16 GEMM and run slower than float32."""
+    config = ModelConfig("esm2", 2, 64, 4, 128, compute_dtype="bfloat16")
+    model = build_model(config, seed=3)
+    text = jax.jit(lambda t: model.forward(t, (2,))).lower(TOKENS).as_text()
+    signatures = [line.rsplit(":", 1)[-1] for line in text.splitlines() if "stablehlo.dot_general" in line]
+    results = [signature.split("->")[-1] for signature in signatures]
+    assert any("bf16" in signature.split("->")[0] for signature in signatures)
+    assert not [result for result in results if "bf16" in result], results

@@ -59,6 +59,7 @@ class SelfAttention(nnx.Module):
         if self.rotary_frequencies is not None:
             query = apply_rotary(query, self.rotary_frequencies[...], positions)
             key = apply_rotary(key, self.rotary_frequencies[...], positions)
+        query, key, value = (part.astype(self.dtype) for part in (query, key, value))
         implementation = attention_kernels.resolve(self.implementation)
         masks = (segment_ids, key_padding_mask, self.dtype)
         if need_weights or implementation == "dense":

@@ -104,7 +104,8 @@ def per_head_attention(query, key, value, segment_ids, key_padding_mask, dtype) 
     On CPUs attention is bound by memory bandwidth when the (B, H, T, T) scores are written
     to RAM; looping keeps them in L2 and is several times faster. The softmax normalisation is
     applied to the (T, head_dim) context instead of the (T, T) weights: the same result up to
-    rounding, one pass over the scores fewer.
+    rounding, one pass over the scores fewer. The backward pass recomputes each head's scores
+    from its saved log-sum-exp (as flash attention does) instead of keeping them.
     """
     batch, length, heads, head_dim = query.shape
 
@@ -113,24 +114,68 @@ def per_head_attention(query, key, value, segment_ids, key_padding_mask, dtype) 
 
     packed = segment_ids is not None
     if packed:
-        row_keys = segment_ids
+        row_keys = segment_ids.astype(jnp.int32)
     elif key_padding_mask is None:
-        row_keys = jnp.zeros((batch, length), bool)
+        row_keys = jnp.zeros((batch, length), jnp.int32)
     else:
-        row_keys = key_padding_mask
+        row_keys = key_padding_mask.astype(jnp.int32)
     row_keys = jnp.repeat(row_keys, heads, axis=0)
+    context = _per_head_core(per_head(query), per_head(key), per_head(value), row_keys, packed)
+    return jnp.swapaxes(context.reshape(batch, heads, length, head_dim), 1, 2)
+
+
+def _head_scores(q, k, keys, packed: bool) -> jax.Array:
+    """One head's float32 scores (T, T) with the pairs it may not attend to at ``-inf``."""
+    scores = jnp.einsum("qd,kd->qk", q, k, preferred_element_type=jnp.float32)
+    allowed = keys[:, None] == keys[None, :] if packed else keys[None, :] == 0
+    return jnp.where(allowed, scores, -jnp.inf)
+
+
+def _per_head_forward(query, key, value, row_keys, packed: bool) -> tuple[jax.Array, jax.Array]:
+    """Context (N, T, head_dim) and each query's float32 log-sum-exp (N, T), one head at a time."""
 
     def one_head(args):
         q, k, v, keys = args
-        scores = jnp.einsum("qd,kd->qk", q, k, preferred_element_type=jnp.float32)
-        allowed = keys[:, None] == keys[None, :] if packed else ~keys[None, :]
-        scores = jnp.where(allowed, scores, -jnp.inf)
-        unnormalised = jnp.exp(scores - jnp.max(scores, axis=-1, keepdims=True))
-        context = jnp.einsum("qk,kd->qd", unnormalised.astype(dtype), v, preferred_element_type=jnp.float32)
-        return (context / jnp.sum(unnormalised, axis=-1, keepdims=True)).astype(dtype)
+        scores = _head_scores(q, k, keys, packed)
+        peak = jnp.max(scores, axis=-1, keepdims=True)
+        unnormalised = jnp.exp(scores - peak)
+        total = jnp.sum(unnormalised, axis=-1, keepdims=True)
+        context = jnp.einsum("qk,kd->qd", unnormalised.astype(v.dtype), v, preferred_element_type=jnp.float32)
+        return (context / total).astype(v.dtype), (peak + jnp.log(total))[:, 0]
 
-    context = jax.lax.map(one_head, (per_head(query), per_head(key), per_head(value), row_keys))
-    return jnp.swapaxes(context.reshape(batch, heads, length, head_dim), 1, 2)
+    return jax.lax.map(one_head, (query, key, value, row_keys))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _per_head_core(query, key, value, row_keys, packed: bool) -> jax.Array:
+    return _per_head_forward(query, key, value, row_keys, packed)[0]
+
+
+def _per_head_core_forward(query, key, value, row_keys, packed: bool):
+    context, log_sum_exp = _per_head_forward(query, key, value, row_keys, packed)
+    return context, (query, key, value, row_keys, context, log_sum_exp)
+
+
+def _per_head_core_backward(packed: bool, saved, d_context):
+    """Gradients of one head at a time, its probabilities rebuilt from the saved log-sum-exp."""
+    query, key, value, row_keys, context, log_sum_exp = saved
+
+    def one_head(args):
+        q, k, v, keys, out, lse, d_out = args
+        probs = jnp.exp(_head_scores(q, k, keys, packed) - lse[:, None])
+        d_out = d_out.astype(jnp.float32)
+        d_value = jnp.einsum("qk,qd->kd", probs, d_out)
+        d_probs = jnp.einsum("qd,kd->qk", d_out, v.astype(jnp.float32))
+        d_scores = probs * (d_probs - jnp.sum(d_out * out.astype(jnp.float32), axis=-1, keepdims=True))
+        d_query = jnp.einsum("qk,kd->qd", d_scores, k.astype(jnp.float32))
+        d_key = jnp.einsum("qk,qd->kd", d_scores, q.astype(jnp.float32))
+        return d_query.astype(q.dtype), d_key.astype(k.dtype), d_value.astype(v.dtype)
+
+    grads = jax.lax.map(one_head, (query, key, value, row_keys, context, log_sum_exp, d_context))
+    return (*grads, None)
+
+
+_per_head_core.defvjp(_per_head_core_forward, _per_head_core_backward)
 
 
 def splash_attention(query, key, value, segment_ids, key_padding_mask, dtype) -> jax.Array:

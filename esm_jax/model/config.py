@@ -57,7 +57,7 @@ class ModelConfig(FrozenConfig):
     token_dropout: bool = True
     layer_norm_eps: float = 1e-5
     compute_dtype: str = "float32"
-    scan_layers: bool = False
+    scan_layers: bool = True
     remat_policy: str = "none"
     attention_impl: str = "auto"
 

@@ -41,8 +41,8 @@ class ESM(nnx.Module):
     """ESM-1b / ESM-1v / ESM-2 encoder with its tied LM head and contact head.
 
     Transformer blocks are stored stacked along a leading ``layers`` axis; ``config.scan_layers``
-    runs them with ``jax.lax.scan`` (fast compilation) instead of an unrolled loop. Both give
-    the same outputs.
+    runs them with ``jax.lax.scan`` (the default: fast compilation, and the faster forward on CPUs)
+    instead of an unrolled loop. Both give the same outputs.
     """
 
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
@@ -273,8 +273,8 @@ class ESM(nnx.Module):
 
         if not self.config.scan_layers:
             hidden, maps, contact_logits = {}, [], None
-            for i in range(count):
-                x, probs, contacts = run_block(x, jax.tree.map(lambda a, i=i: a[i], stacked), i)
+            for i, layer_state in enumerate(_unstack(stacked, count)):
+                x, probs, contacts = run_block(x, layer_state, i)
                 if i + 1 in wanted:
                     hidden[i + 1] = x
                 maps.append(probs)
@@ -299,6 +299,17 @@ class ESM(nnx.Module):
         (x, buffer, contact_logits), maps = jax.lax.scan(body, carry, (stacked, slots, jnp.arange(count)))
         hidden = {layer: buffer[k] for k, layer in enumerate(wanted)}
         return x, hidden, (jnp.moveaxis(maps, 0, 1) if keep_attentions else None), contact_logits
+
+
+def _unstack(stacked: nnx.State, count: int) -> list[nnx.State]:
+    """Each layer's state, split off the stacked ``layers`` axis.
+
+    A split's gradient is one concatenation; indexing each layer instead makes the gradient of every
+    layer a full-size zero-padded stack, which costs a training step about a fifth of its time on CPUs.
+    """
+    parts = jax.tree.map(lambda a: [part[0] for part in jnp.split(a, count)], stacked)
+    is_parts = lambda node: isinstance(node, list)  # noqa: E731
+    return [jax.tree.map(lambda layers, i=i: layers[i], parts, is_leaf=is_parts) for i in range(count)]
 
 
 def _stacked_blocks(config: ModelConfig, rngs: nnx.Rngs) -> TransformerBlock:
