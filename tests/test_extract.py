@@ -142,7 +142,7 @@ def test_packed_extraction_equals_unpacked_extraction(tmp_path, config):
                 assert relative_error(packed[group][layer], unpacked[group][layer]) < 1e-5, (label, group, layer)
 
 
-def test_cli_packs_by_default_and_not_with_no_pack(tmp_path, monkeypatch):
+def test_cli_packs_with_pack_and_not_by_default_on_cpus(tmp_path, monkeypatch):
     checkpoint = save_tiny_checkpoint(tmp_path)
     fasta = _write_fasta(tmp_path / "in.fasta", PROTEINS + VARIED)
     packed_plans = []
@@ -153,10 +153,10 @@ def test_cli_packs_by_default_and_not_with_no_pack(tmp_path, monkeypatch):
         return planner(*args, **kwargs)
 
     monkeypatch.setattr(embedding, "plan_packed_batches", counted_planner)
-    for flags, folder in (([], "packed"), (["--no-pack"], "unpacked")):
+    for flags, folder in ((["--pack"], "packed"), ([], "unpacked"), (["--no-pack"], "unpacked")):
         command = ["extract", str(checkpoint), str(fasta), str(tmp_path / folder), "--include", "mean", "bos"]
         assert main([*command, "--toks-per-batch", "512", *flags]) == 0
-        assert len(packed_plans) == 1, "only the default run packs"
+        assert len(packed_plans) == 1, "only the --pack run packs on a CPU"
     for name in output_names([label for label, _ in PROTEINS + VARIED]):
         packed, unpacked = (load_extracted(tmp_path / folder / f"{name}.npz") for folder in ("packed", "unpacked"))
         assert packed.keys() == unpacked.keys()

@@ -16,7 +16,8 @@ from esm_jax.inference.batching import (
     plan_packed_batches,
     real_token_share,
 )
-from esm_jax.inference.embedding import embed_sequences, encode_records, iter_outputs
+from esm_jax.inference.embedding import embed_sequences, encode_records, iter_outputs, packs_by_default
+from esm_jax.model import attention_kernels
 from esm_jax.model.packing import check_packed_rows
 
 ALPHABET = Alphabet()
@@ -109,10 +110,19 @@ def test_packed_outputs_equal_rows_of_their_own_and_contacts_are_never_packed(mo
     assert sorted((out.index, out.contacts.shape) for out in with_contacts) == [(0, (1, 1)), (1, (9, 9))]
 
 
-def test_embed_sequences_packs_by_default_and_keeps_input_order(model):
+def test_packing_is_the_default_on_accelerators_but_not_with_per_head_cpu_attention(model):
+    assert not packs_by_default(model)
+    assert packs_by_default(build_model(ModelConfig("esm2", 2, 32, 4, 64, attention_impl="dense")))
+    with attention_kernels.compiling_for("tpu"):
+        assert packs_by_default(model)
+    with attention_kernels.compiling_for("gpu"):
+        assert packs_by_default(model)
+
+
+def test_embed_sequences_packed_and_unpacked_agree_in_input_order(model):
     sequences = ["MKV", "G", "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEV", "ACDEFGHIKL"]
-    packed = embed_sequences(model, sequences, per_residue=True, toks_per_batch=256)
-    unpacked = embed_sequences(model, sequences, per_residue=True, toks_per_batch=256, pack=False)
+    packed = embed_sequences(model, sequences, per_residue=True, toks_per_batch=256, pack=True)
+    unpacked = embed_sequences(model, sequences, per_residue=True, toks_per_batch=256)
     for sequence, a, b in zip(sequences, packed, unpacked, strict=True):
         assert a.shape == (len(sequence), 32)
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from esm_jax.alphabet import Alphabet
 from esm_jax.inference.batching import Batch, PackedBatch, default_row_width, plan_batches, plan_packed_batches
-from esm_jax.model import ESM
+from esm_jax.model import ESM, attention_kernels
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +85,16 @@ def _plan(
     return plan_packed_batches(encoded, toks_per_batch, width, max_width=max_width)
 
 
+def packs_by_default(model: ESM) -> bool:
+    """Whether rows are packed when the caller does not say: on TPUs and GPUs, not on CPUs.
+
+    A packed row attends over its whole width. On accelerators that costs less than the padding it
+    saves; on CPUs, where attention runs one head at a time, it costs more
+    (``benchmarks/extract_throughput.py``), and one protein per row is faster once compiled.
+    """
+    return attention_kernels.resolve(model.config.attention_impl) != "per_head"
+
+
 def embed_sequences(
     model: ESM,
     sequences: Sequence[str],
@@ -93,18 +103,20 @@ def embed_sequences(
     per_residue: bool = False,
     toks_per_batch: int = 4096,
     truncation_seq_length: int | None = 1022,
-    pack: bool = True,
+    pack: bool | None = None,
     show_progress: bool = False,
 ) -> list[np.ndarray]:
     """Mean (D,) or per-residue (L, D) representations of one layer, in the order of ``sequences``.
 
-    ``pack`` shares rows between sequences (:func:`iter_outputs`); the outputs are the same.
+    ``pack`` shares rows between sequences (:func:`iter_outputs`; default: :func:`packs_by_default`);
+    the outputs are the same.
     """
     encoded = encode_records([(f"sequence {i + 1}", s) for i, s in enumerate(sequences)], truncation_seq_length)
     (layer,) = model.normalize_layers([layer])
     results: list[np.ndarray | None] = [None] * len(sequences)
     total = sum(len(ids) for ids in encoded)
     with tqdm(total=total, unit="res", unit_scale=True, desc="embed", disable=not show_progress) as bar:
+        pack = packs_by_default(model) if pack is None else pack
         for outputs in iter_outputs(model, encoded, [layer], toks_per_batch=toks_per_batch, pack=pack, progress=bar):
             values = outputs.residues[layer]
             results[outputs.index] = values if per_residue else values.mean(axis=0)

@@ -19,7 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from esm_jax.files import atomic_output, write_text_atomically
-from esm_jax.inference.embedding import SequenceOutputs, encode_records, iter_outputs
+from esm_jax.inference.embedding import SequenceOutputs, encode_records, iter_outputs, packs_by_default
 from esm_jax.model import ESM
 
 INCLUDE_CHOICES = ("mean", "per_tok", "bos", "contacts")
@@ -80,7 +80,7 @@ def extract(
     toks_per_batch: int = 4096,
     truncation_seq_length: int | None = 1022,
     upper_case: bool = False,
-    pack: bool = True,
+    pack: bool | None = None,
     row_width: int | None = None,
     show_progress: bool = True,
 ) -> ExtractionSummary:
@@ -88,8 +88,9 @@ def extract(
 
     Every sequence is validated before anything is computed or written. Sequences go into
     token-budget batches of a few fixed shapes (one compilation each): packed several to a row
-    of ``row_width`` tokens when ``pack`` is on and no contacts are asked for (packed rows cannot
-    give them), else length-sorted one to a row. The files are the same either way.
+    of ``row_width`` tokens when ``pack`` is on (default: on TPUs and GPUs, see
+    :func:`~esm_jax.inference.embedding.packs_by_default`) and no contacts are asked for (packed rows
+    cannot give them), else length-sorted one to a row. The files are the same either way.
     """
     unknown = set(include) - set(INCLUDE_CHOICES)
     if unknown or not include:
@@ -109,7 +110,7 @@ def extract(
             repr_layers,
             return_contacts="contacts" in include,
             toks_per_batch=toks_per_batch,
-            pack=pack,
+            pack=packs_by_default(model) if pack is None else pack,
             row_width=row_width,
             progress=bar,
         )
