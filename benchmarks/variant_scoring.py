@@ -100,7 +100,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["esm2_t12_35M_UR50D"], help="released shapes, random weights")
     parser.add_argument("--positions", type=int, default=0, help="score only the first N positions (0: all 286)")
-    parser.add_argument("--toks-per-batch", type=int, default=8192, help="esm-jax tokens per batch (default: 8192)")
+    parser.add_argument("--toks-per-batch", type=int, help="esm-jax tokens per batch (default: esm-jax's own)")
     parser.add_argument("--dtypes", nargs="+", default=["float32"], choices=["float32", "bfloat16"])
     parser.add_argument("--rounds", type=int, default=1, help="alternating timed rounds (default: 1)")
     parser.add_argument("--data", type=Path, default=Path(os.environ.get("ESM_JAX_SHARED_DATA", "../shared/data")))

@@ -66,7 +66,7 @@ def add_parser(subcommands, name: str) -> None:
         default=None,
         help="residues per scored slice for long sequences (default: the model's 1022; see variant_scoring)",
     )
-    _option(parser, "toks-per-batch", type=int, default=8192, help="tokens per batch (default: 8192)")
+    _option(parser, "toks-per-batch", type=int, help="tokens per batch (default: 1024 on CPUs, 8192 on accelerators)")
     parser.add_argument("--nogpu", action="store_true", help="accepted for fair-esm compatibility; has no effect")
     add_model_options(parser)
 
