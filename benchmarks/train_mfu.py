@@ -22,10 +22,10 @@ import jax
 import ml_collections
 import numpy as np
 
+from esm_jax.mesh import batch_sharding, build_mesh
 from esm_jax.model import named_config
 from esm_jax.model.config import ATTENTION_IMPLEMENTATIONS
 from esm_jax.sharding import DEFAULT_RULES, state_shardings
-from esm_jax.train.mesh import batch_sharding, build_mesh
 from esm_jax.train.metrics import peak_flops, train_flops
 from esm_jax.train.optimizer import learning_rate_schedule, make_optimizer
 from esm_jax.train.state import abstract_state, initialise

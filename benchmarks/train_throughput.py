@@ -34,9 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.forward_throughput import reference_model  # noqa: E402
 from esm_jax.checkpoints import fair_esm  # noqa: E402
 from esm_jax.checkpoints.tensor_map import build_from_tensors  # noqa: E402
+from esm_jax.mesh import batch_sharding, build_mesh  # noqa: E402
 from esm_jax.model import named_config  # noqa: E402
 from esm_jax.sharding import DEFAULT_RULES, state_shardings  # noqa: E402
-from esm_jax.train.mesh import batch_sharding, build_mesh  # noqa: E402
 from esm_jax.train.metrics import train_flops_per_token  # noqa: E402
 from esm_jax.train.optimizer import learning_rate_schedule, make_optimizer  # noqa: E402
 from esm_jax.train.state import TrainState, abstract_state, with_shardings  # noqa: E402

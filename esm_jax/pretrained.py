@@ -15,13 +15,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from jax.sharding import Mesh
 
 from esm_jax.alphabet import Alphabet
 from esm_jax.checkpoints import fair_esm, huggingface, native, torch_reader, torch_writer
 from esm_jax.checkpoints.tensor_map import as_numpy, blank_contact_regression, build_from_tensors, export_from
 from esm_jax.errors import CheckpointError
+from esm_jax.mesh import inference_mesh
 from esm_jax.model import ESM, build_model, named_config
 from esm_jax.model.named import MODELS_WITHOUT_CONTACT_REGRESSION, NAMED_MODELS
+from esm_jax.sharding import shard_model
 from esm_jax.train import checkpointing
 
 HUB_URL = "https://dl.fbaipublicfiles.com/fair-esm"
@@ -41,11 +44,13 @@ def load_fair_esm(
     path: str | os.PathLike,
     *,
     on_tensor: Progress = _no_progress,
+    mesh: Mesh | None = None,
     **runtime_options,
 ) -> ESM:
     """Read an official fair-esm checkpoint (and its contact regression, if present).
 
-    ``runtime_options`` are ModelConfig fields such as ``compute_dtype`` or ``attention_impl``.
+    ``runtime_options`` are ModelConfig fields such as ``compute_dtype`` or ``attention_impl``; with a
+    ``mesh`` each tensor is read straight into its shards.
     """
     path = Path(path)
     data = torch_reader.load(path)
@@ -75,7 +80,7 @@ def load_fair_esm(
     if not has_regression:
         state.update(blank_contact_regression(config, fair_esm.CONTACT_SLOTS))
         slots = slots + fair_esm.CONTACT_SLOTS
-    model = build_from_tensors(config, slots, state, str(path), on_tensor)
+    model = build_from_tensors(config, slots, state, str(path), on_tensor, mesh)
     model.has_contact_regression = has_regression
     return model
 
@@ -108,28 +113,38 @@ def load_model_and_alphabet_local(
     scan_layers: bool | None = None,
     attention_impl: str | None = None,
     on_tensor: Progress = _no_progress,
+    mesh: Mesh | str | None = "auto",
 ) -> tuple[ESM, Alphabet]:
     """Load a model from a fair-esm ``.pt`` file, a Hugging Face folder, an esm-jax Orbax folder or a training run.
 
     ``compute_dtype``, ``scan_layers`` and ``attention_impl`` (see :class:`ModelConfig`) change how the
-    model runs; left unset, the checkpoint's own (or the default) values are kept.
+    model runs; left unset, the checkpoint's own (or the default) values are kept. ``mesh``
+    (:func:`~esm_jax.mesh.inference_mesh`; default: every local device) is where the parameters live
+    and over which every batch's rows are split; ``.pt`` and Hugging Face files are read tensor by
+    tensor straight into their shards.
     """
     path = Path(path)
     options = _runtime_options(compute_dtype=compute_dtype, scan_layers=scan_layers, attention_impl=attention_impl)
+    mesh = inference_mesh(mesh)
     if path.is_dir():
         if checkpointing.is_training_run(path):
-            model = checkpointing.load_trained_model(path, **options)
+            model = _on_mesh(checkpointing.load_trained_model(path, **options), mesh)
         elif (path / "config.json").is_file():
-            model = huggingface.load(path, on_tensor=on_tensor, **options)
+            model = huggingface.load(path, on_tensor=on_tensor, mesh=mesh, **options)
         elif native.is_checkpoint(path):
-            model = native.restore(path, **options)
+            model = _on_mesh(native.restore(path, **options), mesh)
         else:
             raise CheckpointError(f"{path}: folder holds neither a Hugging Face config.json nor an esm-jax checkpoint")
     elif path.is_file():
-        model = load_fair_esm(path, on_tensor=on_tensor, **options)
+        model = load_fair_esm(path, on_tensor=on_tensor, mesh=mesh, **options)
     else:
         raise CheckpointError(f"{path}: no such file or folder")
     return model, Alphabet()
+
+
+def _on_mesh(model, mesh: Mesh | None):
+    """``model`` placed on ``mesh`` (the ESM models; an LSTM baseline stays on one device)."""
+    return shard_model(model, mesh) if mesh is not None and isinstance(model, ESM) else model
 
 
 def cache_dir() -> Path:
@@ -171,10 +186,12 @@ def load_model_and_alphabet(name_or_path: str, **options) -> tuple[ESM, Alphabet
     return load_model_and_alphabet_local(model_file, **options)
 
 
-def random_model_and_alphabet(name: str, *, seed: int = 0, **options) -> tuple[ESM, Alphabet]:
-    """A released model shape with random weights (no download); for tests and demos."""
+def random_model_and_alphabet(
+    name: str, *, seed: int = 0, mesh: Mesh | str | None = "auto", **options
+) -> tuple[ESM, Alphabet]:
+    """A released model shape with random weights (no download), on ``mesh`` as loaded models are."""
     config = named_config(name).replace(**_runtime_options(**options))
-    return build_model(config, seed=seed), Alphabet()
+    return _on_mesh(build_model(config, seed=seed), inference_mesh(mesh)), Alphabet()
 
 
 def save_fair_esm(model: ESM, path: str | os.PathLike) -> None:

@@ -92,8 +92,14 @@ def constrain_batch(x: jax.Array) -> jax.Array:
 
 
 def shard_model(model: nnx.Module, mesh: Mesh, rules: Mapping[str, object] = DEFAULT_RULES) -> nnx.Module:
-    """Place ``model``'s variables on ``mesh`` according to ``rules`` (in place) and return it."""
+    """Place ``model``'s variables on ``mesh`` according to ``rules`` (in place) and return it.
+
+    A model that runs batches itself (an ESM's ``model(tokens)``, ``embed``) then splits every batch's
+    rows over the mesh's batch axes, padding the row count to a multiple of them.
+    """
     state = nnx.state(model)
     shardings = state_shardings(state, mesh, rules)
     nnx.update(model, jax.device_put(state, shardings))
+    if hasattr(model, "mesh"):
+        model.mesh = mesh
     return model

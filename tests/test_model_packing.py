@@ -213,7 +213,7 @@ SHARDED_SPLASH = """
 import jax, numpy as np
 from esm_jax.model import ModelConfig, build_model
 from esm_jax.sharding import shard_model
-from esm_jax.train.mesh import build_mesh
+from esm_jax.mesh import build_mesh
 from tests.test_model_packing import packed_batch
 
 tokens, segments, _ = packed_batch()

@@ -8,9 +8,9 @@ import jax
 import numpy as np
 from flax import nnx
 
+from esm_jax.mesh import batch_sharding, build_mesh
 from esm_jax.model import ModelConfig
 from esm_jax.sharding import state_shardings
-from esm_jax.train.mesh import batch_sharding, build_mesh
 from esm_jax.train.metrics import train_flops
 from esm_jax.train.optimizer import learning_rate_schedule, make_optimizer
 from esm_jax.train.state import abstract_state, initialise

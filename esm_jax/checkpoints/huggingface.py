@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from jax.sharding import Mesh
 
 from esm_jax.alphabet import Alphabet
 from esm_jax.checkpoints import safetensors_reader, torch_reader
@@ -169,9 +170,13 @@ def load(
     folder: str | os.PathLike,
     *,
     on_tensor: Callable[[str], None] = lambda name: None,
+    mesh: Mesh | None = None,
     **runtime_options,
 ) -> ESM:
-    """Load an ``EsmForMaskedLM`` checkpoint folder; ``runtime_options`` are ModelConfig fields (``compute_dtype``…)."""
+    """Load an ``EsmForMaskedLM`` checkpoint folder; ``runtime_options`` are ModelConfig fields (``compute_dtype``…).
+
+    With a ``mesh`` each tensor is read straight into its shards.
+    """
     folder = Path(folder)
     try:
         values = json.loads((folder / "config.json").read_text())
@@ -191,6 +196,6 @@ def load(
     if unexpected:
         raise CheckpointError(f"{folder}: unexpected tensors {unexpected[:5]}; not an EsmForMaskedLM checkpoint?")
     _check_tied_decoder(tensors, str(folder))
-    model = build_from_tensors(config, slots, tensors, str(folder), on_tensor)
+    model = build_from_tensors(config, slots, tensors, str(folder), on_tensor, mesh)
     model.has_contact_regression = has_regression
     return model

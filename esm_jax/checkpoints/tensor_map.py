@@ -8,6 +8,7 @@ entries; this module does the shared work of stacking per-layer tensors, transpo
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -15,9 +16,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from esm_jax.errors import CheckpointError
 from esm_jax.model import ESM, ModelConfig, abstract_model
+from esm_jax.sharding import state_shardings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,26 +103,57 @@ def load_into(
     num_layers: int,
     source: str,
     on_tensor: Callable[[str], None] = lambda name: None,
+    mesh: Mesh | None = None,
 ) -> None:
-    """Copy ``tensors`` into ``model`` (float32), after checking every name and shape."""
+    """Copy ``tensors`` into ``model`` (float32), after checking every name and shape.
+
+    With a ``mesh`` each tensor goes straight into its shards (:data:`~esm_jax.sharding.DEFAULT_RULES`),
+    one checkpoint tensor at a time: neither the host nor any device ever holds the whole model.
+    """
     state = nnx.state(model)
     pure = nnx.to_pure_dict(state)
     check_shapes(pure, slots, tensors, num_layers, source)
+    shardings = None if mesh is None else nnx.to_pure_dict(state_shardings(state, mesh))
     for slot in slots:
-        parts = []
-        for name in slot.names(num_layers):
-            array = as_numpy(tensors[name]).astype(np.float32)
-            parts.append(array.T if slot.transpose else array)
-            on_tensor(name)
-        value = np.stack(parts) if slot.per_layer else parts[0]
-        if not np.all(np.isfinite(value)):
-            raise CheckpointError(f"{source}: tensor {slot.name!r} contains NaN or infinite values")
-        _store(pure, slot.path, jnp.asarray(value))
+        sharding = None if shardings is None else _lookup(shardings, slot.path)
+        _store(pure, slot.path, _read_slot(slot, tensors, num_layers, source, on_tensor, sharding))
     unfilled = [path for path, leaf in _leaves(pure) if isinstance(leaf, jax.ShapeDtypeStruct)]
     if unfilled:
         raise CheckpointError(f"{source}: no tensor maps to model variables {unfilled[:5]}")
     nnx.replace_by_pure_dict(state, pure)
     nnx.update(model, state)
+    if mesh is not None and hasattr(model, "mesh"):
+        model.mesh = mesh
+
+
+def _read_slot(
+    slot: TensorSlot,
+    tensors: Mapping[str, Any],
+    num_layers: int,
+    source: str,
+    on_tensor: Callable[[str], None],
+    sharding: NamedSharding | None,
+) -> jax.Array:
+    """One variable from its checkpoint tensors (one per layer when stacked), on the host or into ``sharding``."""
+    layer_sharding = sharding
+    if sharding is not None and slot.per_layer:
+        layer_sharding = NamedSharding(sharding.mesh, PartitionSpec(*sharding.spec[1:]))
+    parts = []
+    for name in slot.names(num_layers):
+        array = as_numpy(tensors[name]).astype(np.float32)
+        if not np.all(np.isfinite(array)):
+            raise CheckpointError(f"{source}: tensor {slot.name!r} contains NaN or infinite values")
+        array = array.T if slot.transpose else array
+        parts.append(array if sharding is None else jax.device_put(array, layer_sharding))
+        on_tensor(name)
+    if sharding is None:
+        return jnp.asarray(np.stack(parts) if slot.per_layer else parts[0])
+    return _stack_into(sharding)(*parts) if slot.per_layer else parts[0]
+
+
+@functools.cache
+def _stack_into(sharding: NamedSharding) -> Callable[..., jax.Array]:
+    return jax.jit(lambda *parts: jnp.stack(parts), out_shardings=sharding)
 
 
 def build_from_tensors(
@@ -128,10 +162,14 @@ def build_from_tensors(
     tensors: Mapping[str, Any],
     source: str,
     on_tensor: Callable[[str], None] = lambda name: None,
+    mesh: Mesh | None = None,
 ) -> ESM:
-    """A model of ``config`` whose variables all come from ``tensors``, without random init."""
+    """A model of ``config`` whose variables all come from ``tensors``, without random init.
+
+    With a ``mesh`` the model is built into its shards and runs its batches split over the mesh.
+    """
     model = abstract_model(config)
-    load_into(model, slots, tensors, config.num_layers, source, on_tensor)
+    load_into(model, slots, tensors, config.num_layers, source, on_tensor, mesh)
     return model
 
 

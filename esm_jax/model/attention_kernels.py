@@ -13,11 +13,13 @@ Kernels:
 
 * ``dense``: all heads at once through XLA; writes the (B, H, T, T) scores to memory.
 * ``per_head``: one (sequence, head) at a time so each T×T block stays in a CPU's cache.
-* ``splash``: the Pallas splash-attention (flash) kernel for TPUs, run per device under
-  ``shard_map``; on any other platform it runs in Pallas interpret mode (slow, exact), which is
-  how it is tested without a TPU.
+* ``splash``: the Pallas splash-attention (flash) kernel for TPUs; on any other platform it runs
+  in Pallas interpret mode (slow, exact), which is how it is tested without a TPU.
 * ``cudnn``: cuDNN's fused attention through ``jax.nn.dot_product_attention`` (GPUs, bfloat16
   or float16 compute). Segments reach it as a boolean mask.
+
+On a mesh, ``per_head`` and ``splash`` run on each device's own rows under ``shard_map``
+(:func:`on_each_device`); ``dense`` and ``cudnn`` are partitioned by XLA.
 """
 
 from __future__ import annotations
@@ -178,8 +180,43 @@ def _per_head_core_backward(packed: bool, saved, d_context):
 _per_head_core.defvjp(_per_head_core_forward, _per_head_core_backward)
 
 
+def on_each_device(kernel):
+    """``kernel`` run on each device's own rows under ``shard_map`` when a mesh with batch axes is set.
+
+    Kernels that loop over rows and heads (``per_head``) or call a per-device Pallas kernel
+    (``splash``) cannot be partitioned by GSPMD: it would gather every row onto every device. Rows
+    split over the batch axes and heads over ``tensor`` (when it divides them); without such a mesh
+    the kernel runs as is.
+    """
+
+    @functools.wraps(kernel)
+    def run(query, key, value, segment_ids, key_padding_mask, dtype):
+        mesh = jax.sharding.get_abstract_mesh()
+        batch_axes = tuple(axis for axis in BATCH_AXES if not mesh.empty and axis in mesh.axis_names)
+        if not batch_axes:
+            return kernel(query, key, value, segment_ids, key_padding_mask, dtype)
+        splits_heads = "tensor" in mesh.axis_names and query.shape[2] % mesh.shape["tensor"] == 0
+        head_axis = "tensor" if splits_heads else None
+        qkv_spec, row_spec = PartitionSpec(batch_axes, None, head_axis, None), PartitionSpec(batch_axes, None)
+        masks = {"segment_ids": segment_ids, "key_padding_mask": key_padding_mask}
+        masks = {name: mask for name, mask in masks.items() if mask is not None}
+
+        def local(q, k, v, local_masks):
+            return kernel(q, k, v, local_masks.get("segment_ids"), local_masks.get("key_padding_mask"), dtype)
+
+        sharded = jax.shard_map(
+            local,
+            in_specs=(qkv_spec, qkv_spec, qkv_spec, dict.fromkeys(masks, row_spec)),
+            out_specs=qkv_spec,
+            check_vma=False,
+        )
+        return sharded(query, key, value, masks)
+
+    return run
+
+
 def splash_attention(query, key, value, segment_ids, key_padding_mask, dtype) -> jax.Array:
-    """The Pallas splash kernel, per device under ``shard_map`` when a mesh with batch axes is set.
+    """The Pallas splash kernel on one device's rows (see :func:`on_each_device`).
 
     Without packing, each row is one segment (padding its own), so non-padding queries see
     exactly the non-padding keys, as the other kernels do.
@@ -190,20 +227,7 @@ def splash_attention(query, key, value, segment_ids, key_padding_mask, dtype) ->
         else:
             segment_ids = (~key_padding_mask).astype(jnp.int32)
     interpret = target_platform() != "tpu"
-    mesh = jax.sharding.get_abstract_mesh()
-    batch_axes = tuple(axis for axis in BATCH_AXES if not mesh.empty and axis in mesh.axis_names)
-    run = functools.partial(_splash_local, interpret=interpret, dtype=dtype)
-    if not batch_axes:
-        return run(query, key, value, segment_ids)
-    head_axis = "tensor" if "tensor" in mesh.axis_names else None
-    qkv_spec = PartitionSpec(batch_axes, None, head_axis, None)
-    sharded = jax.shard_map(
-        run,
-        in_specs=(qkv_spec, qkv_spec, qkv_spec, PartitionSpec(batch_axes, None)),
-        out_specs=qkv_spec,
-        check_vma=False,
-    )
-    return sharded(query, key, value, segment_ids)
+    return _splash_local(query, key, value, segment_ids, interpret=interpret, dtype=dtype)
 
 
 def _splash_block_sizes(length: int) -> splash.BlockSizes:
@@ -256,4 +280,8 @@ def cudnn_attention(query, key, value, segment_ids, key_padding_mask, dtype, imp
     return context.astype(dtype)
 
 
-KERNELS = {"per_head": per_head_attention, "splash": splash_attention, "cudnn": cudnn_attention}
+KERNELS = {
+    "per_head": on_each_device(per_head_attention),
+    "splash": on_each_device(splash_attention),
+    "cudnn": cudnn_attention,
+}

@@ -15,9 +15,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.sharding import Mesh
 
 from esm_jax.alphabet import Alphabet
 from esm_jax.errors import CheckpointError
+from esm_jax.mesh import batch_shard_count, batch_sharding
 from esm_jax.model.block import TransformerBlock
 from esm_jax.model.config import ModelConfig
 from esm_jax.model.heads import ContactHead, LMHead
@@ -54,6 +56,8 @@ class ESM(nnx.Module):
         self.prepend_bos = True
         self.append_eos = True
         self.has_contact_regression = True
+        # The mesh whose batch axes split every batch (set by esm_jax.sharding.shard_model); None: one device.
+        self.mesh: Mesh | None = None
         d = config.embed_dim
         self.embed_tokens = nnx.Embed(
             config.vocab_size, d, embedding_init=partitioned(WEIGHT_INIT, ("vocab", "embed")), rngs=rngs
@@ -132,10 +136,27 @@ class ESM(nnx.Module):
             tokens = np.asarray(tokens, dtype=np.int32)
         if segment_ids is not None:
             self.check_segments(tokens, segment_ids, return_contacts)
-            segment_ids = jnp.asarray(segment_ids, dtype=jnp.int32)
+            segment_ids = np.asarray(segment_ids, dtype=np.int32)
         graphdef, state = nnx.split(self)
         options = (need_head_weights, return_contacts, lean)
-        return _compiled_forward(graphdef, state, tokens, segment_ids, layers, *options)
+        if self.mesh is None:
+            return _compiled_forward(graphdef, state, tokens, segment_ids, layers, *options)
+        rows, (tokens, segment_ids) = len(tokens), self._rows_for_mesh(tokens, segment_ids)
+        with jax.set_mesh(self.mesh):
+            out = _compiled_forward(graphdef, state, tokens, segment_ids, layers, *options)
+        return out if len(tokens) == rows else jax.tree.map(lambda values: values[:rows], out)
+
+    def _rows_for_mesh(self, tokens, segment_ids) -> tuple[jax.Array, jax.Array | None]:
+        """The batch padded with empty ``<cls><eos>`` rows to a multiple of the mesh's batch shards, split over them."""
+        tokens = np.asarray(tokens, dtype=np.int32)
+        extra = -len(tokens) % batch_shard_count(self.mesh)
+        filler = np.full((extra, tokens.shape[1]), self.padding_idx, np.int32)
+        filler[:, :2] = (self.cls_idx, self.eos_idx)
+        tokens = np.concatenate([tokens, filler])
+        if segment_ids is not None:
+            segment_ids = np.concatenate([segment_ids, (filler != self.padding_idx).astype(np.int32)])
+            segment_ids = jax.device_put(segment_ids, batch_sharding(self.mesh))
+        return jax.device_put(tokens, batch_sharding(self.mesh)), segment_ids
 
     def check_segments(self, tokens, segment_ids, return_contacts: bool = False) -> None:
         """Refuse packed rows this model cannot run, with the row and position at fault."""

@@ -41,9 +41,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from esm_jax.mesh import batch_sharding, build_mesh, check_batch_divisible
 from esm_jax.model import ModelConfig, attention_kernels
 from esm_jax.sharding import state_shardings
-from esm_jax.train.mesh import batch_sharding, build_mesh, check_batch_divisible
 from esm_jax.train.metrics import PEAK_FLOPS_BY_DEVICE_KIND, train_flops_per_token
 from esm_jax.train.optimizer import learning_rate_schedule, make_optimizer
 from esm_jax.train.state import abstract_state, with_shardings

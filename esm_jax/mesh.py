@@ -1,7 +1,8 @@
-"""The training device mesh: axes ``data``, ``fsdp`` and ``tensor`` sized from the config.
+"""Device meshes with axes ``data``, ``fsdp`` and ``tensor``, for training and inference alike.
 
-One size may be -1 and absorbs the remaining devices. On a multi-slice TPU job the ``data``
-axis spans slices (data-center network) and the other axes stay inside a slice (ICI).
+Sizes come from a config (training) or a ``data=2,fsdp=4`` string (``--mesh`` on the command
+line). One size may be -1 and absorbs the remaining devices. On a multi-slice TPU job the
+``data`` axis spans slices (data-center network) and the other axes stay inside a slice (ICI).
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import numpy as np
 from jax.experimental import mesh_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
+from esm_jax.sharding import BATCH_AXES
+
 AXES = ("data", "fsdp", "tensor")
-BATCH_AXES = ("data", "fsdp")
 
 
 def mesh_shape(sizes: Mapping[str, int], device_count: int) -> tuple[int, ...]:
@@ -37,6 +39,21 @@ def mesh_shape(sizes: Mapping[str, int], device_count: int) -> tuple[int, ...]:
     return tuple(shape)
 
 
+def parse_mesh_sizes(text: str) -> dict[str, int]:
+    """``"data=2,fsdp=4"`` as ``{"data": 2, "fsdp": 4, "tensor": 1}`` (unnamed axes have size 1)."""
+    sizes = dict.fromkeys(AXES, 1)
+    for part in filter(None, (piece.strip() for piece in text.split(","))):
+        name, _, value = part.partition("=")
+        name = name.strip()
+        if name not in AXES or not value.strip().lstrip("-").isdigit():
+            raise ValueError(
+                f"mesh {text!r}: {part!r} is not AXIS=SIZE with AXIS one of {', '.join(AXES)}; "
+                "write e.g. data=2,fsdp=4,tensor=1 (one size may be -1 for the remaining devices)"
+            )
+        sizes[name] = int(value)
+    return sizes
+
+
 def build_mesh(sizes: Mapping[str, int], devices: Sequence[jax.Device] | None = None) -> Mesh:
     """A mesh over ``devices`` (default: all) with automatic (GSPMD) sharding propagation."""
     devices = list(jax.devices() if devices is None else devices)
@@ -55,14 +72,34 @@ def build_mesh(sizes: Mapping[str, int], devices: Sequence[jax.Device] | None = 
     return Mesh(grid, AXES, axis_types=(AxisType.Auto,) * len(AXES))
 
 
+def inference_mesh(spec: Mesh | str | None = "auto") -> Mesh | None:
+    """The mesh a loaded model runs on: ``"auto"`` spreads batches over every local device.
+
+    ``spec`` is a :class:`Mesh`, ``"auto"`` (all of this process's devices on ``data``; None, plain
+    single-device execution, when there is only one), sizes such as ``"data=2,fsdp=4"`` laid over
+    this process's devices, or None for no mesh.
+    """
+    if spec is None or isinstance(spec, Mesh):
+        return spec
+    devices = jax.local_devices()
+    if spec == "auto":
+        return build_mesh({"data": -1, "fsdp": 1, "tensor": 1}, devices) if len(devices) > 1 else None
+    return build_mesh(parse_mesh_sizes(spec), devices)
+
+
 def batch_sharding(mesh: Mesh) -> NamedSharding:
     """Examples split over ``data`` × ``fsdp``; the sequence axis kept whole."""
     return NamedSharding(mesh, PartitionSpec(BATCH_AXES))
 
 
+def batch_shard_count(mesh: Mesh) -> int:
+    """How many parts a batch's rows are split into: the product of the mesh's batch axes."""
+    return math.prod(mesh.shape[axis] for axis in BATCH_AXES if axis in mesh.shape)
+
+
 def check_batch_divisible(rows: int, accumulation_steps: int, mesh: Mesh, where: str) -> None:
     """Refuse, before compiling, a batch the mesh cannot split evenly."""
-    shards = mesh.shape["data"] * mesh.shape["fsdp"]
+    shards = batch_shard_count(mesh)
     if rows % accumulation_steps or (rows // accumulation_steps) % shards:
         raise ValueError(
             f"{where}: a batch of {rows} sequences cannot be cut into {accumulation_steps} micro-batches "
