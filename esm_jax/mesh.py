@@ -15,7 +15,7 @@ import numpy as np
 from jax.experimental import mesh_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-from esm_jax.sharding import BATCH_AXES
+from esm_jax.sharding import BATCH_AXES, shard_model
 
 AXES = ("data", "fsdp", "tensor")
 
@@ -85,6 +85,15 @@ def inference_mesh(spec: Mesh | str | None = "auto") -> Mesh | None:
     if spec == "auto":
         return build_mesh({"data": -1, "fsdp": 1, "tensor": 1}, devices) if len(devices) > 1 else None
     return build_mesh(parse_mesh_sizes(spec), devices)
+
+
+def on_inference_mesh(model, spec: Mesh | str | None = "auto"):
+    """``model`` with its parameters on :func:`inference_mesh` ``(spec)``, splitting its batches over it.
+
+    Only models that run their own batches (ESM) are placed; others (the LSTM baseline) stay on one device.
+    """
+    mesh = inference_mesh(spec)
+    return shard_model(model, mesh) if mesh is not None and hasattr(model, "mesh") else model
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

@@ -21,10 +21,9 @@ from esm_jax.alphabet import Alphabet
 from esm_jax.checkpoints import fair_esm, huggingface, native, torch_reader, torch_writer
 from esm_jax.checkpoints.tensor_map import as_numpy, blank_contact_regression, build_from_tensors, export_from
 from esm_jax.errors import CheckpointError
-from esm_jax.mesh import inference_mesh
+from esm_jax.mesh import inference_mesh, on_inference_mesh
 from esm_jax.model import ESM, build_model, named_config
 from esm_jax.model.named import MODELS_WITHOUT_CONTACT_REGRESSION, NAMED_MODELS
-from esm_jax.sharding import shard_model
 from esm_jax.train import checkpointing
 
 HUB_URL = "https://dl.fbaipublicfiles.com/fair-esm"
@@ -128,11 +127,11 @@ def load_model_and_alphabet_local(
     mesh = inference_mesh(mesh)
     if path.is_dir():
         if checkpointing.is_training_run(path):
-            model = _on_mesh(checkpointing.load_trained_model(path, **options), mesh)
+            model = on_inference_mesh(checkpointing.load_trained_model(path, **options), mesh)
         elif (path / "config.json").is_file():
             model = huggingface.load(path, on_tensor=on_tensor, mesh=mesh, **options)
         elif native.is_checkpoint(path):
-            model = _on_mesh(native.restore(path, **options), mesh)
+            model = on_inference_mesh(native.restore(path, **options), mesh)
         else:
             raise CheckpointError(f"{path}: folder holds neither a Hugging Face config.json nor an esm-jax checkpoint")
     elif path.is_file():
@@ -140,11 +139,6 @@ def load_model_and_alphabet_local(
     else:
         raise CheckpointError(f"{path}: no such file or folder")
     return model, Alphabet()
-
-
-def _on_mesh(model, mesh: Mesh | None):
-    """``model`` placed on ``mesh`` (the ESM models; an LSTM baseline stays on one device)."""
-    return shard_model(model, mesh) if mesh is not None and isinstance(model, ESM) else model
 
 
 def cache_dir() -> Path:
@@ -191,7 +185,7 @@ def random_model_and_alphabet(
 ) -> tuple[ESM, Alphabet]:
     """A released model shape with random weights (no download), on ``mesh`` as loaded models are."""
     config = named_config(name).replace(**_runtime_options(**options))
-    return _on_mesh(build_model(config, seed=seed), inference_mesh(mesh)), Alphabet()
+    return on_inference_mesh(build_model(config, seed=seed), mesh), Alphabet()
 
 
 def save_fair_esm(model: ESM, path: str | os.PathLike) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from esm_jax import pretrained
+from esm_jax.mesh import on_inference_mesh
 from esm_jax.model import ESM, NAMED_MODELS, BiLSTMLM, build_model
 
 # task name -> module implementing it
@@ -73,12 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
 def load_backbone(args: argparse.Namespace) -> ESM | BiLSTMLM:
     """The frozen backbone named by ``--checkpoint`` (with ``--random-weights``: its shape, freshly initialised).
 
+    ESM backbones split their batches over every local device (:func:`esm_jax.mesh.on_inference_mesh`).
     A training run of an LSTM baseline gives a :class:`BiLSTMLM`, which has logits only (language-model task).
     """
     if args.random_weights and args.checkpoint in NAMED_MODELS:
-        return build_model(args.checkpoint, seed=args.seed)
+        return on_inference_mesh(build_model(args.checkpoint, seed=args.seed))
     model, _ = pretrained.load_model_and_alphabet(args.checkpoint)
-    return build_model(model.config, seed=args.seed) if args.random_weights else model
+    return on_inference_mesh(build_model(model.config, seed=args.seed)) if args.random_weights else model
 
 
 def _task_arguments(module, common: argparse.Namespace) -> argparse.Namespace:

@@ -7,6 +7,7 @@ log-softmax over its whole output vocabulary at each position selected for maski
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import jax
@@ -40,18 +41,15 @@ class MaskedLmScorer:
     """
 
     def __init__(self, model: ESM | BiLSTMLM):
+        self._model = model
         self._graphdef, self._state = nnx.split(model)
         self._step = jax.jit(_masked_nll, static_argnums=0)
 
     def batch_nll(self, tokens: np.ndarray, targets: np.ndarray, loss_mask: np.ndarray) -> tuple[float, int]:
-        """(summed NLL in nats, number of masked tokens) of one batch."""
-        total, count = jax.device_get(
-            self._step(
-                self._graphdef,
-                self._state,
-                np.asarray(tokens, np.int32),
-                np.asarray(targets, np.int32),
-                np.asarray(loss_mask, np.float32),
-            )
-        )
+        """(summed NLL in nats, number of masked tokens) of one batch (split over the ESM model's mesh, if any)."""
+        batch = (np.asarray(tokens, np.int32), np.asarray(targets, np.int32), np.asarray(loss_mask, np.float32))
+        on_mesh = isinstance(self._model, ESM)
+        batch = self._model.place_rows(*batch) if on_mesh else batch  # added rows are masked out of the sums
+        with self._model.mesh_context() if on_mesh else contextlib.nullcontext():
+            total, count = jax.device_get(self._step(self._graphdef, self._state, *batch))
         return float(total), int(count)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from esm_jax.cli.models import MODEL_HELP, add_model_options, load_model
+from esm_jax.cli.models import MODEL_HELP, add_model_options, load_model, model_identity
+from esm_jax.cli.processes import add_process_options, process_share_options
 from esm_jax.fasta import read_fasta
-from esm_jax.inference.extract import INCLUDE_CHOICES, extract
+from esm_jax.inference.extract import INCLUDE_CHOICES, OUTPUT_FORMATS, extract
 
 DESCRIPTION = """\
 Compute ESM representations for each protein in a FASTA file and save one .npz file per
@@ -18,12 +19,24 @@ What to save (--include, one or more):
   bos       the vector of the start token
   contacts  the predicted residue-residue contact probabilities (L x L)
 
+Outputs (--format):
+  npz       one file per protein, as fair-esm writes them (load one with esm_jax.inference.extract.load_extracted)
+  shards    a few large memory-mappable arrays in OUTPUT_DIR/shards (for millions of proteins; read them with
+            esm_jax.inference.sharded_outputs.ExtractedShards(OUTPUT_DIR), which gives fair-esm's dict per protein)
+
+Batches are split over every device of this process (--mesh). On several hosts, or several
+processes on one, give each process --num-processes N --process-id I (or --distributed auto on a
+TPU pod or a SLURM job): each computes a disjoint share of the proteins into the same OUTPUT_DIR, and
+the last to finish writes index.tsv. Every file is written whole; rerunning the same command after a
+crash or kill computes only what is missing.
+
 On TPUs and GPUs short proteins are packed several to a batch row (less padding, fewer shapes to
 compile); on CPUs each protein has a row of its own, which runs faster there once compiled. --pack and
 --no-pack choose either way; contacts are never packed. The saved values are the same either way.
 
-Example:
+Examples:
   esm-jax extract esm2_t33_650M_UR50D proteins.fasta embeddings/ --include mean per_tok --repr-layers -1
+  esm-jax extract esm2_t48_15B_UR50D uniref50.fasta out/ --include mean --format shards --mesh fsdp=8
 """
 
 
@@ -69,12 +82,23 @@ def add_parser(subcommands, name: str) -> None:
         default=None,
         help="several proteins per batch row, or (--no-pack) one per row (default: pack on TPUs and GPUs; see above)",
     )
+    parser.add_argument(
+        "--format", dest="output_format", choices=OUTPUT_FORMATS, default="npz", help="how outputs are stored (above)"
+    )
+    parser.add_argument(
+        "--residues-per-shard",
+        type=int,
+        default=100_000,
+        help="residues per shard with --format shards (default: 100000)",
+    )
+    add_process_options(parser)
     parser.add_argument("--upper-case", action="store_true", help="accept lower-case residues by upper-casing them")
     parser.add_argument("--strip-stop", action="store_true", help="drop one terminal '*' (stop codon) per sequence")
     add_model_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    process_id, num_processes = process_share_options(args)
     records = read_fasta(args.fasta_file, strip_stop=args.strip_stop)
     model = load_model(args.model_location, args)
     summary = extract(
@@ -87,9 +111,17 @@ def run(args: argparse.Namespace) -> int:
         truncation_seq_length=args.truncation_seq_length,
         upper_case=args.upper_case,
         pack=args.pack,
+        output_format=args.output_format,
+        residues_per_shard=args.residues_per_shard,
+        process_id=process_id,
+        num_processes=num_processes,
+        model_name=model_identity(args),
     )
+    done = summary.sequences - summary.computed
     print(
-        f"wrote {summary.sequences} files to {summary.output_dir} "
-        f"({summary.residues} residues, {summary.residues_per_second:,.0f} residues/s)"
+        f"process {process_id} of {num_processes}: {summary.sequences} proteins in {summary.output_dir} "
+        f"({summary.computed} computed, {done} already there; {summary.residues:,} residues, "
+        f"{summary.residues_per_second:,.0f} residues/s)"
     )
+    print(f"index: {summary.index}" if summary.index else "index.tsv follows when every process has finished")
     return 0

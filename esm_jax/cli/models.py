@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 
 from esm_jax import pretrained
+from esm_jax.errors import EsmJaxError
+from esm_jax.mesh import inference_mesh
 from esm_jax.model import ESM, NAMED_MODELS
 from esm_jax.model.config import ATTENTION_IMPLEMENTATIONS
 
@@ -28,6 +30,13 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="attention kernel: auto picks per_head on CPUs, splash on TPUs, cudnn on GPUs (default: auto)",
     )
+    parser.add_argument(
+        "--mesh",
+        default="auto",
+        help="devices of this process the model runs on: auto splits every batch over all of them; sizes such "
+        "as data=4,fsdp=2,tensor=1 also split the parameters (fsdp, tensor) for models larger than one "
+        "device; one size may be -1 (default: auto)",
+    )
 
 
 MODEL_HELP = (
@@ -38,9 +47,19 @@ MODEL_HELP = (
 
 
 def load_model(name: str, args: argparse.Namespace) -> ESM:
-    options = {"compute_dtype": args.dtype, "attention_impl": args.attention_impl}
+    try:
+        mesh = inference_mesh(args.mesh)
+    except ValueError as error:
+        raise EsmJaxError(f"--mesh {args.mesh}: {error}") from None
+    options = {"compute_dtype": args.dtype, "attention_impl": args.attention_impl, "mesh": mesh}
     if args.random_weights:
         model, _ = pretrained.random_model_and_alphabet(name, seed=args.seed, **options)
     else:
         model, _ = pretrained.load_model_and_alphabet(name, **options)
     return model
+
+
+def model_identity(args: argparse.Namespace) -> str:
+    """How the command line named the model, for records of what an output was made with."""
+    suffix = f" (random weights, seed {args.seed})" if args.random_weights else ""
+    return f"{args.model_location}{suffix}"

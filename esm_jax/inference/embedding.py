@@ -55,12 +55,14 @@ def iter_outputs(
 ) -> Iterator[SequenceOutputs]:
     """Outputs of every sequence of ``encoded`` (in batch order, each exactly once).
 
-    ``pack`` lays several sequences per row of ``row_width`` tokens (default:
+    ``toks_per_batch`` counts per device: a model on a mesh (:meth:`ESM.place_rows`) takes batches as
+    many times larger as devices share them. ``pack`` lays several sequences per row of ``row_width`` tokens (default:
     :func:`~esm_jax.inference.batching.default_row_width`); packed rows cannot give contacts, so
     ``return_contacts`` runs one sequence per row whatever ``pack`` says.
     """
     layers = model.normalize_layers(repr_layers)
-    for batch in _plan(model, encoded, toks_per_batch, pack and not return_contacts, row_width):
+    budget = toks_per_batch * model.batch_shards
+    for batch in _plan(model, encoded, budget, pack and not return_contacts, row_width):
         options = {"return_contacts": return_contacts, "segment_ids": batch.segment_ids}
         out = jax.device_get(model.embed(batch.tokens, repr_layers=layers, **options))
         representations = out["representations"].items()

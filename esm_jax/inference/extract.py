@@ -4,35 +4,55 @@ Each sequence is written to ``<output_dir>/<label>.npz`` with fair-esm's keys fl
 ``label``, ``representations/<layer>`` (L, D), ``mean_representations/<layer>`` (D,),
 ``bos_representations/<layer>`` (D,) and ``contacts`` (L, L), where L is the number of
 residues after truncation. :func:`load_extracted` turns a file back into fair-esm's nested dict.
+``output_format="shards"`` writes the same arrays as a few large memory-mappable shards instead
+(:mod:`esm_jax.inference.sharded_outputs`).
+
+Runs scale out and resume:
+
+* ``num_processes`` processes (hosts, or several on one host) each take a disjoint, deterministic
+  share of the records (:func:`process_share`) and write their own files into one folder; each
+  lists its records in ``index-<id>-of-<n>.tsv``, and the process that completes the set merges
+  them into ``index.tsv``, which lists every record once, in FASTA order.
+* Every file or shard is written whole and renamed into place. Rerunning the same command after a
+  crash or kill skips what is already there and computes the rest. ``extract.json`` records what
+  the folder was made with; a rerun asking for something else stops before writing anything.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
+import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from esm_jax.files import atomic_output, write_text_atomically
+from esm_jax.errors import EsmJaxError
+from esm_jax.files import atomic_output, write_json_atomically, write_text_atomically
 from esm_jax.inference.embedding import SequenceOutputs, encode_records, iter_outputs, packs_by_default
+from esm_jax.inference.sharded_outputs import ShardWriter
 from esm_jax.model import ESM
 
 INCLUDE_CHOICES = ("mean", "per_tok", "bos", "contacts")
+OUTPUT_FORMATS = ("npz", "shards")
+MANIFEST = "extract.json"
 _MAX_NAME_BYTES = 200
 
 
 @dataclasses.dataclass(frozen=True)
 class ExtractionSummary:
-    sequences: int
+    sequences: int  # records of this process's share
     residues: int
+    computed: int  # records computed by this run (the rest were already written)
     seconds: float
     output_dir: Path
-    files: dict[str, Path]
+    index: Path | None  # index.tsv, once every process has finished
+    files: dict[str, Path]  # label -> .npz file of each record of the share (npz format)
 
     @property
     def residues_per_second(self) -> float:
@@ -43,7 +63,7 @@ def output_names(labels: Sequence[str]) -> list[str]:
     """File stems for ``labels``: path separators replaced, long names shortened, clashes numbered."""
     names, used = [], set()
     for number, label in enumerate(labels, start=1):
-        name = label.replace(os.sep, "_").replace("\0", "_") or "unnamed"
+        name = label.replace(os.sep, "_").replace("\0", "_").replace("\t", "_") or "unnamed"
         if name in (".", ".."):
             name = f"_{name}"
         if len(name.encode()) > _MAX_NAME_BYTES:
@@ -54,6 +74,31 @@ def output_names(labels: Sequence[str]) -> list[str]:
         used.add(name)
         names.append(name)
     return names
+
+
+def process_share(lengths: Sequence[int], process_id: int, num_processes: int) -> list[int]:
+    """The record indices process ``process_id`` of ``num_processes`` computes, in FASTA order.
+
+    Records are dealt longest first, round robin, so every process gets about the same residues; the
+    shares depend on the lengths alone, so every process computes the same split without talking.
+    """
+    if not 0 <= process_id < num_processes:
+        raise ValueError(f"process id {process_id} is not in 0..{num_processes - 1} (of {num_processes} processes)")
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    return sorted(order[process_id::num_processes])
+
+
+def shard_chunks(indices: Sequence[int], lengths: Sequence[int], residues_per_shard: int) -> list[list[int]]:
+    """``indices`` cut, in order, into runs of at most ``residues_per_shard`` residues (at least one record)."""
+    chunks: list[list[int]] = []
+    total = residues_per_shard
+    for index in indices:
+        if total + lengths[index] > residues_per_shard:
+            chunks.append([])
+            total = 0
+        chunks[-1].append(index)
+        total += lengths[index]
+    return chunks
 
 
 def _sequence_arrays(label: str, outputs: SequenceOutputs, include: Sequence[str]) -> dict:
@@ -70,6 +115,46 @@ def _sequence_arrays(label: str, outputs: SequenceOutputs, include: Sequence[str
     return arrays
 
 
+def _array_widths(model: ESM, layers: Sequence[int], include: Sequence[str]) -> dict[str, int]:
+    groups = {"per_tok": "representations", "mean": "mean_representations", "bos": "bos_representations"}
+    width = model.config.embed_dim
+    widths = {f"{groups[kind]}/{layer}": width for kind in groups if kind in include for layer in layers}
+    return widths | ({"contacts": 0} if "contacts" in include else {})
+
+
+def _output_config(model: ESM) -> dict:
+    """The model settings that change its outputs (not how it runs: kernel, layer loop, rematerialisation)."""
+    runtime = ("attention_impl", "scan_layers", "remat_policy")
+    return {key: value for key, value in model.config.to_dict().items() if key not in runtime}
+
+
+def _fingerprint(records: Sequence[tuple[str, str]]) -> str:
+    """A digest of every label and sequence: a rerun on another FASTA file is told apart."""
+    digest = hashlib.sha256()
+    for label, sequence in records:
+        digest.update(f"{label}\n{sequence}\n".encode())
+    return f"{len(records)} records, sha256 {digest.hexdigest()[:16]}"
+
+
+def _check_manifest(output_dir: Path, manifest: dict) -> None:
+    """Refuse to add to a folder made with other settings; record the settings in a new one."""
+    path = output_dir / MANIFEST
+    if not path.is_file():
+        write_json_atomically(path, manifest)
+        return
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise EsmJaxError(f"{path}: unreadable ({exc}); delete it or choose a new output folder") from None
+    differ = sorted(key for key in manifest.keys() | saved.keys() if manifest.get(key) != saved.get(key))
+    if differ:
+        changes = "; ".join(f"{key}: {saved.get(key)!r} there, {manifest.get(key)!r} now" for key in differ)
+        raise EsmJaxError(
+            f"{output_dir} holds an extraction made with other settings ({changes}); rerun with the same "
+            "settings to finish it, or choose a new output folder"
+        )
+
+
 def extract(
     model: ESM,
     records: Sequence[tuple[str, str]],
@@ -82,47 +167,151 @@ def extract(
     upper_case: bool = False,
     pack: bool | None = None,
     row_width: int | None = None,
+    output_format: str = "npz",
+    residues_per_shard: int = 100_000,
+    process_id: int = 0,
+    num_processes: int = 1,
+    model_name: str | None = None,
     show_progress: bool = True,
 ) -> ExtractionSummary:
-    """Run ``model`` over ``records`` and write one ``.npz`` per sequence into ``output_dir``.
+    """Run ``model`` over this process's share of ``records`` and write their outputs into ``output_dir``.
 
     Every sequence is validated before anything is computed or written. Sequences go into
-    token-budget batches of a few fixed shapes (one compilation each): packed several to a row
-    of ``row_width`` tokens when ``pack`` is on (default: on TPUs and GPUs, see
-    :func:`~esm_jax.inference.embedding.packs_by_default`) and no contacts are asked for (packed rows
-    cannot give them), else length-sorted one to a row. The files are the same either way.
+    token-budget batches of a few fixed shapes (one compilation each, ``toks_per_batch`` per device):
+    packed several to a row of ``row_width`` tokens when ``pack`` is on (default: on TPUs and GPUs,
+    see :func:`~esm_jax.inference.embedding.packs_by_default`) and no contacts are asked for, else
+    length-sorted one to a row. The outputs are the same either way. ``output_format`` is ``npz``
+    (one file per record) or ``shards`` (runs of ``residues_per_shard`` residues); records or shards
+    already in the folder are kept, not recomputed. ``model_name`` goes into ``extract.json`` so a
+    rerun with another model is refused.
     """
     unknown = set(include) - set(INCLUDE_CHOICES)
     if unknown or not include:
         raise ValueError(f"include must name some of {INCLUDE_CHOICES}, got {list(include)}")
-    model.normalize_layers(repr_layers)
+    if output_format not in OUTPUT_FORMATS:
+        raise ValueError(f"output_format must be one of {OUTPUT_FORMATS}, got {output_format!r}")
+    layers = model.normalize_layers(repr_layers)
     encoded = encode_records(records, truncation_seq_length, upper_case)
-    names = output_names([label for label, _ in records])
+    lengths = [len(ids) for ids in encoded]
+    share = process_share(lengths, process_id, num_processes)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    files: dict[str, Path] = {}
-    residues = sum(len(ids) for ids in encoded)
+    manifest = {
+        "model": model_name, "config": _output_config(model), "include": sorted(include), "repr_layers": list(layers),
+        "truncation_seq_length": truncation_seq_length, "format": output_format, "records": _fingerprint(records),
+        "processes": num_processes, "residues_per_shard": residues_per_shard if output_format == "shards" else None,
+    }  # fmt: skip
+    _check_manifest(output_dir, manifest)
+    run = _Run(model, encoded, records, output_dir, layers, include, toks_per_batch, pack, row_width)
     start = time.perf_counter()
+    residues = sum(lengths[i] for i in share)
     with tqdm(total=residues, unit="res", unit_scale=True, desc="extract", disable=not show_progress) as bar:
-        outputs = iter_outputs(
-            model,
-            encoded,
-            repr_layers,
-            return_contacts="contacts" in include,
-            toks_per_batch=toks_per_batch,
-            pack=packs_by_default(model) if pack is None else pack,
-            row_width=row_width,
-            progress=bar,
-        )
-        for sequence in outputs:
-            label = records[sequence.index][0]
-            path = output_dir / f"{names[sequence.index]}.npz"
-            with atomic_output(path, "wb") as handle:
-                np.savez(handle, **_sequence_arrays(label, sequence, include))
-            files[label] = path
-    index_lines = "".join(f"{files[label].name}\t{label}\n" for label, _ in records)
-    write_text_atomically(output_dir / "index.tsv", "file\tlabel\n" + index_lines)
-    return ExtractionSummary(len(records), residues, time.perf_counter() - start, output_dir, files)
+        if output_format == "npz":
+            computed, files = run.to_files(share, bar)
+            index_rows = [f"{path.name}\t{label}" for label, path in files.items()]
+        else:
+            computed, index_rows = run.to_shards(shard_chunks(share, lengths, residues_per_shard), process_id, bar)
+            files = {}
+    index = _write_index(output_dir, records, index_rows, output_format, process_id, num_processes)
+    seconds = time.perf_counter() - start
+    return ExtractionSummary(len(share), residues, computed, seconds, output_dir, index, files)
+
+
+class _Run:
+    """One extraction's settings, and the two ways of writing its outputs."""
+
+    def __init__(self, model, encoded, records, output_dir, layers, include, toks_per_batch, pack, row_width):
+        self.model, self.encoded, self.records, self.output_dir = model, encoded, records, output_dir
+        self.layers, self.include = layers, include
+        self.names = output_names([label for label, _ in records])
+        self.options = {
+            "return_contacts": "contacts" in include,
+            "toks_per_batch": toks_per_batch,
+            "pack": packs_by_default(model) if pack is None else pack,
+            "row_width": row_width,
+        }
+
+    def outputs(self, indices: Sequence[int], bar: tqdm) -> Iterator[tuple[int, dict]]:
+        """``(record index, arrays)`` of every record of ``indices``, in batch order."""
+        for sequence in iter_outputs(self.model, [self.encoded[i] for i in indices], self.layers, **self.options):
+            index = indices[sequence.index]
+            bar.update(len(self.encoded[index]))
+            yield index, _sequence_arrays(self.records[index][0], sequence, self.include)
+
+    def to_files(self, share: Sequence[int], bar: tqdm) -> tuple[int, dict[str, Path]]:
+        """One ``.npz`` per record (label -> file); records whose file exists are skipped."""
+        paths = {index: self.output_dir / f"{self.names[index]}.npz" for index in share}
+        todo = [index for index in share if not paths[index].is_file()]
+        bar.update(sum(len(self.encoded[i]) for i in share) - sum(len(self.encoded[i]) for i in todo))
+        for index, arrays in self.outputs(todo, bar):
+            with atomic_output(paths[index], "wb") as handle:
+                np.savez(handle, **arrays)
+        return len(todo), {self.records[index][0]: paths[index] for index in share}
+
+    def to_shards(self, chunks: list[list[int]], process_id: int, bar: tqdm) -> tuple[int, list[str]]:
+        """One shard per chunk; shards already in place are skipped."""
+        widths = _array_widths(self.model, self.layers, self.include)
+        computed, rows = 0, []
+        for number, chunk in enumerate(chunks):
+            name = f"p{process_id:05d}-s{number:05d}"
+            path = self.output_dir / "shards" / name
+            rows += [f"{name}\t{row}\t{self.records[index][0]}" for row, index in enumerate(chunk)]
+            if path.is_dir():
+                bar.update(sum(len(self.encoded[i]) for i in chunk))
+                continue
+            labels = [self.records[index][0] for index in chunk]
+            writer = ShardWriter(path, labels, [len(self.encoded[i]) for i in chunk], widths)
+            try:
+                row_of = {index: row for row, index in enumerate(chunk)}
+                for index, arrays in self.outputs(chunk, bar):
+                    writer.put(row_of[index], arrays)
+                writer.commit()
+            except BaseException:
+                writer.discard()
+                raise
+            computed += len(chunk)
+        return computed, rows
+
+
+def _write_index(
+    output_dir: Path, records, rows: list[str], output_format: str, process_id: int, num_processes: int
+) -> Path | None:
+    """This process's part of the index; the whole ``index.tsv`` once every part is there."""
+    header = "file\tlabel\n" if output_format == "npz" else "shard\trow\tlabel\n"
+    if num_processes == 1:
+        lines = rows
+    else:
+        part = output_dir / f"index-{process_id:05d}-of-{num_processes:05d}.tsv"
+        write_text_atomically(part, header + "".join(f"{row}\n" for row in rows))
+        parts = [output_dir / f"index-{i:05d}-of-{num_processes:05d}.tsv" for i in range(num_processes)]
+        if not all(path.is_file() for path in parts):
+            return None
+        lines = _merged_parts(output_dir, parts, records, output_format)
+    index = write_text_atomically(output_dir / "index.tsv", header + "".join(f"{line}\n" for line in lines))
+    _remove_leftovers(output_dir)
+    return index
+
+
+def _merged_parts(output_dir: Path, parts: list[Path], records, output_format: str) -> list[str]:
+    """Every process's index lines, one per record, in FASTA order."""
+    by_label = {}
+    for path in parts:
+        for line in path.read_text(encoding="utf-8").splitlines()[1:]:
+            label = line.split("\t", 1)[1] if output_format == "npz" else line.split("\t", 2)[2]
+            by_label[label] = line
+    missing = [label for label, _ in records if label not in by_label]
+    if missing:
+        raise EsmJaxError(f"{output_dir}: the index parts lack records {missing[:3]}; rerun the missing processes")
+    return [by_label[label] for label, _ in records]
+
+
+def _remove_leftovers(output_dir: Path) -> None:
+    """Temporary files and shard folders of killed runs (every process has finished when this runs)."""
+    for leftover in [*output_dir.glob(".*.partial"), *output_dir.glob("shards/.*.partial")]:
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
 
 
 def load_extracted(path: str | os.PathLike) -> dict:

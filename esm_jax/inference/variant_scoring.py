@@ -105,12 +105,14 @@ def _query_log_probs(
             results: list[np.ndarray | None] = [None] * len(chunk)
             rows = [query.residues for query in chunk]
             widest = max(len(residues) for residues in rows) + 2  # one scan's rows share this width: no ladder padding
-            for batch in plan_batches(rows, toks_per_batch, max_width=widest):
+            for batch in plan_batches(rows, toks_per_batch * model.batch_shards, max_width=widest):
                 reads = max(len(chunk[index].read) for index in batch.indices)
                 positions = np.zeros((batch.tokens.shape[0], 1 << (reads - 1).bit_length()), dtype=np.int32)
                 for row, index in enumerate(batch.indices):
                     positions[row, : len(chunk[index].read)] = np.asarray(chunk[index].read) + 1  # after BOS
-                out = np.asarray(_log_probs_at(graphdef, state, batch.tokens, positions))
+                tokens, positions = model.place_rows(batch.tokens, positions)
+                with model.mesh_context():
+                    out = np.asarray(_log_probs_at(graphdef, state, tokens, positions))
                 for row, index in enumerate(batch.indices):
                     results[index] = out[row, : len(chunk[index].read)]
                 bar.update(len(batch.indices))

@@ -8,6 +8,7 @@ use inside a caller's own ``jax.jit`` (training and evaluation steps).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Iterable
 
@@ -141,22 +142,44 @@ class ESM(nnx.Module):
         options = (need_head_weights, return_contacts, lean)
         if self.mesh is None:
             return _compiled_forward(graphdef, state, tokens, segment_ids, layers, *options)
-        rows, (tokens, segment_ids) = len(tokens), self._rows_for_mesh(tokens, segment_ids)
-        with jax.set_mesh(self.mesh):
+        rows = len(tokens)
+        tokens, segment_ids = self.place_rows(tokens, segment_ids)
+        with self.mesh_context():
             out = _compiled_forward(graphdef, state, tokens, segment_ids, layers, *options)
         return out if len(tokens) == rows else jax.tree.map(lambda values: values[:rows], out)
 
-    def _rows_for_mesh(self, tokens, segment_ids) -> tuple[jax.Array, jax.Array | None]:
-        """The batch padded with empty ``<cls><eos>`` rows to a multiple of the mesh's batch shards, split over them."""
+    def place_rows(self, tokens, *row_arrays) -> tuple:
+        """A batch as the model's mesh runs it: split over the batch axes, rows padded to a multiple of them.
+
+        ``tokens`` gains empty ``<cls><eos>`` rows, each of ``row_arrays`` (per-row inputs such as segment
+        ids, or None) rows of zeros; outputs for those rows are to be dropped. Without a mesh the arrays
+        are returned as they are.
+        """
+        if self.mesh is None:
+            return (tokens, *row_arrays)
         tokens = np.asarray(tokens, dtype=np.int32)
-        extra = -len(tokens) % batch_shard_count(self.mesh)
+        extra = -len(tokens) % self.batch_shards
         filler = np.full((extra, tokens.shape[1]), self.padding_idx, np.int32)
         filler[:, :2] = (self.cls_idx, self.eos_idx)
-        tokens = np.concatenate([tokens, filler])
-        if segment_ids is not None:
-            segment_ids = np.concatenate([segment_ids, (filler != self.padding_idx).astype(np.int32)])
-            segment_ids = jax.device_put(segment_ids, batch_sharding(self.mesh))
-        return jax.device_put(tokens, batch_sharding(self.mesh)), segment_ids
+        sharding = batch_sharding(self.mesh)
+        padded = [jax.device_put(np.concatenate([tokens, filler]), sharding)]
+        for values in row_arrays:
+            if values is None:
+                padded.append(None)
+                continue
+            values = np.asarray(values)
+            zeros = np.zeros((extra, *values.shape[1:]), values.dtype)
+            padded.append(jax.device_put(np.concatenate([values, zeros]), sharding))
+        return tuple(padded)
+
+    @property
+    def batch_shards(self) -> int:
+        """How many devices share each batch's rows (1 without a mesh)."""
+        return 1 if self.mesh is None else batch_shard_count(self.mesh)
+
+    def mesh_context(self) -> contextlib.AbstractContextManager:
+        """The context a jitted call over this model's state runs in: its mesh set, if it has one."""
+        return contextlib.nullcontext() if self.mesh is None else jax.set_mesh(self.mesh)
 
     def check_segments(self, tokens, segment_ids, return_contacts: bool = False) -> None:
         """Refuse packed rows this model cannot run, with the row and position at fault."""
