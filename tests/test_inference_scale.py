@@ -186,3 +186,49 @@ def test_a_rerun_with_other_settings_is_refused_before_anything_is_written(input
     with pytest.raises(EsmJaxError, match=r"include: \['mean'\] there, \['bos', 'mean'\] now"):
         extract(model, read_fasta(fasta), out, include=["mean", "bos"], model_name=str(checkpoint), show_progress=False)
     assert sorted(path.name for path in out.iterdir()) == written
+
+
+def test_the_beam_pipeline_on_the_local_runner_equals_extract(inputs, tmp_path):
+    checkpoint, fasta, records = inputs
+    beam_options = ["--runner", "beam", "--format", "shards", "--beam-shards", "3"]
+    command = ["extract", str(checkpoint), str(fasta), str(tmp_path / "beam"), "--include", "mean", "per_tok"]
+    assert main([*command, *beam_options]) == 0
+    assert main(["extract", str(checkpoint), str(fasta), str(tmp_path / "files"), "--include", "mean", "per_tok"]) == 0
+    labels = [label for label, _ in records]
+    beamed = ExtractedShards(tmp_path / "beam")
+    assert sorted(beamed.labels) == sorted(labels) and len(list((tmp_path / "beam" / "shards").iterdir())) == 3
+    assert _max_difference({label: beamed[label] for label in labels}, _outputs(tmp_path / "files", labels)) < 1e-5
+
+
+LOAD_INTO_SHARDS = """
+import sys, tracemalloc
+import jax, numpy as np
+from esm_jax import ModelConfig, build_model, pretrained
+path = sys.argv[1]
+reference = build_model(ModelConfig("esm2", 4, 256, 8, 1024), seed=5)
+pretrained.save_fair_esm(reference, path)
+tokens = np.array([[0, 20, 15, 11, 4, 9, 2, 1], [0, 5, 6, 7, 8, 9, 10, 2]])
+expected = np.asarray(reference(tokens)["logits"])
+del reference
+tracemalloc.start()
+model, _ = pretrained.load_model_and_alphabet(path, mesh="fsdp=8")
+_, peak = tracemalloc.get_traced_memory()
+tracemalloc.stop()
+state = jax.tree.leaves(__import__("flax").nnx.state(model))
+total = sum(leaf.size * 4 for leaf in state)
+largest = max(leaf.size * 4 for leaf in state) // 4  # one layer's fc1 (256 x 1024 float32)
+assert peak < 4 * largest and peak < total / 3, (peak, largest, total)  # without a mesh: 8.7 MB, 2 / 3 of total
+for leaf in state:
+    if leaf.ndim and leaf.shape[-1] % 8 == 0 and leaf.size > 4096:
+        assert {shard.data.size for shard in leaf.addressable_shards} == {leaf.size // 8}, leaf.shape
+error = np.abs(np.asarray(model(tokens)["logits"]) - expected).max() / np.abs(expected).max()
+assert error < 1e-5, error
+print("ok", peak, largest, total)
+"""
+
+
+def test_a_checkpoint_loads_straight_into_its_shards_one_tensor_at_a_time(tmp_path):
+    """FSDP over 8 devices: each device holds an eighth of every large variable, and the host never more
+    than about one checkpoint tensor (tracemalloc counts the NumPy buffers the reader makes)."""
+    result = run_python(LOAD_INTO_SHARDS, devices=8, args=[str(tmp_path / "esm2_t4.pt")])
+    assert result.stdout.startswith("ok")

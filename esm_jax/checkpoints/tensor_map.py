@@ -140,7 +140,7 @@ def _read_slot(
         layer_sharding = NamedSharding(sharding.mesh, PartitionSpec(*sharding.spec[1:]))
     parts = []
     for name in slot.names(num_layers):
-        array = as_numpy(tensors[name]).astype(np.float32)
+        array = as_numpy(tensors[name]).astype(np.float32, copy=False)
         if not np.all(np.isfinite(array)):
             raise CheckpointError(f"{source}: tensor {slot.name!r} contains NaN or infinite values")
         array = array.T if slot.transpose else array

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import functools
+import shlex
 
 from esm_jax.cli.models import MODEL_HELP, add_model_options, load_model, model_identity
 from esm_jax.cli.processes import add_process_options, process_share_options
@@ -92,12 +94,28 @@ def add_parser(subcommands, name: str) -> None:
         help="residues per shard with --format shards (default: 100000)",
     )
     add_process_options(parser)
+    parser.add_argument(
+        "--runner",
+        choices=("jax", "beam"),
+        default="jax",
+        help="jax: this process (and its --num-processes peers) does the work; beam: an Apache Beam pipeline "
+        "does, writing --format shards (pip install 'esm-jax[beam]'; see README) (default: jax)",
+    )
+    parser.add_argument("--beam-shards", type=int, default=16, help="output shards of a Beam run (default: 16)")
+    parser.add_argument(
+        "--beam-options",
+        default="--runner=DirectRunner",
+        help="Beam pipeline options as one string, e.g. '--runner=DataflowRunner --project=P --region=R "
+        "--temp_location=gs://B/tmp' (default: --runner=DirectRunner, on this machine)",
+    )
     parser.add_argument("--upper-case", action="store_true", help="accept lower-case residues by upper-casing them")
     parser.add_argument("--strip-stop", action="store_true", help="drop one terminal '*' (stop codon) per sequence")
     add_model_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.runner == "beam":
+        return _run_beam(args)
     process_id, num_processes = process_share_options(args)
     records = read_fasta(args.fasta_file, strip_stop=args.strip_stop)
     model = load_model(args.model_location, args)
@@ -124,4 +142,25 @@ def run(args: argparse.Namespace) -> int:
         f"{summary.residues_per_second:,.0f} residues/s)"
     )
     print(f"index: {summary.index}" if summary.index else "index.tsv follows when every process has finished")
+    return 0
+
+
+def _run_beam(args: argparse.Namespace) -> int:
+    """The extraction as an Apache Beam pipeline (:mod:`esm_jax.inference.beam_extract`)."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from esm_jax.inference.beam_extract import extract_pipeline
+
+    if args.output_format != "shards" or args.num_processes or args.process_id or args.distributed:
+        raise SystemExit("error: --runner beam writes --format shards and splits the work itself; drop other options")
+    options = {
+        "repr_layers": args.repr_layers, "include": args.include, "num_shards": args.beam_shards,
+        "toks_per_batch": args.toks_per_batch, "truncation_seq_length": args.truncation_seq_length,
+        "upper_case": args.upper_case, "strip_stop": args.strip_stop, "pack": bool(args.pack),
+    }  # fmt: skip
+    with beam.Pipeline(options=PipelineOptions(shlex.split(args.beam_options))) as pipeline:
+        loader = functools.partial(load_model, args.model_location, args)
+        extract_pipeline(pipeline, [args.fasta_file], args.output_dir, loader, **options)
+    print(f"wrote {args.output_dir}/index.tsv and its shards")
     return 0

@@ -115,7 +115,7 @@ def _sequence_arrays(label: str, outputs: SequenceOutputs, include: Sequence[str
     return arrays
 
 
-def _array_widths(model: ESM, layers: Sequence[int], include: Sequence[str]) -> dict[str, int]:
+def array_widths(model: ESM, layers: Sequence[int], include: Sequence[str]) -> dict[str, int]:
     groups = {"per_tok": "representations", "mean": "mean_representations", "bos": "bos_representations"}
     width = model.config.embed_dim
     widths = {f"{groups[kind]}/{layer}": width for kind in groups if kind in include for layer in layers}
@@ -202,7 +202,7 @@ def extract(
         "processes": num_processes, "residues_per_shard": residues_per_shard if output_format == "shards" else None,
     }  # fmt: skip
     _check_manifest(output_dir, manifest)
-    run = _Run(model, encoded, records, output_dir, layers, include, toks_per_batch, pack, row_width)
+    run = Run(model, encoded, records, output_dir, layers, include, toks_per_batch, pack, row_width)
     start = time.perf_counter()
     residues = sum(lengths[i] for i in share)
     with tqdm(total=residues, unit="res", unit_scale=True, desc="extract", disable=not show_progress) as bar:
@@ -217,7 +217,7 @@ def extract(
     return ExtractionSummary(len(share), residues, computed, seconds, output_dir, index, files)
 
 
-class _Run:
+class Run:
     """One extraction's settings, and the two ways of writing its outputs."""
 
     def __init__(self, model, encoded, records, output_dir, layers, include, toks_per_batch, pack, row_width):
@@ -231,11 +231,12 @@ class _Run:
             "row_width": row_width,
         }
 
-    def outputs(self, indices: Sequence[int], bar: tqdm) -> Iterator[tuple[int, dict]]:
+    def outputs(self, indices: Sequence[int], bar: tqdm | None) -> Iterator[tuple[int, dict]]:
         """``(record index, arrays)`` of every record of ``indices``, in batch order."""
         for sequence in iter_outputs(self.model, [self.encoded[i] for i in indices], self.layers, **self.options):
             index = indices[sequence.index]
-            bar.update(len(self.encoded[index]))
+            if bar is not None:
+                bar.update(len(self.encoded[index]))
             yield index, _sequence_arrays(self.records[index][0], sequence, self.include)
 
     def to_files(self, share: Sequence[int], bar: tqdm) -> tuple[int, dict[str, Path]]:
@@ -248,9 +249,9 @@ class _Run:
                 np.savez(handle, **arrays)
         return len(todo), {self.records[index][0]: paths[index] for index in share}
 
-    def to_shards(self, chunks: list[list[int]], process_id: int, bar: tqdm) -> tuple[int, list[str]]:
+    def to_shards(self, chunks: list[list[int]], process_id: int, bar: tqdm | None) -> tuple[int, list[str]]:
         """One shard per chunk; shards already in place are skipped."""
-        widths = _array_widths(self.model, self.layers, self.include)
+        widths = array_widths(self.model, self.layers, self.include)
         computed, rows = 0, []
         for number, chunk in enumerate(chunks):
             name = f"p{process_id:05d}-s{number:05d}"
@@ -259,18 +260,22 @@ class _Run:
             if path.is_dir():
                 bar.update(sum(len(self.encoded[i]) for i in chunk))
                 continue
-            labels = [self.records[index][0] for index in chunk]
-            writer = ShardWriter(path, labels, [len(self.encoded[i]) for i in chunk], widths)
-            try:
-                row_of = {index: row for row, index in enumerate(chunk)}
-                for index, arrays in self.outputs(chunk, bar):
-                    writer.put(row_of[index], arrays)
-                writer.commit()
-            except BaseException:
-                writer.discard()
-                raise
+            self.write_shard(path, chunk, widths, bar)
             computed += len(chunk)
         return computed, rows
+
+    def write_shard(self, path: Path, chunk: Sequence[int], widths: dict[str, int], bar: tqdm | None = None) -> None:
+        """Compute the records ``chunk`` and write them, in that order, as the shard ``path``."""
+        labels = [self.records[index][0] for index in chunk]
+        writer = ShardWriter(path, labels, [len(self.encoded[i]) for i in chunk], widths)
+        try:
+            row_of = {index: row for row, index in enumerate(chunk)}
+            for index, arrays in self.outputs(chunk, bar):
+                writer.put(row_of[index], arrays)
+            writer.commit()
+        except BaseException:
+            writer.discard()
+            raise
 
 
 def _write_index(
@@ -288,7 +293,7 @@ def _write_index(
             return None
         lines = _merged_parts(output_dir, parts, records, output_format)
     index = write_text_atomically(output_dir / "index.tsv", header + "".join(f"{line}\n" for line in lines))
-    _remove_leftovers(output_dir)
+    remove_leftovers(output_dir)
     return index
 
 
@@ -305,7 +310,7 @@ def _merged_parts(output_dir: Path, parts: list[Path], records, output_format: s
     return [by_label[label] for label, _ in records]
 
 
-def _remove_leftovers(output_dir: Path) -> None:
+def remove_leftovers(output_dir: Path) -> None:
     """Temporary files and shard folders of killed runs (every process has finished when this runs)."""
     for leftover in [*output_dir.glob(".*.partial"), *output_dir.glob("shards/.*.partial")]:
         if leftover.is_dir():
