@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -113,12 +114,27 @@ def _environment() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
 
 
-def test_two_processes_split_a_fasta_and_together_write_every_record_once(inputs, tmp_path):
+def _slurm_task(task: int, job: int) -> dict[str, str]:
+    """The variables SLURM gives task ``task`` of a 2-task job on this host (jax.distributed reads them)."""
+    return {"SLURM_JOB_ID": str(job), "SLURM_STEP_NODELIST": "localhost", "SLURM_NTASKS": "2",
+            "SLURM_PROCID": str(task), "SLURM_LOCALID": str(task)}  # fmt: skip
+
+
+@pytest.mark.parametrize("join", ["--process-id", "--distributed auto"])
+def test_two_processes_split_a_fasta_and_together_write_every_record_once(inputs, tmp_path, join):
     checkpoint, fasta, records = inputs
     out = tmp_path / "split"
-    command = ["extract", str(checkpoint), str(fasta), str(out), "--include", "mean", "--num-processes", "2"]
+    command = ["extract", str(checkpoint), str(fasta), str(out), "--include", "mean"]
+    job = random.randrange(1 << 20)
     workers = [
-        subprocess.Popen(_cli(*command, "--process-id", str(i)), env=_environment(), cwd=REPO, stderr=subprocess.PIPE)
+        subprocess.Popen(
+            _cli(*command, "--num-processes", "2", "--process-id", str(i))
+            if join == "--process-id"
+            else _cli(*command, "--distributed", "auto"),
+            env=_environment() if join == "--process-id" else {**_environment(), **_slurm_task(i, job)},
+            cwd=REPO,
+            stderr=subprocess.PIPE,
+        )
         for i in range(2)
     ]
     for worker in workers:

@@ -16,8 +16,8 @@ def add_process_options(parser: argparse.ArgumentParser) -> None:
         "--distributed",
         choices=("auto",),
         default=None,
-        help="auto: join a multi-host JAX job (jax.distributed.initialize: TPU pods, SLURM, or the "
-        "JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID variables) and take the share it assigns",
+        help="auto: join the multi-host JAX job this process belongs to (jax.distributed.initialize finds it on "
+        "TPU pods, SLURM, Open MPI and Kubernetes) and take the share of its process number",
     )
 
 
