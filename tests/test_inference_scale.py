@@ -248,3 +248,29 @@ def test_a_checkpoint_loads_straight_into_its_shards_one_tensor_at_a_time(tmp_pa
     than about one checkpoint tensor (tracemalloc counts the NumPy buffers the reader makes)."""
     result = run_python(LOAD_INTO_SHARDS, devices=8, args=[str(tmp_path / "esm2_t4.pt")])
     assert result.stdout.startswith("ok")
+
+
+SCORING_ON_A_MESH = """
+import numpy as np
+from esm_jax import pretrained
+from esm_jax.inference.mutations import parse_mutants
+from esm_jax.inference.variant_scoring import STRATEGIES, score_mutants, sequence_log_likelihoods
+wild_type = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ"
+mutants = parse_mutants(["K2A", "T3W", "A4G:Y5F", "Q33L", "M1V"], wild_type)
+models = {spec: pretrained.random_model_and_alphabet("esm2_t6_8M_UR50D", seed=1, mesh=spec)[0]
+          for spec in (None, "auto", "data=2,fsdp=4")}
+assert models["auto"].batch_shards == 8 and models[None].mesh is None
+for strategy in STRATEGIES:
+    scores = {spec: score_mutants(model, wild_type, mutants, strategy, toks_per_batch=128)
+              for spec, model in models.items()}
+    for spec, values in scores.items():
+        np.testing.assert_allclose(values, scores[None], rtol=1e-5, atol=1e-5, err_msg=f"{strategy} {spec}")
+plls = [sequence_log_likelihoods(model, [wild_type, wild_type[:20]]) for model in models.values()]
+np.testing.assert_allclose(plls[1], plls[0], rtol=1e-5)
+np.testing.assert_allclose(plls[2], plls[0], rtol=1e-5)
+print("ok")
+"""
+
+
+def test_variant_scores_are_the_same_on_every_mesh():
+    assert run_python(SCORING_ON_A_MESH, devices=8).stdout.strip().endswith("ok")
