@@ -119,19 +119,19 @@ def load_model_and_alphabet_local(
     ``compute_dtype``, ``scan_layers`` and ``attention_impl`` (see :class:`ModelConfig`) change how the
     model runs; left unset, the checkpoint's own (or the default) values are kept. ``mesh``
     (:func:`~esm_jax.mesh.inference_mesh`; default: every local device) is where the parameters live
-    and over which every batch's rows are split; ``.pt`` and Hugging Face files are read tensor by
-    tensor straight into their shards.
+    and over which every batch's rows are split; every format is read straight into the shards (``.pt``
+    and Hugging Face files one tensor at a time).
     """
     path = Path(path)
     options = _runtime_options(compute_dtype=compute_dtype, scan_layers=scan_layers, attention_impl=attention_impl)
     mesh = inference_mesh(mesh)
     if path.is_dir():
         if checkpointing.is_training_run(path):
-            model = on_inference_mesh(checkpointing.load_trained_model(path, **options), mesh)
+            model = checkpointing.load_trained_model(path, mesh=mesh, **options)
         elif (path / "config.json").is_file():
             model = huggingface.load(path, on_tensor=on_tensor, mesh=mesh, **options)
         elif native.is_checkpoint(path):
-            model = on_inference_mesh(native.restore(path, **options), mesh)
+            model = native.restore(path, mesh=mesh, **options)
         else:
             raise CheckpointError(f"{path}: folder holds neither a Hugging Face config.json nor an esm-jax checkpoint")
     elif path.is_file():

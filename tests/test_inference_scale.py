@@ -239,13 +239,20 @@ for leaf in state:
         assert {shard.data.size for shard in leaf.addressable_shards} == {leaf.size // 8}, leaf.shape
 error = np.abs(np.asarray(model(tokens)["logits"]) - expected).max() / np.abs(expected).max()
 assert error < 1e-5, error
+from esm_jax.checkpoints import native
+native.save(model, path + ".orbax")
+restored, _ = pretrained.load_model_and_alphabet(path + ".orbax", mesh="fsdp=8")
+kernel = restored.layers.fc1.kernel[...]
+assert {shard.data.shape for shard in kernel.addressable_shards} == {(4, 32, 1024)}, kernel.sharding
+np.testing.assert_array_equal(np.asarray(restored(tokens)["logits"]), np.asarray(model(tokens)["logits"]))
 print("ok", peak, largest, total)
 """
 
 
 def test_a_checkpoint_loads_straight_into_its_shards_one_tensor_at_a_time(tmp_path):
     """FSDP over 8 devices: each device holds an eighth of every large variable, and the host never more
-    than about one checkpoint tensor (tracemalloc counts the NumPy buffers the reader makes)."""
+    than about one checkpoint tensor (tracemalloc counts the NumPy buffers the reader makes); an esm-jax
+    (Orbax) folder restores into the same shards."""
     result = run_python(LOAD_INTO_SHARDS, devices=8, args=[str(tmp_path / "esm2_t4.pt")])
     assert result.stdout.startswith("ok")
 

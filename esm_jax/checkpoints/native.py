@@ -12,9 +12,11 @@ from pathlib import Path
 import jax
 import orbax.checkpoint as ocp
 from flax import nnx
+from jax.sharding import Mesh
 
 from esm_jax.errors import CheckpointError
 from esm_jax.model import ESM, ModelConfig, abstract_model
+from esm_jax.sharding import state_shardings
 
 FORMAT = "esm_jax.native.v1"
 
@@ -56,14 +58,17 @@ def read_header(path: str | os.PathLike) -> dict:
     return header
 
 
-def restore(path: str | os.PathLike, **runtime_options) -> ESM:
-    """Restore a model saved by :func:`save`, bit for bit; ``runtime_options`` are ModelConfig fields."""
+def restore(path: str | os.PathLike, *, mesh: Mesh | None = None, **runtime_options) -> ESM:
+    """Restore a model saved by :func:`save`, bit for bit; ``runtime_options`` are ModelConfig fields.
+
+    With a ``mesh`` every variable is read straight into its shards, and the model runs its batches over it.
+    """
     path = Path(path).absolute()
     header = read_header(path)
     config = ModelConfig.from_dict(header["config"]).replace(**runtime_options)
     model = abstract_model(config)
     state = nnx.state(model)
-    target = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype), nnx.to_pure_dict(state))
+    target = sharded_targets(state, mesh)
     try:
         restored = _checkpointer().restore(path, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))[
             "state"
@@ -73,4 +78,19 @@ def restore(path: str | os.PathLike, **runtime_options) -> ESM:
     nnx.replace_by_pure_dict(state, restored)
     nnx.update(model, state)
     model.has_contact_regression = bool(header["has_contact_regression"])
+    model.mesh = mesh
     return model
+
+
+def sharded_targets(state: nnx.State, mesh: Mesh | None) -> dict:
+    """Restore targets for ``state``'s variables: in their shards on ``mesh``, else on the default device."""
+    if mesh is None:
+        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
+                            nnx.to_pure_dict(state))  # fmt: skip
+    shardings = nnx.to_pure_dict(state_shardings(state, mesh))
+    return jax.tree.map(
+        lambda leaf, sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding),
+        nnx.to_pure_dict(state),
+        shardings,
+    )

@@ -19,7 +19,9 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 from flax import nnx
+from jax.sharding import Mesh
 
+from esm_jax.checkpoints.native import sharded_targets
 from esm_jax.errors import CheckpointError
 from esm_jax.model import ESM, BiLSTMLM, abstract_model, config_from_dict
 
@@ -121,19 +123,21 @@ def saved_steps(workdir: str | os.PathLike) -> list[int]:
         manager.close()
 
 
-def load_trained_model(workdir: str | os.PathLike, step: int | None = None, **runtime_options) -> ESM | BiLSTMLM:
+def load_trained_model(
+    workdir: str | os.PathLike, step: int | None = None, *, mesh: Mesh | None = None, **runtime_options
+) -> ESM | BiLSTMLM:
     """The model (without optimizer state) of a training run's newest checkpoint, or of ``step``.
 
     ``runtime_options`` (``compute_dtype``, ``scan_layers``, ...) change how it runs, not its weights; an
-    LSTM baseline run gives a :class:`BiLSTMLM`, which has ``compute_dtype`` only.
+    LSTM baseline run gives a :class:`BiLSTMLM`, which has ``compute_dtype`` only. With a ``mesh`` an ESM
+    model's variables are read straight into their shards and it runs its batches over the mesh.
     """
     workdir = Path(workdir).absolute()
     config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
     model = abstract_model(config_from_dict(config.model.to_dict()).replace(**runtime_options))
+    mesh = mesh if isinstance(model, ESM) else None
     state = nnx.state(model)
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    target = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
-                          nnx.to_pure_dict(state))  # fmt: skip
+    target = sharded_targets(state, mesh)
     manager = ocp.CheckpointManager(workdir / "checkpoints", item_names=("state", "data", "meta"))
     step = manager.latest_step() if step is None else step
     if step is None:
@@ -145,4 +149,6 @@ def load_trained_model(workdir: str | os.PathLike, step: int | None = None, **ru
     )
     nnx.replace_by_pure_dict(state, restored["state"]["model"])
     nnx.update(model, state)
+    if mesh is not None:
+        model.mesh = mesh
     return model
