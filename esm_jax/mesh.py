@@ -97,8 +97,8 @@ def on_inference_mesh(model, spec: Mesh | str | None = "auto"):
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
-    """Examples split over ``data`` × ``fsdp``; the sequence axis kept whole."""
-    return NamedSharding(mesh, PartitionSpec(BATCH_AXES))
+    """Examples split over ``data`` × ``fsdp`` (those of them the mesh has); the sequence axis kept whole."""
+    return NamedSharding(mesh, PartitionSpec(tuple(axis for axis in BATCH_AXES if axis in mesh.axis_names)))
 
 
 def batch_shard_count(mesh: Mesh) -> int:
