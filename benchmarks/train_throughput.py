@@ -36,10 +36,14 @@ from esm_jax.checkpoints import fair_esm  # noqa: E402
 from esm_jax.checkpoints.tensor_map import build_from_tensors  # noqa: E402
 from esm_jax.mesh import batch_sharding, build_mesh  # noqa: E402
 from esm_jax.model import named_config  # noqa: E402
-from esm_jax.sharding import DEFAULT_RULES, state_shardings  # noqa: E402
+from esm_jax.sharding import (  # noqa: E402
+    DEFAULT_RULES,
+    state_shardings,
+    with_shardings,  # noqa: E402
+)
 from esm_jax.train.metrics import train_flops_per_token  # noqa: E402
 from esm_jax.train.optimizer import learning_rate_schedule, make_optimizer  # noqa: E402
-from esm_jax.train.state import TrainState, abstract_state, with_shardings  # noqa: E402
+from esm_jax.train.state import TrainState, abstract_state  # noqa: E402
 from esm_jax.train.step import make_train_step  # noqa: E402
 
 CASES = {"esm2_t12_35M_UR50D": (4, 256), "esm1b_t33_650M_UR50S": (1, 512)}

@@ -79,6 +79,15 @@ def state_shardings(state: nnx.State, mesh: Mesh, rules: Mapping[str, object] = 
     return nnx.map_state(sharding_of, state)
 
 
+def with_shardings(state: nnx.State, shardings: nnx.State) -> nnx.State:
+    """Shape-only ``state`` whose leaves also carry their target shardings (for restoring)."""
+
+    def attach(variable: nnx.Variable, sharding) -> nnx.Variable:
+        return variable.replace(jax.ShapeDtypeStruct(variable.shape, variable.dtype, sharding=sharding))
+
+    return jax.tree.map(attach, state, shardings, is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
 def constrain_batch(x: jax.Array) -> jax.Array:
     """Pin ``x``'s leading (example) axis to the mesh's batch axes, when a mesh is in context.
 

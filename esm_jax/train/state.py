@@ -42,15 +42,6 @@ def initialise(config: AnyModelConfig, tx: optax.GradientTransformation, shardin
     return jax.jit(init, out_shardings=shardings)()
 
 
-def with_shardings(state: nnx.State, shardings: nnx.State) -> nnx.State:
-    """Shape-only ``state`` whose leaves also carry their target shardings (for restoring)."""
-
-    def attach(variable: nnx.Variable, sharding) -> nnx.Variable:
-        return variable.replace(jax.ShapeDtypeStruct(variable.shape, variable.dtype, sharding=sharding))
-
-    return jax.tree.map(attach, state, shardings, is_leaf=lambda x: isinstance(x, nnx.Variable))
-
-
 def large_unsharded(state: nnx.State, shardings: nnx.State, threshold: int = 1 << 20) -> list[str]:
     """Paths of variables with at least ``threshold`` elements that every device holds whole."""
     leaves = jax.tree_util.tree_flatten_with_path(state)[0]

@@ -27,11 +27,11 @@ from esm_jax.files import write_json_atomically, write_text_atomically
 from esm_jax.mesh import batch_sharding, build_mesh, check_batch_divisible
 from esm_jax.model import AnyModelConfig, config_from_dict
 from esm_jax.plots import learning_curve_png
-from esm_jax.sharding import state_shardings
+from esm_jax.sharding import state_shardings, with_shardings
 from esm_jax.train.checkpointing import RunCheckpoints, StopRequest
 from esm_jax.train.metrics import MetricsLog, peak_flops
 from esm_jax.train.optimizer import learning_rate_schedule, make_optimizer
-from esm_jax.train.state import abstract_state, initialise, large_unsharded, with_shardings
+from esm_jax.train.state import abstract_state, initialise, large_unsharded
 from esm_jax.train.step import make_eval_step, make_train_step, model_inputs
 
 
