@@ -18,13 +18,12 @@ import numpy as np
 from jax.sharding import Mesh
 
 from esm_jax.alphabet import Alphabet
-from esm_jax.checkpoints import fair_esm, huggingface, native, torch_reader, torch_writer
+from esm_jax.checkpoints import fair_esm, huggingface, native, torch_reader, torch_writer, training_run
 from esm_jax.checkpoints.tensor_map import as_numpy, blank_contact_regression, build_from_tensors, export_from
 from esm_jax.errors import CheckpointError
 from esm_jax.mesh import inference_mesh, on_inference_mesh
 from esm_jax.model import ESM, build_model, named_config
 from esm_jax.model.named import MODELS_WITHOUT_CONTACT_REGRESSION, NAMED_MODELS
-from esm_jax.train import checkpointing
 
 HUB_URL = "https://dl.fbaipublicfiles.com/fair-esm"
 Progress = Callable[[str], None]
@@ -126,8 +125,8 @@ def load_model_and_alphabet_local(
     options = _runtime_options(compute_dtype=compute_dtype, scan_layers=scan_layers, attention_impl=attention_impl)
     mesh = inference_mesh(mesh)
     if path.is_dir():
-        if checkpointing.is_training_run(path):
-            model = checkpointing.load_trained_model(path, mesh=mesh, **options)
+        if training_run.is_training_run(path):
+            model = training_run.load_trained_model(path, mesh=mesh, **options)
         elif (path / "config.json").is_file():
             model = huggingface.load(path, on_tensor=on_tensor, mesh=mesh, **options)
         elif native.is_checkpoint(path):

@@ -14,9 +14,9 @@ import argparse
 import time
 from pathlib import Path
 
+from esm_jax.checkpoints import training_run
 from esm_jax.errors import CheckpointError, EsmJaxError
 from esm_jax.model import ESM
-from esm_jax.train import checkpointing
 from eval import charts, heldout_data, language_model
 from eval.contact_metrics import mean_precisions
 from eval.contact_plans import Plan, build_plans, embed_all
@@ -69,9 +69,9 @@ def run_and_steps(args: argparse.Namespace) -> tuple[Path, list[int]]:
     workdir = args.run or args.checkpoint
     if workdir is None:
         raise EsmJaxError(f"{TASK} needs --run: a training run folder written by esm-jax train")
-    if not checkpointing.is_training_run(workdir):
+    if not training_run.is_training_run(workdir):
         raise CheckpointError(f"{workdir}: not a training run (esm-jax train writes config.json and checkpoints/)")
-    saved = checkpointing.saved_steps(workdir)
+    saved = training_run.saved_steps(workdir)
     steps = saved if args.steps is None else args.steps
     missing = sorted(set(steps) - set(saved))
     if missing:
@@ -120,7 +120,7 @@ def contact_precision(model: ESM, plan: Plan, args: argparse.Namespace) -> float
 
 def evaluate_step(workdir: Path, step: int, inputs: dict, args: argparse.Namespace) -> dict:
     """The three numbers of one checkpoint."""
-    model = checkpointing.load_trained_model(workdir, step)
+    model = training_run.load_trained_model(workdir, step)
     model_ece, masked = heldout_ece(model, inputs["dataset"], args)
     return {
         "step": step,

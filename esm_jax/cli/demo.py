@@ -61,7 +61,7 @@ def _write_corpus(source: Path, destination: Path) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from esm_jax.train.checkpointing import load_trained_model
+    from esm_jax.checkpoints.training_run import load_trained_model
     from esm_jax.train.trainer import train
 
     started = time.perf_counter()

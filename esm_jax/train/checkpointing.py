@@ -3,12 +3,12 @@
 Saves are asynchronous (training continues while files are written), happen every
 ``interval`` steps, keep the newest ``keep`` checkpoints, and are forced when the process is
 asked to stop (SIGTERM, or a TPU preemption notice). A checkpoint restores onto any mesh: the
-caller passes the shardings it wants the arrays to land in.
+caller passes the shardings it wants the arrays to land in. Reading a finished run's model for
+inference is :mod:`esm_jax.checkpoints.training_run`'s job.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import threading
@@ -16,14 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import ml_collections
 import orbax.checkpoint as ocp
 from flax import nnx
-from jax.sharding import Mesh
 
-from esm_jax.checkpoints.native import sharded_targets
-from esm_jax.errors import CheckpointError
-from esm_jax.model import ESM, BiLSTMLM, abstract_model, config_from_dict
+from esm_jax.checkpoints.training_run import CHECKPOINTS, RUN_ITEMS
 
 
 class StopRequest:
@@ -62,8 +58,8 @@ class RunCheckpoints:
         options = ocp.CheckpointManagerOptions(
             save_interval_steps=interval, max_to_keep=keep, enable_async_checkpointing=asynchronous
         )
-        self.directory = Path(workdir).absolute() / "checkpoints"
-        self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "data", "meta"))
+        self.directory = Path(workdir).absolute() / CHECKPOINTS
+        self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=RUN_ITEMS)
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -106,49 +102,3 @@ class RunCheckpoints:
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
-
-
-def is_training_run(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a training workdir (``config.json`` and ``checkpoints/``)."""
-    path = Path(path)
-    return (path / "config.json").is_file() and (path / "checkpoints").is_dir()
-
-
-def saved_steps(workdir: str | os.PathLike) -> list[int]:
-    """The steps of a training run's checkpoints on disk, oldest first."""
-    manager = ocp.CheckpointManager(Path(workdir).absolute() / "checkpoints", item_names=("state", "data", "meta"))
-    try:
-        return sorted(int(step) for step in manager.all_steps())
-    finally:
-        manager.close()
-
-
-def load_trained_model(
-    workdir: str | os.PathLike, step: int | None = None, *, mesh: Mesh | None = None, **runtime_options
-) -> ESM | BiLSTMLM:
-    """The model (without optimizer state) of a training run's newest checkpoint, or of ``step``.
-
-    ``runtime_options`` (``compute_dtype``, ``scan_layers``, ...) change how it runs, not its weights; an
-    LSTM baseline run gives a :class:`BiLSTMLM`, which has ``compute_dtype`` only. With a ``mesh`` an ESM
-    model's variables are read straight into their shards and it runs its batches over the mesh.
-    """
-    workdir = Path(workdir).absolute()
-    config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
-    model = abstract_model(config_from_dict(config.model.to_dict()).replace(**runtime_options))
-    mesh = mesh if isinstance(model, ESM) else None
-    state = nnx.state(model)
-    target = sharded_targets(state, mesh)
-    manager = ocp.CheckpointManager(workdir / "checkpoints", item_names=("state", "data", "meta"))
-    step = manager.latest_step() if step is None else step
-    if step is None:
-        raise CheckpointError(f"{workdir}: the run has no checkpoint yet")
-    item = {"model": target}
-    restore_args = ocp.checkpoint_utils.construct_restore_args(item)
-    restored = manager.restore(
-        step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(item, restore_args, partial_restore=True))
-    )
-    nnx.replace_by_pure_dict(state, restored["state"]["model"])
-    nnx.update(model, state)
-    if mesh is not None:
-        model.mesh = mesh
-    return model
