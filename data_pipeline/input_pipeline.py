@@ -41,10 +41,11 @@ from data_pipeline.batch_plan import DEFAULT_BUCKETS, FIXED, SHAPES, PlannedBatc
 from data_pipeline.cropping import DEFAULT_MAX_RESIDUES, crop_windows
 from data_pipeline.errors import DataPipelineError
 from data_pipeline.host_agreement import LengthCombiner, jax_all_hosts, single_host
-from data_pipeline.masking import MaskingRule, mask_batch
+from data_pipeline.masking import mask_batch
 from data_pipeline.packing import PackedBatch, packed_positions
 from data_pipeline.shard_reader import ProcessStream, shards_for_process, split_shards
 from data_pipeline.tokenization import ResidueTable
+from esm_jax.masking_rule import MaskingRule
 
 _SORT_COUNTER = 5 << 20
 

@@ -9,31 +9,17 @@ positions and ``padding_idx`` elsewhere (the ignore value fairseq's criterion us
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
 from data_pipeline import counter_random
 from data_pipeline.tokenization import ResidueTable
+from esm_jax.masking_rule import MaskingRule
 
 # Counter ranges of the per-sequence random stream: one block of counters per purpose, token position added.
 _SELECT = 1 << 20
 _DECIDE = 2 << 20
 _REPLACE = 3 << 20
 _ROUND = 4 << 20
-
-
-@dataclasses.dataclass(frozen=True)
-class MaskingRule:
-    select_prob: float = 0.15
-    mask_prob: float = 0.8
-    random_prob: float = 0.1
-
-    def __post_init__(self) -> None:
-        if not (0 < self.select_prob < 1 and self.mask_prob >= 0 and self.random_prob >= 0):
-            raise ValueError(f"masking probabilities out of range: {self}")
-        if self.mask_prob + self.random_prob > 1:
-            raise ValueError(f"mask_prob + random_prob must not exceed 1: {self}")
 
 
 def mask_batch(

@@ -64,9 +64,9 @@ def learning_curve_png(history: list[dict], path: str | os.PathLike) -> Path:
         if points:
             steps, values = zip(*points, strict=True)
             axis.plot(steps, values, style, label=f"{split} ECE", markersize=3)
-    baseline = [record["unigram_ece"] for record in history if record["split"] == "heldout"]
+    baseline = [record["target_unigram_ece"] for record in history if record["split"] == "heldout"]
     if baseline:
-        axis.axhline(baseline[-1], color="grey", linestyle="--", label="unigram baseline (held-out)")
+        axis.axhline(baseline[-1], color="grey", linestyle="--", label="unigram fitted to the held-out targets")
     axis.set_xlabel("step")
     axis.set_ylabel("ECE (exp cross-entropy per masked token)")
     if axis.lines:

@@ -11,11 +11,11 @@ import contextlib
 import math
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from esm_jax.model import ESM, BiLSTMLM
+from esm_jax.train.loss import masked_lm_sums
 
 
 def ece(total_nll: float, tokens: int) -> float:
@@ -26,12 +26,10 @@ def ece(total_nll: float, tokens: int) -> float:
 
 
 def _masked_nll(graphdef, state, tokens, targets, loss_mask):
-    model = nnx.merge(graphdef, state)
-    logits = model.forward(tokens)["logits"].astype(jnp.float32)
-    log_probs = jax.nn.log_softmax(logits, axis=-1)
-    nll = -jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
-    selected = loss_mask > 0
-    return jnp.sum(jnp.where(selected, nll, 0.0)), jnp.sum(selected)
+    """Summed NLL and target count, by the training loss's own definition (:func:`masked_lm_sums`)."""
+    logits = nnx.merge(graphdef, state).forward(tokens)["logits"]
+    total, count, _ = masked_lm_sums(logits, targets, loss_mask)
+    return total, count
 
 
 class MaskedLmScorer:

@@ -20,6 +20,7 @@ from jax.sharding import Mesh
 
 from esm_jax.alphabet import Alphabet
 from esm_jax.errors import CheckpointError
+from esm_jax.masking_rule import MaskingRule
 from esm_jax.mesh import batch_shard_count, batch_sharding
 from esm_jax.model.block import TransformerBlock
 from esm_jax.model.config import ModelConfig
@@ -30,7 +31,7 @@ from esm_jax.sharding import constrain_batch
 
 # Fraction of tokens replaced by <mask> during ESM training (15% selected × 80% masked);
 # token dropout rescales embeddings by it at train and inference time (fair-esm esm2.py).
-MASK_RATIO_TRAIN = 0.15 * 0.8
+MASK_RATIO_TRAIN = MaskingRule().mask_ratio
 
 _ALPHABET = Alphabet()
 _REMAT = {

@@ -70,7 +70,9 @@ def _global_batch(local: dict, sharding, accumulation_steps: int, mesh) -> dict:
 
 
 def evaluate(config, state, eval_step, sharding, mesh) -> dict:
-    """Held-out ECE, masked accuracy and the best unigram model's ECE on the same masked targets."""
+    """Held-out ECE, masked accuracy and ``target_unigram_ece``: the ECE of the unigram model fitted to these very
+    masked targets (exp of their letter entropy), the best any unigram can score on them. It is not eval's
+    ``unigram_ece`` (an add-one unigram fitted on the training split, ``esm-jax eval language-model``)."""
     batches = load_factory(config.data.factory)(config.data, "validation")
     totals = None
     try:
@@ -92,7 +94,7 @@ def evaluate(config, state, eval_step, sharding, mesh) -> dict:
         "loss": loss,
         "ece": math.exp(loss),
         "masked_accuracy": float(totals["correct"]) / targets,
-        "unigram_ece": math.exp(unigram),
+        "target_unigram_ece": math.exp(unigram),
         "targets": int(targets),
     }
 
@@ -199,7 +201,7 @@ class _Run:
                     last_heldout = evaluate(self.config, self.state, self.eval_step, self.batch_sharding, self.mesh)
                     self.log.write("heldout", self.step, last_heldout)
                     bar.write(f"step {self.step}: held-out ECE {last_heldout['ece']:.3f} "
-                              f"(unigram {last_heldout['unigram_ece']:.3f})")  # fmt: skip
+                              f"(target unigram {last_heldout['target_unigram_ece']:.3f})")  # fmt: skip
                 if stop.requested or self.checkpoints.preemption_due(self.step):
                     self.save(force=True)
                     stopped_early = True
