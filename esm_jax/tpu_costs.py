@@ -194,3 +194,34 @@ def splash_calls(hlo_text: str) -> list[SplashCall]:
 def splash_call_counts(calls: list[SplashCall]) -> dict[str, int]:
     """Calls per phase (fwd, dq, dkv), every phase listed when there are any; empty when there are none."""
     return {phase: sum(call.phase == phase for call in calls) for phase in _SPLASH_PRODUCTS if calls}
+
+
+def roofline_fields(
+    scanned: jax.stages.Compiled, unrolled: jax.stages.Compiled, tpu: TpuSlice, flops_floor: float = 0.0
+) -> tuple[dict[str, float], list[SplashCall]]:
+    """The memory, cost and time figures every plan reports, and the splash calls found.
+
+    Memory comes from the ``scanned`` program that would run; FLOPs and HBM bytes from its ``unrolled``
+    twin (XLA counts a loop body once) plus the splash kernels' analytic work. ``flops_floor`` (per
+    device) keeps the compute time from falling below the model's own FLOPs.
+    """
+    memory = device_memory(scanned)
+    calls = splash_calls(unrolled.as_text())
+    xla_flops, xla_bytes = xla_cost(unrolled)
+    kernel_flops, kernel_bytes = sum(c.flops() for c in calls), sum(c.hbm_bytes() for c in calls)
+    fields = {
+        "argument_gib": memory.arguments / GIB,
+        "temporary_gib": memory.temporaries / GIB,
+        "output_gib": memory.outputs / GIB,
+        "total_gib": memory.total / GIB,
+        "hbm_gib": float(tpu.hbm_gib),
+        "xla_flops_per_device": xla_flops,
+        "attention_kernel_flops_per_device": kernel_flops,
+        "compiled_flops_per_device": xla_flops + kernel_flops,
+        "xla_bytes_per_device": xla_bytes,
+        "attention_kernel_bytes_per_device": kernel_bytes,
+        "bytes_per_device": xla_bytes + kernel_bytes,
+        "flop_seconds": max(xla_flops + kernel_flops, flops_floor) / tpu.peak_flops,
+        "byte_seconds": (xla_bytes + kernel_bytes) / tpu.hbm_bandwidth,
+    }
+    return fields, calls

@@ -29,14 +29,7 @@ from jax.sharding import Mesh
 from esm_jax.mesh import batch_shard_count, batch_sharding, build_mesh
 from esm_jax.model import ModelConfig, abstract_model, attention_kernels, named_config
 from esm_jax.sharding import state_shardings, with_shardings
-from esm_jax.tpu_costs import (
-    GIB,
-    WITHOUT_COLLECTIVE_MATMUL_LOOPS,
-    device_memory,
-    splash_calls,
-    tpu_slice,
-    xla_cost,
-)
+from esm_jax.tpu_costs import GIB, WITHOUT_COLLECTIVE_MATMUL_LOOPS, roofline_fields, tpu_slice
 
 DEFAULT_LENGTH = 1024  # tokens per row, <cls> and <eos> included: the longest sequence ESM models were trained on
 
@@ -125,14 +118,10 @@ def plan_inference(
     rows = batch_shard_count(mesh) if rows is None else rows
     _check_batch(rows, length, mesh)
     state = _placed_state(config, mesh)[1]
-    memory = device_memory(_compile_forward(config, mesh, rows, length))
+    scanned = _compile_forward(config, mesh, rows, length)
     unrolled = _compile_forward(config.replace(scan_layers=False), mesh, rows, length, WITHOUT_COLLECTIVE_MATMUL_LOOPS)
-    calls = splash_calls(unrolled.as_text())
-    xla_flops, xla_bytes = xla_cost(unrolled)
-    kernel_flops, kernel_bytes = sum(c.flops() for c in calls), sum(c.hbm_bytes() for c in calls)
-    flop_seconds = (xla_flops + kernel_flops) / tpu.peak_flops
-    byte_seconds = (xla_bytes + kernel_bytes) / tpu.hbm_bandwidth
-    roofline = max(flop_seconds, byte_seconds)
+    costs, calls = roofline_fields(scanned, unrolled, tpu)
+    roofline = max(costs["flop_seconds"], costs["byte_seconds"])
     model_flops = config.forward_flops_per_token(length) * rows * length  # counts the LM head, which lean skips
     return InferencePlanReport(
         model=name,
@@ -148,22 +137,10 @@ def plan_inference(
         compiled_attention="splash" if calls else "xla",
         splash_forward_calls=sum(call.phase == "fwd" for call in calls),
         parameter_gib=_bytes_per_device(state) / GIB,
-        argument_gib=memory.arguments / GIB,
-        temporary_gib=memory.temporaries / GIB,
-        output_gib=memory.outputs / GIB,
-        total_gib=memory.total / GIB,
-        hbm_gib=float(tpu.hbm_gib),
         model_flops_per_forward=model_flops,
-        xla_flops_per_device=xla_flops,
-        attention_kernel_flops_per_device=kernel_flops,
-        compiled_flops_per_device=xla_flops + kernel_flops,
-        xla_bytes_per_device=xla_bytes,
-        attention_kernel_bytes_per_device=kernel_bytes,
-        bytes_per_device=xla_bytes + kernel_bytes,
-        flop_seconds=flop_seconds,
-        byte_seconds=byte_seconds,
         roofline_seconds=roofline,
         tokens_per_second_bound=rows * length / roofline,
+        **costs,
         mfu_bound=model_flops / (roofline * len(tpu.devices) * tpu.peak_flops),
     )
 

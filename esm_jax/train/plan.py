@@ -25,7 +25,7 @@ import ml_collections
 from esm_jax.mesh import batch_sharding, build_mesh, check_batch_divisible
 from esm_jax.model import ModelConfig, attention_kernels
 from esm_jax.sharding import state_shardings, with_shardings
-from esm_jax.tpu_costs import GIB, device_memory, splash_call_counts, splash_calls, tpu_slice, xla_cost
+from esm_jax.tpu_costs import roofline_fields, splash_call_counts, tpu_slice
 from esm_jax.train.metrics import train_flops_per_token
 from esm_jax.train.optimizer import learning_rate_schedule, make_optimizer
 from esm_jax.train.state import abstract_state
@@ -118,15 +118,11 @@ def plan(config: ml_collections.ConfigDict, topology_name: str) -> PlanReport:
     length = max(config.data.buckets)
     rows = config.data.global_token_budget // length
     check_batch_divisible(rows, config.train.accumulation_steps, mesh, f"plan for {topology_name}")
-    memory = device_memory(_compile_step(config, model_config, mesh, rows, length, packed))
+    scanned = _compile_step(config, model_config, mesh, rows, length, packed)
     unrolled = _compile_step(config, model_config.replace(scan_layers=False), mesh, rows, length, packed)
-    calls = splash_calls(unrolled.as_text())
     model_flops = train_flops_per_token(model_config, length) * rows * length
-    xla_flops, xla_bytes = xla_cost(unrolled)
-    kernel_flops, kernel_bytes = sum(c.flops() for c in calls), sum(c.hbm_bytes() for c in calls)
-    flop_seconds = max(xla_flops + kernel_flops, model_flops / len(devices)) / tpu.peak_flops
-    byte_seconds = (xla_bytes + kernel_bytes) / tpu.hbm_bandwidth
-    roofline = max(flop_seconds, byte_seconds)
+    costs, calls = roofline_fields(scanned, unrolled, tpu, flops_floor=model_flops / len(devices))
+    roofline = max(costs["flop_seconds"], costs["byte_seconds"])
     return PlanReport(
         topology=topology_name,
         chips=tpu.chips,
@@ -139,20 +135,8 @@ def plan(config: ml_collections.ConfigDict, topology_name: str) -> PlanReport:
         attention_impl=attention_kernels.resolve(model_config.attention_impl, "tpu"),
         compiled_attention="splash" if calls else "xla",
         splash_calls=splash_call_counts(calls),
-        argument_gib=memory.arguments / GIB,
-        temporary_gib=memory.temporaries / GIB,
-        output_gib=memory.outputs / GIB,
-        total_gib=memory.total / GIB,
-        hbm_gib=float(tpu.hbm_gib),
         model_flops_per_step=model_flops,
-        xla_flops_per_device=xla_flops,
-        attention_kernel_flops_per_device=kernel_flops,
-        compiled_flops_per_device=xla_flops + kernel_flops,
-        xla_bytes_per_device=xla_bytes,
-        attention_kernel_bytes_per_device=kernel_bytes,
-        bytes_per_device=xla_bytes + kernel_bytes,
-        flop_seconds=flop_seconds,
-        byte_seconds=byte_seconds,
         roofline_step_seconds=roofline,
+        **costs,
         mfu_bound=model_flops / (roofline * len(devices) * tpu.peak_flops),
     )
