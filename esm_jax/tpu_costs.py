@@ -196,10 +196,33 @@ def splash_call_counts(calls: list[SplashCall]) -> dict[str, int]:
     return {phase: sum(call.phase == phase for call in calls) for phase in _SPLASH_PRODUCTS if calls}
 
 
+@dataclasses.dataclass(frozen=True)
+class CompiledCosts:
+    """What a compiled program needs and costs on each device: the figures every plan reports."""
+
+    argument_gib: float  # per device, as are the memory figures below
+    temporary_gib: float
+    output_gib: float
+    total_gib: float
+    hbm_gib: float
+    xla_flops_per_device: float  # XLA's cost analysis (splash kernels count as nothing)
+    attention_kernel_flops_per_device: float  # the splash kernels' matrix products, analytic
+    compiled_flops_per_device: float  # the sum of the two
+    xla_bytes_per_device: float
+    attention_kernel_bytes_per_device: float  # the splash kernels' HBM traffic, analytic
+    bytes_per_device: float
+    flop_seconds: float
+    byte_seconds: float
+
+    @property
+    def fits(self) -> bool:
+        return self.total_gib <= self.hbm_gib
+
+
 def roofline_fields(
     scanned: jax.stages.Compiled, unrolled: jax.stages.Compiled, tpu: TpuSlice, flops_floor: float = 0.0
 ) -> tuple[dict[str, float], list[SplashCall]]:
-    """The memory, cost and time figures every plan reports, and the splash calls found.
+    """The :class:`CompiledCosts` fields (to build a report from), and the splash calls found.
 
     Memory comes from the ``scanned`` program that would run; FLOPs and HBM bytes from its ``unrolled``
     twin (XLA counts a loop body once) plus the splash kernels' analytic work. ``flops_floor`` (per

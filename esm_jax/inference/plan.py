@@ -29,13 +29,13 @@ from jax.sharding import Mesh
 from esm_jax.mesh import batch_shard_count, batch_sharding, build_mesh
 from esm_jax.model import ModelConfig, abstract_model, attention_kernels, named_config
 from esm_jax.sharding import state_shardings, with_shardings
-from esm_jax.tpu_costs import GIB, WITHOUT_COLLECTIVE_MATMUL_LOOPS, roofline_fields, tpu_slice
+from esm_jax.tpu_costs import GIB, WITHOUT_COLLECTIVE_MATMUL_LOOPS, CompiledCosts, roofline_fields, tpu_slice
 
 DEFAULT_LENGTH = 1024  # tokens per row, <cls> and <eos> included: the longest sequence ESM models were trained on
 
 
 @dataclasses.dataclass(frozen=True)
-class InferencePlanReport:
+class InferencePlanReport(CompiledCosts):
     """What one compiled forward over the batch needs and costs on each device of a TPU slice."""
 
     model: str
@@ -50,28 +50,11 @@ class InferencePlanReport:
     attention_impl: str  # the kernel the model's attention_impl resolves to on a TPU
     compiled_attention: str  # what the compiled program runs: "splash" (Mosaic custom calls) or "xla"
     splash_forward_calls: int  # layers unrolled
-    parameter_gib: float  # per device, as are the memory figures below
-    argument_gib: float  # parameters and tokens
-    temporary_gib: float
-    output_gib: float
-    total_gib: float
-    hbm_gib: float
+    parameter_gib: float  # per device, as are the memory figures
     model_flops_per_forward: float
-    xla_flops_per_device: float  # XLA's cost analysis (splash kernels count as nothing)
-    attention_kernel_flops_per_device: float  # the splash kernels' matrix products, analytic
-    compiled_flops_per_device: float  # the sum of the two
-    xla_bytes_per_device: float
-    attention_kernel_bytes_per_device: float  # the splash kernels' HBM traffic, analytic
-    bytes_per_device: float
-    flop_seconds: float
-    byte_seconds: float
     roofline_seconds: float  # one forward over the batch
     tokens_per_second_bound: float  # the whole slice
     mfu_bound: float
-
-    @property
-    def fits(self) -> bool:
-        return self.total_gib <= self.hbm_gib
 
     def lines(self) -> list[str]:
         rows, length = self.batch_shape

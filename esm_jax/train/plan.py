@@ -25,7 +25,7 @@ import ml_collections
 from esm_jax.mesh import batch_sharding, build_mesh, check_batch_divisible
 from esm_jax.model import ModelConfig, attention_kernels
 from esm_jax.sharding import state_shardings, with_shardings
-from esm_jax.tpu_costs import roofline_fields, splash_call_counts, tpu_slice
+from esm_jax.tpu_costs import CompiledCosts, roofline_fields, splash_call_counts, tpu_slice
 from esm_jax.train.metrics import train_flops_per_token
 from esm_jax.train.optimizer import learning_rate_schedule, make_optimizer
 from esm_jax.train.state import abstract_state
@@ -33,7 +33,7 @@ from esm_jax.train.step import PACKED_KEY, make_train_step
 
 
 @dataclasses.dataclass(frozen=True)
-class PlanReport:
+class PlanReport(CompiledCosts):
     topology: str
     chips: int
     devices: int
@@ -45,26 +45,9 @@ class PlanReport:
     attention_impl: str  # the kernel the config's attention_impl resolves to on a TPU
     compiled_attention: str  # what the compiled program runs: "splash" (Mosaic custom calls) or "xla"
     splash_calls: dict[str, int]  # compiled splash kernels per phase (fwd, dq, dkv), layers unrolled
-    argument_gib: float  # per device, as are the memory figures below
-    temporary_gib: float
-    output_gib: float
-    total_gib: float
-    hbm_gib: float
     model_flops_per_step: float
-    xla_flops_per_device: float  # XLA's cost analysis (splash kernels count as nothing)
-    attention_kernel_flops_per_device: float  # the splash kernels' matrix products, analytic
-    compiled_flops_per_device: float  # the sum of the two
-    xla_bytes_per_device: float
-    attention_kernel_bytes_per_device: float  # the splash kernels' HBM traffic, analytic
-    bytes_per_device: float
-    flop_seconds: float
-    byte_seconds: float
     roofline_step_seconds: float
     mfu_bound: float
-
-    @property
-    def fits(self) -> bool:
-        return self.total_gib <= self.hbm_gib
 
     def lines(self) -> list[str]:
         rows, length = self.batch_shape
