@@ -198,8 +198,14 @@ def splash_call_counts(calls: list[SplashCall]) -> dict[str, int]:
 
 @dataclasses.dataclass(frozen=True)
 class CompiledCosts:
-    """What a compiled program needs and costs on each device: the figures every plan reports."""
+    """Where a program was compiled and what it needs and costs on each device: what every plan reports."""
 
+    topology: str
+    chips: int
+    devices: int
+    device_kind: str
+    mesh: dict[str, int]
+    batch_shape: tuple[int, int]
     argument_gib: float  # per device, as are the memory figures below
     temporary_gib: float
     output_gib: float

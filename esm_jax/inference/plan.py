@@ -41,12 +41,6 @@ class InferencePlanReport(CompiledCosts):
     model: str
     parameters: int
     compute_dtype: str
-    topology: str
-    chips: int
-    devices: int
-    device_kind: str
-    mesh: dict[str, int]
-    batch_shape: tuple[int, int]
     attention_impl: str  # the kernel the model's attention_impl resolves to on a TPU
     compiled_attention: str  # what the compiled program runs: "splash" (Mosaic custom calls) or "xla"
     splash_forward_calls: int  # layers unrolled

@@ -34,12 +34,6 @@ from esm_jax.train.step import PACKED_KEY, make_train_step
 
 @dataclasses.dataclass(frozen=True)
 class PlanReport(CompiledCosts):
-    topology: str
-    chips: int
-    devices: int
-    device_kind: str
-    mesh: dict[str, int]
-    batch_shape: tuple[int, int]
     packed: bool  # rows carry segment_ids (several sequences per row)
     remat_policy: str
     attention_impl: str  # the kernel the config's attention_impl resolves to on a TPU
