@@ -13,11 +13,10 @@ from collections.abc import Sequence
 
 from data_pipeline.bad_records import BadRecord, Reason
 from data_pipeline.corpus_files import MappingRow, SequenceRecord
-from esm_jax.alphabet import RESIDUE_TOKENS
+from esm_jax.alphabet import RESIDUE_LETTERS
 
-CORPUS_RESIDUES = "".join(tok for tok in RESIDUE_TOKENS if tok.isalpha())
-_REFUSED = re.compile(f"[^{CORPUS_RESIDUES}]")
-_REFUSED_CASELESS = re.compile(f"[^{CORPUS_RESIDUES}{CORPUS_RESIDUES.lower()}]")
+_REFUSED = re.compile(f"[^{RESIDUE_LETTERS}]")
+_REFUSED_CASELESS = re.compile(f"[^{RESIDUE_LETTERS}{RESIDUE_LETTERS.lower()}]")
 
 
 def sequence_problem(record: SequenceRecord, upper_case: bool) -> BadRecord | None:
@@ -28,12 +27,12 @@ def sequence_problem(record: SequenceRecord, upper_case: bool) -> BadRecord | No
     if refused is None:
         return None
     char = refused.group()
-    hint = " (lower case: pass --upper-case to accept it)" if char.upper() in CORPUS_RESIDUES else ""
+    hint = " (lower case: pass --upper-case to accept it)" if char.upper() in RESIDUE_LETTERS else ""
     return _bad(
         Reason.INVALID_CHARACTER,
         record,
         f"character {char!r} at residue {refused.start() + 1} is not an amino-acid letter of the ESM alphabet "
-        f"({CORPUS_RESIDUES}){hint}",
+        f"({RESIDUE_LETTERS}){hint}",
     )
 
 

@@ -15,6 +15,8 @@ from esm_jax.errors import InvalidSequenceError
 
 # Residue letters in the order fair-esm assigns them ids 4..30 (esm/constants.py).
 RESIDUE_TOKENS: tuple[str, ...] = tuple("LAGVSERTIDPKQNFYMHWCXBUZO.-")
+# The amino-acid letters among them (ambiguity codes included; no gaps): what a protein sequence may hold.
+RESIDUE_LETTERS = "".join(token for token in RESIDUE_TOKENS if token.isalpha())
 STANDARD_AMINO_ACIDS: str = "ACDEFGHIKLMNPQRSTVWY"
 _PREPEND_TOKENS = ("<cls>", "<pad>", "<eos>", "<unk>")
 _APPEND_TOKENS = ("<mask>",)

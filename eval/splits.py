@@ -21,7 +21,7 @@ def group_folds(groups: Sequence[str]) -> list[Fold]:
 def random_folds(count: int, folds: int, seed: int = 0) -> list[Fold]:
     """``folds`` disjoint test sets covering ``range(count)`` (seeded), each with the rest as training set."""
     if not 2 <= folds <= count:
-        raise ValueError(f"cannot make {folds} folds of {count} proteins")
+        raise ValueError(f"need 2 <= folds <= number of items, got {folds} folds for {count} items")
     order = np.random.default_rng(seed).permutation(count)
     parts = np.array_split(order, folds)
     return [(np.sort(np.concatenate(parts[:k] + parts[k + 1 :])), np.sort(part)) for k, part in enumerate(parts)]

@@ -15,10 +15,11 @@ from esm_jax.inference.mutations import parse_mutants
 from esm_jax.inference.rank_correlation import spearman
 from eval.cli import main as eval_main
 from eval.mutational_effect.assays import Assay
-from eval.mutational_effect.folds import fraction_size, kfold_splits, training_subset
+from eval.mutational_effect.folds import fraction_size, training_subset
 from eval.mutational_effect.protocol import FinetuneLearner, FrozenLearner, cross_validation, leave_one_protein_out
 from eval.mutational_effect.regression import TrainConfig, VariantInputs, fit_head, predict, standardiser
 from eval.mutational_effect.sites import build_sites, site_hidden
+from eval.splits import random_folds
 
 ALPHABET = Alphabet()
 WILD_TYPE = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEKAVQVKVKALPDAQFEVV"
@@ -56,15 +57,15 @@ def _synthetic_assay(protein: str, count: int, seed: int) -> Assay:
 
 
 def test_folds_partition_the_variants_reproducibly():
-    splits = kfold_splits(103, 5, seed=7)
+    splits = random_folds(103, 5, seed=7)
     tests = [test for _, test in splits]
     assert sorted(np.concatenate(tests).tolist()) == list(range(103))
     assert [len(test) for test in tests] == [21, 21, 21, 20, 20]
     for train, test in splits:
         assert not set(train) & set(test) and len(train) + len(test) == 103
-    again = kfold_splits(103, 5, seed=7)
+    again = random_folds(103, 5, seed=7)
     assert all(np.array_equal(a[1], b[1]) for a, b in zip(splits, again, strict=True))
-    assert not np.array_equal(splits[0][1], kfold_splits(103, 5, seed=8)[0][1])
+    assert not np.array_equal(splits[0][1], random_folds(103, 5, seed=8)[0][1])
     subset = training_subset(splits[0][0], 10, seed=1)
     assert set(subset) <= set(splits[0][0]) and np.array_equal(subset, training_subset(splits[0][0], 10, seed=1))
     assert fraction_size(0.1, 103, 82) == 10 and fraction_size(0.001, 103, 82) == 2
@@ -72,7 +73,7 @@ def test_folds_partition_the_variants_reproducibly():
     with pytest.raises(ValueError, match="needs 93 variants but only 82"):
         fraction_size(0.9, 103, 82)
     with pytest.raises(ValueError, match="need 2 <= folds"):
-        kfold_splits(3, 5, seed=0)
+        random_folds(3, 5, seed=0)
 
 
 def test_sites_mask_the_mutated_positions_and_are_shared(model):

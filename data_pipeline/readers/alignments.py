@@ -16,7 +16,8 @@ from Bio.SeqIO.FastaIO import SimpleFastaParser
 
 from data_pipeline.corpus_files import open_text
 from data_pipeline.errors import MalformedFileError
-from data_pipeline.readers.checks import RESIDUE_LETTERS, check_letters
+from data_pipeline.readers.checks import check_letters
+from esm_jax.alphabet import RESIDUE_LETTERS
 
 _INSERTIONS = re.compile(r"[a-z.*]")
 ALIGNED_LETTERS = RESIDUE_LETTERS + "-"

@@ -6,9 +6,6 @@ import re
 from pathlib import Path
 
 from data_pipeline.errors import MalformedFileError
-from esm_jax.alphabet import RESIDUE_TOKENS
-
-RESIDUE_LETTERS = "".join(tok for tok in RESIDUE_TOKENS if tok.isalpha())
 
 
 def check_letters(text: str, allowed: str, path: str | Path, where: str, what: str) -> str:

@@ -14,9 +14,9 @@ from Bio.SeqIO.FastaIO import SimpleFastaParser
 
 from data_pipeline.corpus_files import open_text
 from data_pipeline.errors import MalformedFileError
-from data_pipeline.readers.checks import RESIDUE_LETTERS, check_letters, check_same_length
-
-SS3_STATES = "HEC"
+from data_pipeline.readers.checks import check_letters, check_same_length
+from data_pipeline.readers.netsurfp import SS3_STATES
+from esm_jax.alphabet import RESIDUE_LETTERS
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,7 +19,8 @@ import numpy as np
 
 from data_pipeline.corpus_files import open_text
 from data_pipeline.errors import MalformedFileError
-from data_pipeline.readers.checks import RESIDUE_LETTERS, check_letters, check_same_length
+from data_pipeline.readers.checks import check_letters, check_same_length
+from esm_jax.alphabet import RESIDUE_LETTERS
 
 SS8_STATES = "HGIEBTSC"
 SS3_STATES = "HEC"

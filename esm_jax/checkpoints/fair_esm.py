@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from esm_jax.checkpoints.tensor_map import TensorSlot
+from esm_jax.checkpoints.tensor_map import TensorSlot, layer_norm_slots, linear_slots
 from esm_jax.errors import CheckpointError
 from esm_jax.model.config import ModelConfig
 
@@ -25,36 +25,25 @@ CONTACT_SLOTS = [
 ]
 
 
-def _linear(path: tuple[str, ...], name: str) -> list[TensorSlot]:
-    return [
-        TensorSlot((*path, "kernel"), f"{name}.weight", transpose=True),
-        TensorSlot((*path, "bias"), f"{name}.bias"),
-    ]
-
-
-def _layer_norm(path: tuple[str, ...], name: str) -> list[TensorSlot]:
-    return [TensorSlot((*path, "scale"), f"{name}.weight"), TensorSlot((*path, "bias"), f"{name}.bias")]
-
-
 def model_slots(config: ModelConfig) -> list[TensorSlot]:
     """Every model tensor except the contact regression, under fair-esm's unprefixed names."""
     slots = [TensorSlot(("embed_tokens", "embedding"), "embed_tokens.weight")]
     if config.architecture == "esm1b":
         slots.append(TensorSlot(("embed_positions", "embedding"), "embed_positions.weight"))
         if config.emb_layer_norm_before:
-            slots += _layer_norm(("emb_layer_norm_before",), "emb_layer_norm_before")
+            slots += layer_norm_slots(("emb_layer_norm_before",), "emb_layer_norm_before")
     block = "layers.{layer}"
     for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
-        slots += _linear(("layers", "self_attn", proj), f"{block}.self_attn.{proj}")
+        slots += linear_slots(("layers", "self_attn", proj), f"{block}.self_attn.{proj}")
     if config.uses_rotary:
         slots.append(TensorSlot(("layers", "self_attn", "rotary_frequencies"), f"{block}.self_attn.rot_emb.inv_freq"))
-    slots += _layer_norm(("layers", "self_attn_layer_norm"), f"{block}.self_attn_layer_norm")
-    slots += _linear(("layers", "fc1"), f"{block}.fc1")
-    slots += _linear(("layers", "fc2"), f"{block}.fc2")
-    slots += _layer_norm(("layers", "final_layer_norm"), f"{block}.final_layer_norm")
-    slots += _layer_norm(("emb_layer_norm_after",), "emb_layer_norm_after")
-    slots += _linear(("lm_head", "dense"), "lm_head.dense")
-    slots += _layer_norm(("lm_head", "layer_norm"), "lm_head.layer_norm")
+    slots += layer_norm_slots(("layers", "self_attn_layer_norm"), f"{block}.self_attn_layer_norm")
+    slots += linear_slots(("layers", "fc1"), f"{block}.fc1")
+    slots += linear_slots(("layers", "fc2"), f"{block}.fc2")
+    slots += layer_norm_slots(("layers", "final_layer_norm"), f"{block}.final_layer_norm")
+    slots += layer_norm_slots(("emb_layer_norm_after",), "emb_layer_norm_after")
+    slots += linear_slots(("lm_head", "dense"), "lm_head.dense")
+    slots += layer_norm_slots(("lm_head", "layer_norm"), "lm_head.layer_norm")
     slots.append(TensorSlot(("lm_head", "bias"), "lm_head.bias"))
     return slots
 

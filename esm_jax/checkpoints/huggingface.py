@@ -22,6 +22,8 @@ from esm_jax.checkpoints.tensor_map import (
     as_numpy,
     blank_contact_regression,
     build_from_tensors,
+    layer_norm_slots,
+    linear_slots,
     tensor_shape,
 )
 from esm_jax.errors import CheckpointError
@@ -42,36 +44,25 @@ CONTACT_SLOTS = [
 ]
 
 
-def _linear(path: tuple[str, ...], name: str) -> list[TensorSlot]:
-    return [
-        TensorSlot((*path, "kernel"), f"{name}.weight", transpose=True),
-        TensorSlot((*path, "bias"), f"{name}.bias"),
-    ]
-
-
-def _layer_norm(path: tuple[str, ...], name: str) -> list[TensorSlot]:
-    return [TensorSlot((*path, "scale"), f"{name}.weight"), TensorSlot((*path, "bias"), f"{name}.bias")]
-
-
 def model_slots(config: ModelConfig) -> list[TensorSlot]:
     """Every model tensor except the contact regression, under ``EsmForMaskedLM`` names."""
     slots = [TensorSlot(("embed_tokens", "embedding"), "esm.embeddings.word_embeddings.weight")]
     if config.architecture == "esm1b":
         slots.append(TensorSlot(("embed_positions", "embedding"), "esm.embeddings.position_embeddings.weight"))
         if config.emb_layer_norm_before:
-            slots += _layer_norm(("emb_layer_norm_before",), "esm.embeddings.layer_norm")
+            slots += layer_norm_slots(("emb_layer_norm_before",), "esm.embeddings.layer_norm")
     for ours, theirs in (("q_proj", "query"), ("k_proj", "key"), ("v_proj", "value")):
-        slots += _linear(("layers", "self_attn", ours), f"{_LAYER}.attention.self.{theirs}")
-    slots += _linear(("layers", "self_attn", "out_proj"), f"{_LAYER}.attention.output.dense")
+        slots += linear_slots(("layers", "self_attn", ours), f"{_LAYER}.attention.self.{theirs}")
+    slots += linear_slots(("layers", "self_attn", "out_proj"), f"{_LAYER}.attention.output.dense")
     if config.uses_rotary:
         slots.append(TensorSlot(("layers", "self_attn", "rotary_frequencies"), _ROTARY_PER_LAYER))
-    slots += _layer_norm(("layers", "self_attn_layer_norm"), f"{_LAYER}.attention.LayerNorm")
-    slots += _linear(("layers", "fc1"), f"{_LAYER}.intermediate.dense")
-    slots += _linear(("layers", "fc2"), f"{_LAYER}.output.dense")
-    slots += _layer_norm(("layers", "final_layer_norm"), f"{_LAYER}.LayerNorm")
-    slots += _layer_norm(("emb_layer_norm_after",), "esm.encoder.emb_layer_norm_after")
-    slots += _linear(("lm_head", "dense"), "lm_head.dense")
-    slots += _layer_norm(("lm_head", "layer_norm"), "lm_head.layer_norm")
+    slots += layer_norm_slots(("layers", "self_attn_layer_norm"), f"{_LAYER}.attention.LayerNorm")
+    slots += linear_slots(("layers", "fc1"), f"{_LAYER}.intermediate.dense")
+    slots += linear_slots(("layers", "fc2"), f"{_LAYER}.output.dense")
+    slots += layer_norm_slots(("layers", "final_layer_norm"), f"{_LAYER}.LayerNorm")
+    slots += layer_norm_slots(("emb_layer_norm_after",), "esm.encoder.emb_layer_norm_after")
+    slots += linear_slots(("lm_head", "dense"), "lm_head.dense")
+    slots += layer_norm_slots(("lm_head", "layer_norm"), "lm_head.layer_norm")
     slots.append(TensorSlot(("lm_head", "bias"), "lm_head.bias"))
     return slots
 

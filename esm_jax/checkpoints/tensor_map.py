@@ -45,6 +45,19 @@ class TensorSlot:
         return [self.name]
 
 
+def linear_slots(path: tuple[str, ...], name: str) -> list[TensorSlot]:
+    """A ``torch.nn.Linear`` called ``name`` (weight stored transposed) and the Dense layer at ``path``."""
+    return [
+        TensorSlot((*path, "kernel"), f"{name}.weight", transpose=True),
+        TensorSlot((*path, "bias"), f"{name}.bias"),
+    ]
+
+
+def layer_norm_slots(path: tuple[str, ...], name: str) -> list[TensorSlot]:
+    """A ``torch.nn.LayerNorm`` called ``name`` and the LayerNorm at ``path``."""
+    return [TensorSlot((*path, "scale"), f"{name}.weight"), TensorSlot((*path, "bias"), f"{name}.bias")]
+
+
 def as_numpy(tensor: Any) -> np.ndarray:
     """Materialise a lazy checkpoint tensor (anything with ``.numpy()``) or an array."""
     return tensor if isinstance(tensor, np.ndarray) else tensor.numpy()

@@ -1,26 +1,12 @@
-"""Seeded data splits: k-fold cross-validation, training-fraction subsets and leave-one-protein-out.
+"""Seeded training-fraction subsets of the variants outside a test fold.
 
-Folds partition the variants at random (a seeded permutation cut into ``k`` near-equal parts), so every
-variant is tested exactly once and the same seed always gives the same folds.
+The folds themselves are :func:`eval.splits.random_folds`: a seeded permutation of the variants cut into
+``k`` near-equal parts, so every variant is tested exactly once and the same seed gives the same folds.
 """
 
 from __future__ import annotations
 
 import numpy as np
-
-
-def kfold_splits(count: int, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``(train, test)`` index arrays (sorted) for each of ``folds`` folds over ``count`` items."""
-    if not 2 <= folds <= count:
-        raise ValueError(f"need 2 <= folds <= number of variants, got {folds} folds for {count} variants")
-    order = np.random.default_rng(seed).permutation(count)
-    parts = np.array_split(order, folds)
-    splits = []
-    for k in range(folds):
-        test = np.sort(parts[k])
-        train = np.sort(np.concatenate([part for j, part in enumerate(parts) if j != k]))
-        splits.append((train, test))
-    return splits
 
 
 def training_subset(train: np.ndarray, size: int, seed: int) -> np.ndarray:

@@ -24,7 +24,7 @@ from esm_jax.inference.rank_correlation import spearman
 from esm_jax.inference.variant_scoring import default_window
 from esm_jax.model import ESM
 from eval.mutational_effect.assays import Assay
-from eval.mutational_effect.folds import fraction_size, kfold_splits, training_subset
+from eval.mutational_effect.folds import fraction_size, training_subset
 from eval.mutational_effect.regression import (
     FinetuneData,
     TrainConfig,
@@ -35,6 +35,7 @@ from eval.mutational_effect.regression import (
     standardiser,
 )
 from eval.mutational_effect.sites import SiteTable, build_sites, site_hidden
+from eval.splits import random_folds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,7 +172,7 @@ def _summary(rhos: Sequence[float]) -> dict:
 
 def cross_validation(learner, prepared: PreparedAssay, folds: int, seed: int) -> dict:
     """Spearman ρ of each of ``folds`` random folds (train on the rest), with mean and SD."""
-    splits = kfold_splits(len(prepared.assay), folds, seed)
+    splits = random_folds(len(prepared.assay), folds, seed)
     rhos = []
     for number, (train, test) in enumerate(splits):
         key = jax.random.fold_in(jax.random.key(seed), number)
@@ -183,7 +184,7 @@ def cross_validation(learner, prepared: PreparedAssay, folds: int, seed: int) ->
 
 def fraction_sweep(learner, prepared: PreparedAssay, fractions: Sequence[float], folds: int, seed: int) -> dict:
     """For each training fraction of the assay: Spearman ρ on every test fold, training on a random subset."""
-    splits = kfold_splits(len(prepared.assay), folds, seed)
+    splits = random_folds(len(prepared.assay), folds, seed)
     results = {}
     for fraction in fractions:
         rhos = []
