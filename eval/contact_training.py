@@ -19,7 +19,8 @@ from flax import nnx
 from eval.contact_metrics import contact_precisions
 from eval.contact_sets import ContactProtein
 from eval.linear_probes import pair_logistic_loss
-from eval.probe_training import Batch, fit_adam, pad_pairs, pad_stack, protein_batches
+from eval.padding import pad_pairs, pad_stack
+from eval.probe_training import Batch, fit_adam, protein_batches
 
 Forward = Callable[[nnx.Module, Batch], jax.Array]
 

@@ -22,6 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
+from eval.padding import pad_rows
+
 Metric = Literal["cosine", "euclidean"]
 METRICS = ("cosine", "euclidean")
 Labels = tuple[np.ndarray, ...]
@@ -62,13 +64,6 @@ def _check_labels(labels: Labels | None, count: int, what: str) -> Labels:
         if array.shape != (count,):
             raise ValueError(f"{what} labels have shape {array.shape} but there are {count} {what} embeddings")
     return labels
-
-
-def _pad_rows(array: np.ndarray, rows: int, fill: float | int) -> np.ndarray:
-    if array.shape[0] == rows:
-        return array
-    pad = np.full((rows - array.shape[0], *array.shape[1:]), fill, dtype=array.dtype)
-    return np.concatenate([array, pad])
 
 
 def _search_block(q, q_labels, blocks, block_labels, n_valid, *, k: int, metric: str, rule: PairRule | None):
@@ -128,8 +123,8 @@ def top_k_neighbors(
     n = d.shape[0]
     width = max(1, min(db_block, n))
     n_blocks = -(-n // width)
-    blocks = jnp.asarray(_pad_rows(d, n_blocks * width, 0.0).reshape(n_blocks, width, -1))
-    block_labels = tuple(jnp.asarray(_pad_rows(a, n_blocks * width, -1).reshape(n_blocks, width)) for a in d_labels)
+    blocks = jnp.asarray(pad_rows(d, n_blocks * width, 0.0).reshape(n_blocks, width, -1))
+    block_labels = tuple(jnp.asarray(pad_rows(a, n_blocks * width, -1).reshape(n_blocks, width)) for a in d_labels)
     search = jax.jit(functools.partial(_search_block, k=k, metric=metric, rule=ignore))
     rows = max(1, min(query_block, q.shape[0]))
     scores = np.empty((q.shape[0], k), np.float32)
@@ -137,8 +132,8 @@ def top_k_neighbors(
     with tqdm(total=q.shape[0], unit="query", desc=f"top-{k} {metric}", disable=not show_progress) as bar:
         for start in range(0, q.shape[0], rows):
             stop = min(start + rows, q.shape[0])
-            block_q = _pad_rows(q[start:stop], rows, 0.0)
-            block_l = tuple(_pad_rows(a[start:stop], rows, -1) for a in q_labels)
+            block_q = pad_rows(q[start:stop], rows, 0.0)
+            block_l = tuple(pad_rows(a[start:stop], rows, -1) for a in q_labels)
             top, where = jax.device_get(search(block_q, block_l, blocks, block_labels, n))
             scores[start:stop], indices[start:stop] = top[: stop - start], where[: stop - start]
             bar.update(stop - start)
@@ -201,8 +196,8 @@ def per_query_auc(
     with tqdm(total=q.shape[0], unit="query", desc=f"AUC {metric}", disable=not show_progress) as bar:
         for start in range(0, q.shape[0], rows):
             stop = min(start + rows, q.shape[0])
-            block_q = _pad_rows(q[start:stop], rows, 0.0)
-            block_l = tuple(_pad_rows(a[start:stop], rows, -1) for a in q_labels)
+            block_q = pad_rows(q[start:stop], rows, 0.0)
+            block_l = tuple(pad_rows(a[start:stop], rows, -1) for a in q_labels)
             auc, n_pos, n_neg = jax.device_get(compute(block_q, block_l, d_device, d_labels_device))
             defined = (n_pos > 0) & (n_neg > 0)
             aucs[start:stop] = np.where(defined, auc, np.nan)[: stop - start]

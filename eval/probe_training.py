@@ -35,22 +35,6 @@ def protein_batches(lengths: Sequence[int], tokens_per_batch: int = 4096) -> Ite
         yield batch.indices, rows, width - 2
 
 
-def pad_stack(arrays: Sequence[np.ndarray], rows: int, width: int, fill: float = 0.0) -> np.ndarray:
-    """``(rows, width, ...)`` with ``arrays[i]`` (L_i, ...) in row i; the rest ``fill``."""
-    out = np.full((rows, width, *arrays[0].shape[1:]), fill, dtype=arrays[0].dtype)
-    for row, array in enumerate(arrays):
-        out[row, : array.shape[0]] = array
-    return out
-
-
-def pad_pairs(arrays: Sequence[np.ndarray], rows: int, width: int, fill: float = 0.0) -> np.ndarray:
-    """``(rows, width, width, ...)`` with ``arrays[i]`` (L_i, L_i, ...) in row i; the rest ``fill``."""
-    out = np.full((rows, width, width, *arrays[0].shape[2:]), fill, dtype=arrays[0].dtype)
-    for row, array in enumerate(arrays):
-        out[row, : array.shape[0], : array.shape[1]] = array
-    return out
-
-
 @functools.cache
 def _adamw(learning_rate: float, weight_decay: float) -> optax.GradientTransformation:
     return optax.adamw(learning_rate, weight_decay=weight_decay)

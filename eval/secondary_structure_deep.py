@@ -24,7 +24,8 @@ from eval import published
 from eval.cli import load_backbone
 from eval.deep_heads import NetSurfPHead
 from eval.msa_features import AMINO_ACIDS
-from eval.probe_training import fit_adam, pad_stack, protein_batches
+from eval.padding import pad_stack
+from eval.probe_training import fit_adam, protein_batches
 from eval.report import write_results
 from eval.representations import feature_layer, per_residue_layers
 from eval.seeds import formatted, mean_sd

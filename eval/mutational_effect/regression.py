@@ -27,6 +27,7 @@ from flax import nnx
 from tqdm import tqdm
 
 from esm_jax.model import ESM
+from eval.padding import pad_rows
 
 NUM_AMINO_ACIDS = 20
 _LOSS_EVERY = 25  # fine-tuning steps between loss reads for the progress bar (each read waits for the device)
@@ -92,7 +93,7 @@ def predict(head: dict, hidden: np.ndarray, inputs: VariantInputs) -> np.ndarray
     Compiled for row counts in steps of 512; the last partial block is padded, not dropped.
     """
     rows = _padded(len(hidden), _PREDICTION_ROWS)
-    padded = [_pad_rows(array, rows) for array in (hidden.astype(np.float32), *vars(inputs).values())]
+    padded = [pad_rows(array, rows) for array in (hidden.astype(np.float32), *vars(inputs).values())]
     return np.asarray(_jitted_predictions(head["params"], head["norm"], *padded))[: len(hidden)]
 
 
@@ -103,11 +104,6 @@ def _squared_error(params, norm, hidden, wild_type, mutant, valid, target, weigh
 
 def _padded(count: int, batch: int) -> int:
     return max(batch, -(-count // batch) * batch)
-
-
-def _pad_rows(array: np.ndarray, rows: int) -> np.ndarray:
-    padding = np.zeros((rows - len(array), *array.shape[1:]), dtype=array.dtype)
-    return np.concatenate([array, padding])
 
 
 @functools.partial(jax.jit, static_argnames=("epochs", "batch_size"))
@@ -145,12 +141,12 @@ def fit_head(
     params = _fit_head(
         init_head(init_key, hidden.shape[-1]),
         norm,
-        _pad_rows(hidden.astype(np.float32), rows),
-        _pad_rows(inputs.wild_type, rows),
-        _pad_rows(inputs.mutant, rows),
-        _pad_rows(inputs.valid, rows),
-        _pad_rows(target.astype(np.float32), rows),
-        _pad_rows(np.ones(len(target), np.float32), rows),
+        pad_rows(hidden.astype(np.float32), rows),
+        pad_rows(inputs.wild_type, rows),
+        pad_rows(inputs.mutant, rows),
+        pad_rows(inputs.valid, rows),
+        pad_rows(target.astype(np.float32), rows),
+        pad_rows(np.ones(len(target), np.float32), rows),
         train_key,
         jnp.array([config.learning_rate, config.weight_decay], jnp.float32),
         epochs=config.epochs,
