@@ -75,6 +75,7 @@ def test_one_splash_forward_call_per_layer_is_counted(small):
     assert small["attention_kernel_bytes_per_device"] > SMALL_LAYERS * 4 * one_pass
 
 
+@pytest.mark.slow  # about 2.5 minutes of compilation on 2 cores
 def test_a_3b_model_fits_on_a_v5e_2x4_with_its_parameters_split_8_ways(tmp_path):
     report = _plan(tmp_path, "esm2_t36_3B_UR50D", "v5e:2x4")
     assert report["chips"] == 8
