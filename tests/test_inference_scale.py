@@ -78,7 +78,8 @@ def _max_difference(got: dict[str, dict], expected: dict[str, dict]) -> float:
     return worst
 
 
-def test_extract_gives_the_same_outputs_on_1_4_and_8_devices_and_every_mesh(inputs, tmp_path):
+def test_extract_gives_the_same_outputs_on_1_4_and_8_devices_and_every_mesh(inputs, tmp_path, capsys):
+    """Prints each run's largest relative difference from one device (``pytest -s`` shows them)."""
     checkpoint, fasta, records = inputs
     _extract_with_meshes(1, checkpoint, fasta, tmp_path / "one", ["auto"])
     _extract_with_meshes(4, checkpoint, fasta, tmp_path / "four", ["auto"])
@@ -91,7 +92,10 @@ def test_extract_gives_the_same_outputs_on_1_4_and_8_devices_and_every_mesh(inpu
     }  # fmt: skip
     folders = [tmp_path / "four" / "auto", *(tmp_path / "eight" / m.replace(",", "_").replace("=", "") for m in meshes)]
     for folder in folders:
-        assert _max_difference(_outputs(folder, labels), expected) < 1e-5, folder
+        difference = _max_difference(_outputs(folder, labels), expected)
+        with capsys.disabled():
+            print(f"\n{folder.parent.name} devices, mesh {folder.name}: largest difference {difference:.1e}")
+        assert difference < 1e-5, folder
 
 
 def test_process_shares_are_disjoint_balanced_and_cover_every_record():

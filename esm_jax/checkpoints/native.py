@@ -16,7 +16,7 @@ from jax.sharding import Mesh
 
 from esm_jax.errors import CheckpointError
 from esm_jax.model import ESM, ModelConfig, abstract_model
-from esm_jax.sharding import state_shardings
+from esm_jax.sharding import state_shardings, with_shardings
 
 FORMAT = "esm_jax.native.v1"
 
@@ -86,11 +86,7 @@ def sharded_targets(state: nnx.State, mesh: Mesh | None) -> dict:
     """Restore targets for ``state``'s variables: in their shards on ``mesh``, else on the default device."""
     if mesh is None:
         device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-        return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
-                            nnx.to_pure_dict(state))  # fmt: skip
-    shardings = nnx.to_pure_dict(state_shardings(state, mesh))
-    return jax.tree.map(
-        lambda leaf, sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding),
-        nnx.to_pure_dict(state),
-        shardings,
-    )
+        shardings = nnx.map_state(lambda path, variable: device, state)
+    else:
+        shardings = state_shardings(state, mesh)
+    return nnx.to_pure_dict(with_shardings(state, shardings))

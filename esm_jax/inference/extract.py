@@ -249,7 +249,7 @@ class Run:
                 np.savez(handle, **arrays)
         return len(todo), {self.records[index][0]: paths[index] for index in share}
 
-    def to_shards(self, chunks: list[list[int]], process_id: int, bar: tqdm | None) -> tuple[int, list[str]]:
+    def to_shards(self, chunks: list[list[int]], process_id: int, bar: tqdm) -> tuple[int, list[str]]:
         """One shard per chunk; shards already in place are skipped."""
         widths = array_widths(self.model, self.layers, self.include)
         computed, rows = 0, []

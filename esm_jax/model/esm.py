@@ -141,8 +141,6 @@ class ESM(nnx.Module):
             segment_ids = np.asarray(segment_ids, dtype=np.int32)
         graphdef, state = nnx.split(self)
         options = (need_head_weights, return_contacts, lean)
-        if self.mesh is None:
-            return _compiled_forward(graphdef, state, tokens, segment_ids, layers, *options)
         rows = len(tokens)
         tokens, segment_ids = self.place_rows(tokens, segment_ids)
         with self.mesh_context():
