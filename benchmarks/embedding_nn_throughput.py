@@ -31,7 +31,7 @@ from esm_jax.checkpoints import fair_esm
 from esm_jax.checkpoints.tensor_map import build_from_tensors
 from esm_jax.inference.embedding import embed_sequences
 from esm_jax.model import named_config
-from eval.nearest_neighbors import top_k_neighbors
+from eval.homology.nearest_neighbors import top_k_neighbors
 
 ASTRAL = Path("scope_astral40_2.07") / "astral-scopedom-seqres-gd-sel-gs-bib-40-2.07.fa.gz"
 TRUNCATION = 1022

@@ -33,7 +33,7 @@ from forward_throughput import reference_model, same_weights
 from esm_jax.alphabet import STANDARD_AMINO_ACIDS
 from esm_jax.inference.mutations import parse_mutants
 from esm_jax.inference.variant_scoring import score_mutants
-from eval.mutational_effect.assays import load_assay
+from eval.variants.assays import load_assay
 
 
 def all_single_mutants(wild_type: str, positions: int) -> list[str]:

@@ -21,19 +21,19 @@ from esm_jax.model import ESM, NAMED_MODELS, BiLSTMLM, build_model
 
 # task name -> module implementing it
 TASKS: dict[str, str] = {
-    "language-model": "eval.language_model",
-    "aa-embeddings": "eval.aa_embeddings",
-    "remote-homology": "eval.remote_homology",
-    "family-alignment": "eval.family_alignment",
-    "mutational-effect": "eval.mutational_effect.task",
-    "zero-shot-variants": "eval.mutational_effect.zero_shot",
-    "secondary-structure-linear": "eval.secondary_structure_linear",
-    "contacts-linear": "eval.contacts_linear",
-    "contacts-unsupervised": "eval.contacts_unsupervised",
-    "secondary-structure-deep": "eval.secondary_structure_deep",
-    "contacts-deep": "eval.contacts_deep",
-    "feature-combination": "eval.feature_combination",
-    "structure-vs-lm": "eval.structure_vs_lm",
+    "language-model": "eval.language_model.task",
+    "aa-embeddings": "eval.language_model.aa_embeddings",
+    "remote-homology": "eval.homology.remote_homology",
+    "family-alignment": "eval.homology.family_alignment",
+    "mutational-effect": "eval.variants.mutational_effect",
+    "zero-shot-variants": "eval.variants.zero_shot",
+    "secondary-structure-linear": "eval.structure.secondary.linear",
+    "contacts-linear": "eval.structure.contacts.linear",
+    "contacts-unsupervised": "eval.structure.contacts.unsupervised",
+    "secondary-structure-deep": "eval.structure.secondary.deep",
+    "contacts-deep": "eval.structure.contacts.deep",
+    "feature-combination": "eval.structure.feature_combination",
+    "structure-vs-lm": "eval.structure.structure_vs_lm",
 }
 
 

@@ -9,10 +9,10 @@ import pytest
 
 from esm_jax import build_model
 from esm_jax.alphabet import STANDARD_AMINO_ACIDS
-from eval import aa_embeddings
 from eval.cli import main
-from eval.pca import pca
-from eval.tsne import conditional_probabilities, squared_distances, tsne
+from eval.common.pca import pca
+from eval.common.tsne import conditional_probabilities, squared_distances, tsne
+from eval.language_model import aa_embeddings
 from tests.eval_tiny_model import TINY, save_tiny_checkpoint
 
 

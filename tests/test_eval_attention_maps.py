@@ -6,7 +6,7 @@ import numpy as np
 
 from esm_jax.inference.embedding import encode_records, iter_outputs
 from esm_jax.model import ModelConfig, build_model
-from eval.attention_maps import feature_count, iter_attention_features, iter_contact_logits
+from eval.structure.contacts.attention_maps import feature_count, iter_attention_features, iter_contact_logits
 
 RECORDS = [("a", "MKTAYIAKQRQISFVKSHFSRQ"), ("b", "GSHMLEDPVAG"), ("c", "MSTNPKPQRKTKRNTNRRPQDVKFPGG")]
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from data_pipeline.errors import MalformedFileError
-from eval import alignment_pairs, family_alignment
 from eval.cli import main
+from eval.homology import alignment_pairs, family_alignment
 from tests.eval_tiny_model import save_tiny_checkpoint
 
 

@@ -7,7 +7,9 @@ import itertools
 import numpy as np
 import pytest
 
-from eval import homology_metrics, nearest_neighbors, ranking, scop_pairs
+from eval.common import ranking
+from eval.homology import metrics as homology_metrics
+from eval.homology import nearest_neighbors, scop_pairs
 
 
 def pairwise_auc(scores, positive):

@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 
 from data_pipeline.readers.scope import EXCLUDED_FOLDS
-from eval import homology_metrics, published, remote_homology, scop_pairs
 from eval.cli import main
-from eval.hmm_baseline import phmmer_scores
+from eval.common import published
+from eval.homology import metrics as homology_metrics
+from eval.homology import remote_homology, scop_pairs
+from eval.homology.hmm_baseline import phmmer_scores
 from tests.eval_tiny_model import save_tiny_checkpoint
 
 

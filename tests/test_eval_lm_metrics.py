@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from esm_jax import Alphabet, build_model
-from eval import ngram
-from eval.heldout_data import original_tokens
-from eval.masked_lm import MaskedLmScorer, ece
+from eval.language_model import ngram
+from eval.language_model.heldout_data import original_tokens
+from eval.language_model.masked_lm import MaskedLmScorer, ece
 from tests.eval_tiny_model import TINY
 
 ALPHABET = Alphabet()

@@ -61,7 +61,7 @@ def test_every_heldout_sequence_and_masked_token_is_scored(small_dataset, checkp
 
 def test_unigram_baseline_matches_training_frequencies(small_dataset, checkpoint, tmp_path):
     from data_pipeline.shard_reader import read_split
-    from eval.ngram import LETTERS
+    from eval.language_model.ngram import LETTERS
 
     results = run_task(checkpoint, small_dataset, tmp_path)
     counts = {letter: 0 for letter in LETTERS}

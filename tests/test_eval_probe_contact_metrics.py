@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from esm_jax.model.heads import average_product_correct
-from eval.contact_metrics import band_mask, contact_precisions, mean_precisions, precision_at_k
+from eval.structure.contacts.metrics import band_mask, contact_precisions, mean_precisions, precision_at_k
 
 
 def test_precision_at_k_counts_true_pairs_among_the_best():

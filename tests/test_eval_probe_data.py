@@ -8,8 +8,8 @@ import pytest
 from data_pipeline.errors import MalformedFileError
 from data_pipeline.readers.alignments import Alignment
 from data_pipeline.readers.structure import read_chain
-from eval.contact_sets import domain_on_target, from_structure, load_contact_set
-from eval.ss_data import load_ss8_sets
+from eval.structure.contacts.sets import domain_on_target, from_structure, load_contact_set
+from eval.structure.secondary.data import load_ss8_sets
 
 
 def test_training_proteins_shared_with_a_test_set_are_dropped(shared_data):
@@ -90,7 +90,7 @@ def test_query_alignment_rows_map_residues_to_query_positions(shared_data):
     protein = load_contact_set("casp12", shared_data, limit=1)[0]
     sequences, index = protein.alignment.residues(max_rows=5, seed=0)
     anchored = protein.alignment.anchored(protein.sequence, max_rows=5, seed=0)
-    from eval.msa_features import AMINO_ACIDS
+    from eval.structure.msa.features import AMINO_ACIDS
 
     for row, sequence in enumerate(sequences):
         here = index[row] >= 0

@@ -6,12 +6,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from eval.contact_sets import ContactProtein
-from eval.contact_training import contact_batches, predict
-from eval.deep_heads import DilatedResNet, NetSurfPHead
-from eval.linear_probes import BilinearContactProbe, bilinear_forward, contact_pair_mask
-from eval.probe_training import protein_batches
-from eval.seeds import mean_sd
+from eval.common.deep_heads import DilatedResNet, NetSurfPHead
+from eval.common.linear_probes import BilinearContactProbe, bilinear_forward, contact_pair_mask
+from eval.common.probe_training import protein_batches
+from eval.common.seeds import mean_sd
+from eval.structure.contacts.sets import ContactProtein
+from eval.structure.contacts.training import contact_batches, predict
 
 
 def _padded(x: np.ndarray, width: int) -> np.ndarray:

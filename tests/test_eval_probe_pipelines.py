@@ -8,7 +8,8 @@ import pytest
 
 from esm_jax.checkpoints import native
 from esm_jax.model import ModelConfig, build_model
-from eval import cli, published
+from eval import cli
+from eval.common import published
 
 
 @pytest.fixture(scope="module")

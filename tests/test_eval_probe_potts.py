@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from eval.l1_logistic import fit_l1_logistic, objective
-from eval.msa_features import GAP, encode_msa, profile, sequence_weights
-from eval.potts import coupling_scores, fit_potts
+from eval.structure.contacts.l1_logistic import fit_l1_logistic, objective
+from eval.structure.msa.features import GAP, encode_msa, profile, sequence_weights
+from eval.structure.msa.potts import coupling_scores, fit_potts
 
 
 def gibbs_sample(fields: np.ndarray, couplings: np.ndarray, count: int, sweeps: int, seed: int) -> np.ndarray:

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from eval.linear_probes import SoftmaxProbe, softmax_loss
-from eval.probe_training import fit_lbfgs
-from eval.ss_features import padded_rows, residue_labels
-from eval.ss_metrics import SS3_STATES, SS8_STATES, accuracy, encode_states, ss8_to_ss3
+from eval.common.linear_probes import SoftmaxProbe, softmax_loss
+from eval.common.probe_training import fit_lbfgs
+from eval.structure.secondary.features import padded_rows, residue_labels
+from eval.structure.secondary.metrics import SS3_STATES, SS8_STATES, accuracy, encode_states, ss8_to_ss3
 
 
 def test_q8_and_q3_by_hand():

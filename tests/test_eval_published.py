@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from eval import published
-from eval.published import PublishedFigures
-from eval.report import write_results
+from eval.common import published
+from eval.common.published import PublishedFigures
+from eval.common.report import write_results
 
 TABLES = {name: value for name, value in vars(published).items() if isinstance(value, PublishedFigures)}
 

@@ -9,7 +9,8 @@ import shutil
 import pytest
 
 from esm_jax.errors import CheckpointError
-from eval import cli, structure_vs_lm
+from eval import cli
+from eval.structure import structure_vs_lm
 from tests.eval_tiny_model import build_heldout_dataset, save_tiny_checkpoint
 from tests.train_helpers import tiny_config
 

@@ -16,7 +16,7 @@ from esm_jax import pretrained
 from esm_jax.model import BiLSTMLM, LSTMConfig, abstract_model, build_model, config_from_dict
 from esm_jax.train.trainer import train
 from eval.cli import load_backbone
-from eval.masked_lm import MaskedLmScorer, ece
+from eval.language_model.masked_lm import MaskedLmScorer, ece
 from tests.synthetic_batches import SyntheticBatches
 from tests.train_helpers import REPO, run_python, tiny_config
 

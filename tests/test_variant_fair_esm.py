@@ -16,7 +16,7 @@ from esm_jax import pretrained
 from esm_jax.cli.main import main
 from esm_jax.inference.mutations import parse_mutants
 from esm_jax.inference.variant_scoring import score_mutants
-from eval.mutational_effect.assays import ASSAYS, load_assay
+from eval.variants.assays import ASSAYS, load_assay
 from tests.fair_esm_reference import esm, esm1b_model, esm2_model, load_reference, relative_error, save_official, torch
 
 OFFSET = 24  # fair-esm's README example scores BLAT_ECOLX from residue H24 with --offset-idx 24

@@ -14,12 +14,12 @@ from esm_jax.alphabet import STANDARD_AMINO_ACIDS, Alphabet
 from esm_jax.inference.mutations import parse_mutants
 from esm_jax.inference.rank_correlation import spearman
 from eval.cli import main as eval_main
-from eval.mutational_effect.assays import Assay
-from eval.mutational_effect.folds import fraction_size, training_subset
-from eval.mutational_effect.protocol import FinetuneLearner, FrozenLearner, cross_validation, leave_one_protein_out
-from eval.mutational_effect.regression import TrainConfig, VariantInputs, fit_head, predict, standardiser
-from eval.mutational_effect.sites import build_sites, site_hidden
-from eval.splits import random_folds
+from eval.common.splits import random_folds
+from eval.variants.assays import Assay
+from eval.variants.folds import fraction_size, training_subset
+from eval.variants.protocol import FinetuneLearner, FrozenLearner, cross_validation, leave_one_protein_out
+from eval.variants.regression import TrainConfig, VariantInputs, fit_head, predict, standardiser
+from eval.variants.sites import build_sites, site_hidden
 
 ALPHABET = Alphabet()
 WILD_TYPE = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEKAVQVKVKALPDAQFEVV"

@@ -1,0 +1,56 @@
+"""Write evaluation results: JSON for machines, a Markdown table for people, PNG plots beside them."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from esm_jax.files import write_json_atomically, write_text_atomically
+
+if TYPE_CHECKING:
+    from eval.common.published import PublishedFigures
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
+    """A GitHub Markdown table of ``rows`` (floats to 4 significant digits)."""
+    if not rows:
+        return "(no rows)\n"
+    columns = list(columns or rows[0].keys())
+
+    def cell(value: Any) -> str:
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(column, "")) for column in columns) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_results(
+    out_dir: str | os.PathLike,
+    task: str,
+    results: Mapping[str, Any],
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    title: str,
+    notes: str = "",
+    figures: Sequence[str] = (),
+    published: PublishedFigures | None = None,
+) -> Path:
+    """``<task>.json`` (everything in ``results``) and ``<task>.md`` (``rows`` as a table, figures linked).
+
+    ``published`` adds the authors' own figures for the task, in both files, after ours.
+    """
+    out_dir = Path(out_dir)
+    if published is not None:
+        results = {**results, "published": published.as_json()}
+    write_json_atomically(out_dir / f"{task}.json", results)
+    parts = [f"# {title}\n", markdown_table(rows)]
+    if notes:
+        parts.append(notes + "\n")
+    parts += [f"![{name}]({name})\n" for name in figures]
+    if published is not None:
+        parts.append(published.markdown())
+    write_text_atomically(out_dir / f"{task}.md", "\n".join(parts))
+    return out_dir / f"{task}.md"

@@ -1,0 +1,125 @@
+"""Amino-acid embeddings (paper Fig. 1): PCA and t-SNE of the 20 standard amino acids' output-embedding rows.
+
+ESM ties its output projection to the input token table, so the rows of ``embed_tokens`` are the output
+embeddings the paper projects (Rives et al., PNAS 2021, Fig. 1, where a trained model's amino acids group
+by biochemical properties such as hydrophobicity, aromaticity and charge). Points are coloured by the
+side-chain classes of standard biochemistry (e.g. Nelson & Cox, Lehninger Principles of Biochemistry,
+ch. 3; aromatic F/W/Y split out, and C, G, P, whose side chains have special conformational roles, kept
+apart as "unique"), the six classes the paper's Fig. 1 legend uses. As a number: how often an amino acid's
+nearest other amino acid (cosine, full dimension) is in its own class, against the chance rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from esm_jax.alphabet import STANDARD_AMINO_ACIDS, Alphabet
+from eval.cli import load_backbone
+from eval.common import charts
+from eval.common.pca import pca
+from eval.common.report import write_results
+from eval.common.tsne import tsne
+
+DESCRIPTION = """Amino-acid embeddings (paper Fig. 1): PCA and t-SNE plots of the 20 output-embedding rows.
+
+Coloured by hydrophobic / aromatic / polar / positive / negative / unique classes; also reports how often
+the nearest amino acid in embedding space shares the class."""
+TASK = "aa-embeddings"
+
+AMINO_ACID_CLASSES: dict[str, str] = {
+    "hydrophobic": "AVLIM",
+    "aromatic": "FWY",
+    "polar": "STNQ",
+    "positively charged": "KRH",
+    "negatively charged": "DE",
+    "unique": "CGP",
+}
+CLASS_OF = {letter: name for name, letters in AMINO_ACID_CLASSES.items() for letter in letters}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--perplexity", type=float, default=5.0, help="t-SNE perplexity (default: 5)")
+    parser.add_argument("--tsne-iterations", type=int, default=1000, help="t-SNE iterations (default: 1000)")
+
+
+def amino_acid_rows(model) -> np.ndarray:
+    """(20, D) output-embedding rows of the standard amino acids, in ``STANDARD_AMINO_ACIDS`` order."""
+    alphabet = Alphabet()
+    table = np.asarray(model.embed_tokens.embedding[...], dtype=np.float64)
+    return table[[alphabet.get_idx(letter) for letter in STANDARD_AMINO_ACIDS]]
+
+
+def nearest_class_agreement(rows: np.ndarray, classes: list[str]) -> tuple[float, float]:
+    """(fraction whose cosine-nearest other row shares the class, the same fraction for a random neighbour)."""
+    unit = rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+    similarity = unit @ unit.T
+    np.fill_diagonal(similarity, -np.inf)
+    nearest = np.argmax(similarity, axis=1)
+    labels = np.array(classes)
+    agreement = float(np.mean(labels[nearest] == labels))
+    sizes = np.array([np.sum(labels == label) for label in labels])
+    chance = float(np.mean((sizes - 1) / (len(labels) - 1)))
+    return agreement, chance
+
+
+def run(args: argparse.Namespace) -> dict:
+    model = load_backbone(args)
+    rows = amino_acid_rows(model)
+    letters = list(STANDARD_AMINO_ACIDS)
+    classes = [CLASS_OF[letter] for letter in letters]
+    projected = pca(rows, 2)
+    embedded = tsne(rows, perplexity=args.perplexity, iterations=args.tsne_iterations, seed=args.seed)
+    agreement, chance = nearest_class_agreement(rows, classes)
+    out = Path(args.out)
+    figures = [
+        charts.labelled_scatter_png(
+            projected.points,
+            letters,
+            classes,
+            out / f"{TASK}-pca.png",
+            title=f"PCA of output embeddings ({args.checkpoint})",
+            xlabel=f"PC 1 ({projected.explained[0]:.0%} of variance)",
+            ylabel=f"PC 2 ({projected.explained[1]:.0%} of variance)",
+        ),
+        charts.labelled_scatter_png(
+            embedded.points,
+            letters,
+            classes,
+            out / f"{TASK}-tsne.png",
+            title=f"t-SNE of output embeddings, perplexity {args.perplexity:g} ({args.checkpoint})",
+            xlabel="t-SNE 1",
+            ylabel="t-SNE 2",
+        ),
+    ]
+    results = {
+        "checkpoint": str(args.checkpoint),
+        "random_weights": bool(args.random_weights),
+        "embedding_dim": int(rows.shape[1]),
+        "classes": AMINO_ACID_CLASSES,
+        "pca_explained_variance": projected.explained.tolist(),
+        "pca_points": dict(zip(letters, projected.points.tolist(), strict=True)),
+        "tsne_points": dict(zip(letters, embedded.points.tolist(), strict=True)),
+        "tsne_kl_divergence": embedded.kl_divergence,
+        "nearest_class_agreement": agreement,
+        "nearest_class_chance": chance,
+    }
+    table = [
+        {"measure": "nearest amino acid in the same class (cosine)", "value": agreement},
+        {"measure": "same, for a random other amino acid (chance)", "value": chance},
+        {"measure": "PCA variance explained, PC 1 + PC 2", "value": float(projected.explained.sum())},
+        {"measure": "t-SNE KL divergence", "value": embedded.kl_divergence},
+    ]
+    notes = "Classes: " + "; ".join(f"{name}: {' '.join(aas)}" for name, aas in AMINO_ACID_CLASSES.items()) + "."
+    write_results(
+        out,
+        TASK,
+        results,
+        table,
+        title="Amino-acid output embeddings (paper Fig. 1)",
+        notes=notes,
+        figures=[figure.name for figure in figures],
+    )
+    return {"nearest_class_agreement": agreement, "chance": chance}

@@ -1,0 +1,179 @@
+"""Secondary structure with a deep head (ESM-1b Table 4): a NetSurfP-2.0-style network on frozen features.
+
+The head (:class:`eval.common.deep_heads.NetSurfPHead`: convolutions + two-layer BiLSTM, Klausen et al. 2019) is trained
+with the same architecture and schedule on each input representation (a backbone layer, and one-hot amino acids as
+a baseline without language-model information) on the NetSurfP-2.0 training subset, then scored (Q8, Q3) on CB513,
+TS115 and CASP12; mean ± SD over seeds, as the paper reports. The default is a small run for CPUs; the full
+protocol is ``--max-train 0 --max-test 0 --steps 20000 --hidden 1024 --kernels 129,257``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from data_pipeline.readers.netsurfp import SecondaryStructureRecord
+from eval.cli import load_backbone
+from eval.common import published
+from eval.common.deep_heads import NetSurfPHead
+from eval.common.padding import pad_stack
+from eval.common.probe_training import fit_adam, protein_batches
+from eval.common.report import write_results
+from eval.common.representations import feature_layer, per_residue_layers
+from eval.common.seeds import formatted, mean_sd
+from eval.structure.msa.features import one_hot_features
+from eval.structure.secondary.data import TEST_FILES, load_ss8_sets
+from eval.structure.secondary.metrics import SS3_STATES, SS8_STATES, accuracy, encode_states
+
+DESCRIPTION = __doc__
+TASK = "secondary-structure-deep"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--features", default="last,onehot", help="'last', a layer number, 'onehot' (comma list)")
+    parser.add_argument("--max-train", type=int, default=100, help="training proteins (0: all 499; default 100)")
+    parser.add_argument("--max-test", type=int, default=50, help="proteins per test set (0: all; default 50)")
+    parser.add_argument("--tests", default=",".join(TEST_FILES), help="test sets (default: CB513,TS115,CASP12)")
+    parser.add_argument("--seeds", type=int, default=5, help="training seeds (default: 5, as the paper)")
+    parser.add_argument("--steps", type=int, default=200, help="Adam steps per seed (default: 200)")
+    parser.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate (default: 1e-3)")
+    parser.add_argument("--hidden", type=int, default=64, help="LSTM units per direction (NetSurfP-2.0: 1024)")
+    parser.add_argument(
+        "--kernels", default="15,31", help="convolution widths (NetSurfP-2.0: 129,257; default 15,31 for CPUs)"
+    )
+    parser.add_argument("--toks-per-batch", type=int, default=2048, help="residues per head batch (default: 2048)")
+
+
+def feature_sets(model, names: list[str], records: list[SecondaryStructureRecord], desc: str) -> dict[str, list]:
+    """``{feature name: [(L, D) per record]}`` for every requested representation."""
+    layers = {name: feature_layer(model, name) for name in names if name != "onehot"}
+    pairs = [(r.id, r.sequence) for r in records]
+    embedded = per_residue_layers(model, pairs, list(layers.values()), desc=desc) if layers else {}
+    out = {}
+    for name in names:
+        if name == "onehot":
+            out[name] = [one_hot_features(r.sequence) for r in records]
+            continue
+        features = embedded[layers[name]]
+        for f, r in zip(features, records, strict=True):
+            if f.shape[0] != len(r.sequence):
+                raise ValueError(f"{r.id}: longer than the model's window; deep heads need every residue's features")
+        out[name] = features
+    return out
+
+
+def batches(records: list[SecondaryStructureRecord], features: list[np.ndarray], toks_per_batch: int) -> list[tuple]:
+    """Padded ``(indices, batch)`` groups with labels and the scored-residue mask; every record once."""
+    out = []
+    for chosen, rows, width in protein_batches([len(r.sequence) for r in records], toks_per_batch):
+        picked = [records[i] for i in chosen]
+        batch = {
+            "x": pad_stack([features[i] for i in chosen], rows, width),
+            "present": pad_stack([np.ones(len(r.sequence), bool) for r in picked], rows, width, fill=False),
+            "mask": pad_stack([r.mask for r in picked], rows, width, fill=False),
+            "ss8": pad_stack([encode_states(r.ss8, SS8_STATES, r.id) for r in picked], rows, width),
+            "ss3": pad_stack([encode_states(r.ss3, SS3_STATES, r.id) for r in picked], rows, width),
+        }
+        out.append((chosen, batch))
+    return out
+
+
+def head_loss(head: NetSurfPHead, batch: dict) -> jax.Array:
+    """Masked mean cross-entropy of the 8- and 3-state outputs, summed."""
+    logits8, logits3 = head(batch["x"], batch["present"])
+    mask = batch["mask"].astype(jnp.float32)
+    total = optax.softmax_cross_entropy_with_integer_labels(logits8, batch["ss8"])
+    total += optax.softmax_cross_entropy_with_integer_labels(logits3, batch["ss3"])
+    return jnp.sum(total * mask) / jnp.maximum(mask.sum(), 1.0)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _states(graphdef, state, x, present):
+    return tuple(jnp.argmax(logits, -1) for logits in nnx.merge(graphdef, state)(x, present))
+
+
+def evaluate(head: NetSurfPHead, groups: list[tuple]) -> dict[str, float]:
+    """Q8 and Q3 over every scored residue of ``groups``."""
+    graphdef, state = nnx.split(head)
+    predicted8, predicted3, labels8, labels3, masks = [], [], [], [], []
+    for _, batch in groups:
+        p8, p3 = _states(graphdef, state, batch["x"], batch["present"])
+        keep = batch["mask"]
+        predicted8.append(np.asarray(p8)[keep])
+        predicted3.append(np.asarray(p3)[keep])
+        labels8.append(batch["ss8"][keep])
+        labels3.append(batch["ss3"][keep])
+        masks.append(np.ones(int(keep.sum()), bool))
+    q8 = accuracy(np.concatenate(predicted8), np.concatenate(labels8), np.concatenate(masks))
+    q3 = accuracy(np.concatenate(predicted3), np.concatenate(labels3), np.concatenate(masks))
+    return {"Q8": q8, "Q3": q3}
+
+
+def run(args: argparse.Namespace) -> dict:
+    model = load_backbone(args)
+    names = args.features.split(",")
+    kernels = tuple(int(k) for k in args.kernels.split(","))
+    sets = load_ss8_sets(Path(args.data), args.max_train or None, args.max_test or None, tuple(args.tests.split(",")))
+    train_features = feature_sets(model, names, sets.train, "ss8 train")
+    test_features = {t: feature_sets(model, names, records, t) for t, records in sets.tests.items()}
+    results, rows = {"features": {}, "train_proteins": len(sets.train), "dropped_train": sets.dropped}, []
+    for name in names:
+        train_groups = [b for _, b in batches(sets.train, train_features[name], args.toks_per_batch)]
+        test_groups = {t: batches(sets.tests[t], test_features[t][name], args.toks_per_batch) for t in sets.tests}
+        runs: dict[str, list] = {t: [] for t in sets.tests}
+        for seed in range(args.seeds):
+            head = NetSurfPHead(
+                train_features[name][0].shape[1], hidden=args.hidden, kernels=kernels, rngs=nnx.Rngs(seed)
+            )
+            fit_adam(
+                head,
+                head_loss,
+                train_groups,
+                steps=args.steps,
+                learning_rate=args.learning_rate,
+                seed=seed,
+                desc=f"{name} seed {seed}",
+            )
+            for test, groups in test_groups.items():
+                runs[test].append(evaluate(head, groups))
+            print(f"{TASK} {name} seed {seed}: " + ", ".join(f"{t} Q8 {r[-1]['Q8']:.3f}" for t, r in runs.items()))
+        summary = {test: mean_sd(values) for test, values in runs.items()}
+        results["features"][name] = summary
+        for test, stats in summary.items():
+            rows.append(
+                {
+                    "features": name,
+                    "test set": test,
+                    "proteins": len(sets.tests[test]),
+                    "Q8": formatted(stats, "Q8"),
+                    "Q3": formatted(stats, "Q3"),
+                }
+            )
+    results |= {
+        "seeds": args.seeds,
+        "steps": args.steps,
+        "hidden": args.hidden,
+        "checkpoint": args.checkpoint,
+        "random_weights": bool(args.random_weights),
+    }
+    notes = (
+        f"NetSurfP-style head (convolutions {args.kernels}, {args.hidden} LSTM units), {args.steps} steps; "
+        f"mean ± SD over {args.seeds} seeds."
+    )
+    write_results(
+        args.out,
+        TASK,
+        results,
+        rows,
+        title="Secondary structure: deep head",
+        notes=notes,
+        published=published.SECONDARY_STRUCTURE_DEEP,
+    )
+    return {f"{n} {t} Q8": s[t]["Q8"]["mean"] for n, s in results["features"].items() for t in s}

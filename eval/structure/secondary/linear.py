@@ -1,0 +1,147 @@
+"""Secondary structure by linear projection of frozen representations (ESM-1b Table 3): Q8 and Q3.
+
+A multinomial logistic regression (L2-regularised, fitted by L-BFGS with a jitted optax step) maps each residue's
+representation to its DSSP state: an 8-class probe and a 3-class probe, fitted per layer (a layer sweep, plotted)
+on the NetSurfP-2.0 training subset (minus the sequence it shares with CB513) and scored on CB513, TS115 and
+CASP12 (Klausen et al., Proteins 2019). Q3 is also reported from the 8-class probe's predictions reduced to three
+states. Optionally a 3-class probe is fitted on a sample of FLIP's full NetSurfP-2.0 training split and scored on
+its NEW364 test set (``--flip-train``). Only resolved residues are trained on and scored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from eval.cli import load_backbone
+from eval.common.charts import curves_png
+from eval.common.linear_probes import SoftmaxProbe, softmax_loss
+from eval.common.probe_training import fit_lbfgs
+from eval.common.report import write_results
+from eval.common.representations import parse_layers, per_residue_layers
+from eval.structure.secondary.data import TEST_FILES, load_flip_ss3, load_ss8_sets
+from eval.structure.secondary.features import ResidueLabels, padded_rows, residue_labels
+from eval.structure.secondary.metrics import accuracy, ss8_to_ss3
+
+DESCRIPTION = __doc__
+TASK = "secondary-structure-linear"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--layers", default="all", help="'all', 'last' or comma-separated layers (default: all)")
+    parser.add_argument("--max-train", type=int, default=None, help="first N training proteins (default: all 499)")
+    parser.add_argument("--max-test", type=int, default=None, help="first N proteins of each test set (default: all)")
+    parser.add_argument("--tests", default=",".join(TEST_FILES), help="test sets (default: CB513,TS115,CASP12)")
+    parser.add_argument("--l2", type=float, default=1e-4, help="L2 penalty on the probe weights (default: 1e-4)")
+    parser.add_argument("--iterations", type=int, default=300, help="L-BFGS iterations per probe (default: 300)")
+    parser.add_argument(
+        "--flip-train", type=int, default=0, help="also fit Q3 on N sampled FLIP training chains (0: skip; -1: all)"
+    )
+    parser.add_argument("--toks-per-batch", type=int, default=4096, help="tokens per backbone batch (default: 4096)")
+
+
+def fit_probe(x: np.ndarray, y: np.ndarray, mask: np.ndarray, classes: int, args) -> SoftmaxProbe:
+    """A softmax probe fitted on the rows of ``x`` where ``mask`` (padding rows never count)."""
+    keep = mask & (y >= 0)
+    x_rows, real = padded_rows(x[keep])
+    y_rows, _ = padded_rows(y[keep].astype(np.int32))
+    probe = SoftmaxProbe(x.shape[1], classes, rngs=nnx.Rngs(args.seed))
+    batch = {"x": x_rows, "y": y_rows, "mask": real, "l2": np.float32(args.l2)}
+    fit_lbfgs(probe, softmax_loss, batch, iterations=args.iterations)
+    return probe
+
+
+def predict(probe: SoftmaxProbe, x: np.ndarray) -> np.ndarray:
+    """Class indices for every row of ``x`` (padded to a fixed chunk, so few shapes compile)."""
+    graphdef, state = nnx.split(probe)
+    padded, real = padded_rows(x)
+    return np.asarray(_classify(graphdef, state, padded))[real]
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _classify(graphdef, state, rows):
+    return jnp.argmax(nnx.merge(graphdef, state)(rows), axis=-1)
+
+
+def embed(model, records, layers: list[int], desc: str) -> tuple[dict[int, np.ndarray], ResidueLabels]:
+    """Residue features of every layer (concatenated over records) and the matching labels."""
+    features = per_residue_layers(model, [(r.id, r.sequence) for r in records], layers, desc=desc)
+    labels = residue_labels(records, [f.shape[0] for f in features[layers[0]]])
+    return {layer: np.concatenate(values) for layer, values in features.items()}, labels
+
+
+def run(args: argparse.Namespace) -> dict:
+    model = load_backbone(args)
+    layers = parse_layers(args.layers, model)
+    sets = load_ss8_sets(Path(args.data), args.max_train, args.max_test, tuple(args.tests.split(",")))
+    train_x, train = embed(model, sets.train, layers, "ss8 train")
+    probes = {
+        layer: (
+            fit_probe(train_x[layer], train.ss8, train.mask, 8, args),
+            fit_probe(train_x[layer], train.ss3, train.mask, 3, args),
+        )
+        for layer in layers
+    }
+    del train_x
+    results = {"layers": layers, "train_proteins": len(sets.train), "dropped_train": sets.dropped, "tests": {}}
+    rows = []
+    for name, records in sets.tests.items():
+        test_x, test = embed(model, records, layers, name)
+        per_layer = {}
+        for layer in layers:
+            q8_predictions = predict(probes[layer][0], test_x[layer])
+            per_layer[layer] = {
+                "Q8": accuracy(q8_predictions, test.ss8, test.mask),
+                "Q3": accuracy(predict(probes[layer][1], test_x[layer]), test.ss3, test.mask),
+                "Q3 from Q8": accuracy(ss8_to_ss3(q8_predictions), test.ss3, test.mask),
+            }
+            rows.append({"test set": name, "layer": layer, "proteins": len(records)} | per_layer[layer])
+        results["tests"][name] = {
+            "proteins": len(records),
+            "residues": int(test.mask.sum()),
+            "residues_beyond_window": test.beyond_window,
+            "per_layer": per_layer,
+        }
+        print(f"{TASK} {name}: Q8 {per_layer[layers[-1]]['Q8']:.3f} at layer {layers[-1]}", flush=True)
+    if args.flip_train:
+        results["flip"] = flip_q3(model, layers, args)
+        rows += [{"test set": "FLIP NEW364", "layer": k, "Q3": v} for k, v in results["flip"]["Q3"].items()]
+    figure = f"{TASK}-layers.png"
+    curves_png(
+        layers,
+        {
+            f"{name} Q8": [entry["per_layer"][layer]["Q8"] for layer in layers]
+            for name, entry in results["tests"].items()
+        },
+        Path(args.out) / figure,
+        title="Secondary structure: linear probe per layer",
+        xlabel="layer",
+        ylabel="Q8 accuracy",
+    )
+    results |= {"checkpoint": args.checkpoint, "random_weights": bool(args.random_weights)}
+    notes = (
+        f"Trained on {len(sets.train)} NetSurfP-2.0 proteins (dropped as test duplicates: {', '.join(sets.dropped)}); "
+        "per-residue accuracy over resolved residues."
+    )
+    write_results(
+        args.out, TASK, results, rows, title="Secondary structure: linear projections", notes=notes, figures=[figure]
+    )
+    return {name: entry["per_layer"][layers[-1]]["Q8"] for name, entry in results["tests"].items()}
+
+
+def flip_q3(model, layers: list[int], args) -> dict:
+    """Q3 per layer of a 3-class probe fitted on FLIP training chains, scored on FLIP's NEW364 test set."""
+    size = None if args.flip_train < 0 else args.flip_train
+    train_records, test_records = load_flip_ss3(Path(args.data), size, args.max_test, args.seed)
+    train_x, train = embed(model, train_records, layers, "flip train")
+    probes = {layer: fit_probe(train_x[layer], train.ss3, train.mask, 3, args) for layer in layers}
+    del train_x
+    test_x, test = embed(model, test_records, layers, "flip test")
+    scores = {layer: accuracy(predict(probes[layer], test_x[layer]), test.ss3, test.mask) for layer in layers}
+    return {"train_proteins": len(train_records), "test_proteins": len(test_records), "Q3": scores}
