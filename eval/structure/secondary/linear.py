@@ -10,7 +10,7 @@ its NEW364 test set (``--flip-train``). Only resolved residues are trained on an
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import functools
 from pathlib import Path
 
@@ -19,41 +19,39 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from eval.cli import load_backbone
 from eval.common.charts import curves_png
 from eval.common.linear_probes import SoftmaxProbe, softmax_loss
 from eval.common.probe_training import fit_lbfgs
 from eval.common.report import write_results
 from eval.common.representations import parse_layers, per_residue_layers
+from eval.common.task import Backbone, Result, Task, TaskOptions, option
 from eval.structure.secondary.data import TEST_FILES, load_flip_ss3, load_ss8_sets
 from eval.structure.secondary.features import ResidueLabels, padded_rows, residue_labels
 from eval.structure.secondary.metrics import accuracy, ss8_to_ss3
 
-DESCRIPTION = __doc__
-TASK = "secondary-structure-linear"
+NAME = "secondary-structure-linear"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--layers", default="all", help="'all', 'last' or comma-separated layers (default: all)")
-    parser.add_argument("--max-train", type=int, default=None, help="first N training proteins (default: all 499)")
-    parser.add_argument("--max-test", type=int, default=None, help="first N proteins of each test set (default: all)")
-    parser.add_argument("--tests", default=",".join(TEST_FILES), help="test sets (default: CB513,TS115,CASP12)")
-    parser.add_argument("--l2", type=float, default=1e-4, help="L2 penalty on the probe weights (default: 1e-4)")
-    parser.add_argument("--iterations", type=int, default=300, help="L-BFGS iterations per probe (default: 300)")
-    parser.add_argument(
-        "--flip-train", type=int, default=0, help="also fit Q3 on N sampled FLIP training chains (0: skip; -1: all)"
-    )
-    parser.add_argument("--toks-per-batch", type=int, default=4096, help="tokens per backbone batch (default: 4096)")
+@dataclasses.dataclass(frozen=True)
+class Options(TaskOptions):
+    layers: str = option("all", "'all', 'last' or comma-separated layers")
+    max_train: int | None = option(None, "first N training proteins (none: all 499)")
+    max_test: int | None = option(None, "first N proteins of each test set (none: all)")
+    tests: str = option(",".join(TEST_FILES), "comma-separated test sets")
+    l2: float = option(1e-4, "L2 penalty on the probe weights")
+    iterations: int = option(300, "L-BFGS iterations per probe")
+    flip_train: int = option(0, "also fit Q3 on N sampled FLIP training chains (0: skip; -1: all)")
+    toks_per_batch: int = option(4096, "tokens per backbone batch")
 
 
-def fit_probe(x: np.ndarray, y: np.ndarray, mask: np.ndarray, classes: int, args) -> SoftmaxProbe:
+def fit_probe(x: np.ndarray, y: np.ndarray, mask: np.ndarray, classes: int, options: Options) -> SoftmaxProbe:
     """A softmax probe fitted on the rows of ``x`` where ``mask`` (padding rows never count)."""
     keep = mask & (y >= 0)
     x_rows, real = padded_rows(x[keep])
     y_rows, _ = padded_rows(y[keep].astype(np.int32))
-    probe = SoftmaxProbe(x.shape[1], classes, rngs=nnx.Rngs(args.seed))
-    batch = {"x": x_rows, "y": y_rows, "mask": real, "l2": np.float32(args.l2)}
-    fit_lbfgs(probe, softmax_loss, batch, iterations=args.iterations)
+    probe = SoftmaxProbe(x.shape[1], classes, rngs=nnx.Rngs(options.seed))
+    batch = {"x": x_rows, "y": y_rows, "mask": real, "l2": np.float32(options.l2)}
+    fit_lbfgs(probe, softmax_loss, batch, iterations=options.iterations)
     return probe
 
 
@@ -76,15 +74,15 @@ def embed(model, records, layers: list[int], desc: str) -> tuple[dict[int, np.nd
     return {layer: np.concatenate(values) for layer, values in features.items()}, labels
 
 
-def run(args: argparse.Namespace) -> dict:
-    model = load_backbone(args)
-    layers = parse_layers(args.layers, model)
-    sets = load_ss8_sets(Path(args.data), args.max_train, args.max_test, tuple(args.tests.split(",")))
+def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
+    model = backbone.model
+    layers = parse_layers(options.layers, model)
+    sets = load_ss8_sets(Path(data), options.max_train, options.max_test, tuple(options.tests.split(",")))
     train_x, train = embed(model, sets.train, layers, "ss8 train")
     probes = {
         layer: (
-            fit_probe(train_x[layer], train.ss8, train.mask, 8, args),
-            fit_probe(train_x[layer], train.ss3, train.mask, 3, args),
+            fit_probe(train_x[layer], train.ss8, train.mask, 8, options),
+            fit_probe(train_x[layer], train.ss3, train.mask, 3, options),
         )
         for layer in layers
     }
@@ -108,40 +106,43 @@ def run(args: argparse.Namespace) -> dict:
             "residues_beyond_window": test.beyond_window,
             "per_layer": per_layer,
         }
-        print(f"{TASK} {name}: Q8 {per_layer[layers[-1]]['Q8']:.3f} at layer {layers[-1]}", flush=True)
-    if args.flip_train:
-        results["flip"] = flip_q3(model, layers, args)
+        print(f"{NAME} {name}: Q8 {per_layer[layers[-1]]['Q8']:.3f} at layer {layers[-1]}", flush=True)
+    if options.flip_train:
+        results["flip"] = flip_q3(model, layers, data, options)
         rows += [{"test set": "FLIP NEW364", "layer": k, "Q3": v} for k, v in results["flip"]["Q3"].items()]
-    figure = f"{TASK}-layers.png"
+    figure = f"{NAME}-layers.png"
     curves_png(
         layers,
         {
             f"{name} Q8": [entry["per_layer"][layer]["Q8"] for layer in layers]
             for name, entry in results["tests"].items()
         },
-        Path(args.out) / figure,
+        Path(out) / figure,
         title="Secondary structure: linear probe per layer",
         xlabel="layer",
         ylabel="Q8 accuracy",
     )
-    results |= {"checkpoint": args.checkpoint, "random_weights": bool(args.random_weights)}
+    results |= backbone.report_fields()
     notes = (
         f"Trained on {len(sets.train)} NetSurfP-2.0 proteins (dropped as test duplicates: {', '.join(sets.dropped)}); "
         "per-residue accuracy over resolved residues."
     )
     write_results(
-        args.out, TASK, results, rows, title="Secondary structure: linear projections", notes=notes, figures=[figure]
+        out, NAME, results, rows, title="Secondary structure: linear projections", notes=notes, figures=[figure]
     )
-    return {name: entry["per_layer"][layers[-1]]["Q8"] for name, entry in results["tests"].items()}
+    return Result({name: entry["per_layer"][layers[-1]]["Q8"] for name, entry in results["tests"].items()})
 
 
-def flip_q3(model, layers: list[int], args) -> dict:
+def flip_q3(model, layers: list[int], data: Path, options: Options) -> dict:
     """Q3 per layer of a 3-class probe fitted on FLIP training chains, scored on FLIP's NEW364 test set."""
-    size = None if args.flip_train < 0 else args.flip_train
-    train_records, test_records = load_flip_ss3(Path(args.data), size, args.max_test, args.seed)
+    size = None if options.flip_train < 0 else options.flip_train
+    train_records, test_records = load_flip_ss3(Path(data), size, options.max_test, options.seed)
     train_x, train = embed(model, train_records, layers, "flip train")
-    probes = {layer: fit_probe(train_x[layer], train.ss3, train.mask, 3, args) for layer in layers}
+    probes = {layer: fit_probe(train_x[layer], train.ss3, train.mask, 3, options) for layer in layers}
     del train_x
     test_x, test = embed(model, test_records, layers, "flip test")
     scores = {layer: accuracy(predict(probes[layer], test_x[layer]), test.ss3, test.mask) for layer in layers}
     return {"train_proteins": len(train_records), "test_proteins": len(test_records), "Q3": scores}
+
+
+TASK = Task(NAME, __doc__, Options, run)
