@@ -22,14 +22,12 @@ import jax
 import ml_collections
 import numpy as np
 
-from esm_jax.mesh import batch_sharding, build_mesh
+from esm_jax.mesh import build_mesh
 from esm_jax.model import named_config
 from esm_jax.model.config import ATTENTION_IMPLEMENTATIONS
-from esm_jax.sharding import DEFAULT_RULES, state_shardings
+from esm_jax.sharding import DEFAULT_RULES
 from esm_jax.train.metrics import peak_flops, train_flops
-from esm_jax.train.optimizer import learning_rate_schedule, make_optimizer
-from esm_jax.train.state import abstract_state, initialise
-from esm_jax.train.step import make_train_step
+from esm_jax.train.trainer import step_setup
 
 OPTIMIZER = ml_collections.ConfigDict(
     dict(peak_learning_rate=1e-4, end_learning_rate=1e-5, warmup_steps=10, schedule="linear",
@@ -76,10 +74,8 @@ def main() -> None:
     )  # fmt: skip
     devices = jax.devices()
     mesh = build_mesh({"data": -1, "fsdp": args.fsdp, "tensor": 1})
-    tx = make_optimizer(OPTIMIZER, 1000)
-    graphdef, abstract = abstract_state(config, tx)
-    shardings = state_shardings(abstract, mesh, DEFAULT_RULES)
-    sharding = batch_sharding(mesh)
+    setup = step_setup(config, OPTIMIZER, 1000, mesh, DEFAULT_RULES)
+    sharding = setup.batch_sharding
     rows = args.rows_per_device * len(devices)
     tokens, segments = random_rows(rows, args.length, args.packed)
     selected = (np.random.default_rng(1).random(tokens.shape) < 0.15) & (tokens >= 4)
@@ -91,8 +87,8 @@ def main() -> None:
     if args.packed:
         batch["segment_ids"] = jax.device_put(segments, sharding)
     with jax.set_mesh(mesh):
-        state = initialise(config, tx, shardings, 0)
-        step = make_train_step(graphdef, shardings, sharding, 1, learning_rate_schedule(OPTIMIZER, 1000))
+        state = setup.initial_state(seed=0)
+        step = setup.train_step
         state, metrics = step(state, batch)
         jax.block_until_ready(metrics)
         times = []

@@ -26,7 +26,7 @@ OVERRIDES = [
     "--config.optimizer.warmup_steps=1",
     "--config.train.total_steps=8",
     "--config.train.log_every=1",
-    "--config.train.eval_every=1000",
+    "--config.evals.heldout.every=1000",
     "--config.train.checkpoint_every=2",
     "--config.train.peak_flops_per_device=1e11",
 ]

@@ -1,128 +1,76 @@
-"""Sharded training gives the same result on any mesh, across processes, and after a change of mesh."""
+"""Sharded training gives the same result on any mesh, across processes, and after a change of mesh.
+
+Each run is a subprocess of :mod:`tests.train_worker`, which trains the tiny config and dumps its final state.
+"""
 
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
-import textwrap
 
 import numpy as np
 
-from tests.train_helpers import REPO, run_python
+from tests.train_helpers import REPO, cpu_environment, run_module
 
-TRAIN_AND_DUMP = textwrap.dedent(
-    """
-    import json, sys
-    import jax, numpy as np
-    from flax import nnx
-    from tests.train_helpers import tiny_config
-    from esm_jax.train.trainer import train
-
-    from jax.experimental import multihost_utils
-
-    def dump(result, path):
-        gathered = multihost_utils.process_allgather(nnx.to_pure_dict(result.state), tiled=True)
-        if jax.process_index() != 0:
-            return
-        leaves = jax.tree_util.tree_flatten_with_path(gathered)[0]
-        np.savez(path, **{jax.tree_util.keystr(p): np.asarray(v) for p, v in leaves})
-        with open(result.workdir / "metrics.jsonl") as handle:
-            losses = [json.loads(line)["loss"] for line in handle if '"train"' in line]
-        json.dump(losses, open(str(path) + ".losses.json", "w"))
-    """
-)
+WORKER = "tests.train_worker"
 
 
-def _load(path):
+def _load(path) -> tuple[dict[str, np.ndarray], dict]:
     with np.load(path) as data:
         params = {key: data[key] for key in data.files}
-    return params, json.loads(open(str(path) + ".losses.json").read())
+    return params, json.loads(open(f"{path}.json").read())
 
 
 def _assert_same(reference, other, rtol=2e-5, atol=1e-6):
-    (params_a, losses_a), (params_b, losses_b) = reference, other
-    np.testing.assert_allclose(losses_b, losses_a, rtol=rtol)
+    (params_a, facts_a), (params_b, facts_b) = reference, other
+    np.testing.assert_allclose(facts_b["losses"], facts_a["losses"], rtol=rtol)
     assert params_a.keys() == params_b.keys()
     for key in params_a:
         np.testing.assert_allclose(params_b[key], params_a[key], rtol=rtol, atol=atol, err_msg=key)
 
 
 def test_three_steps_agree_on_every_mesh_and_one_device(tmp_path):
-    run_python(TRAIN_AND_DUMP + f"dump(train(tiny_config(), {str(tmp_path / 'one')!r}), {str(tmp_path / 'one.npz')!r})")
-    meshes = {"8x1x1": (8, 1, 1), "2x4x1": (2, 4, 1), "2x2x2": (2, 2, 2)}
-    script = TRAIN_AND_DUMP + textwrap.dedent(
-        f"""
-        for name, (data, fsdp, tensor) in {meshes!r}.items():
-            config = tiny_config()
-            config.mesh.update(data=data, fsdp=fsdp, tensor=tensor)
-            result = train(config, {str(tmp_path)!r} + "/" + name)
-            kernel = result.state["model"]["layers"]["fc1"]["kernel"][...]
-            assert len(kernel.sharding.device_set) == 8
-            dump(result, {str(tmp_path)!r} + "/" + name + ".npz")
-        """
-    )
-    run_python(script, devices=8)
+    run_module(WORKER, [str(tmp_path / "one"), str(tmp_path / "one.npz")])
     reference = _load(tmp_path / "one.npz")
-    assert len(reference[1]) == 3
-    for name in meshes:
-        _assert_same(reference, _load(tmp_path / f"{name}.npz"))
+    assert len(reference[1]["losses"]) == 3
+    for mesh in ("8x1x1", "2x4x1", "2x2x2"):
+        run_module(WORKER, [str(tmp_path / mesh), str(tmp_path / f"{mesh}.npz"), "--mesh", mesh], devices=8)
+        result = _load(tmp_path / f"{mesh}.npz")
+        assert list(result[1]["mesh"].values()) == [int(size) for size in mesh.split("x")]
+        _assert_same(reference, result)
 
 
 def test_a_checkpoint_saved_on_one_mesh_restores_onto_another(tmp_path):
-    script = TRAIN_AND_DUMP + textwrap.dedent(
-        f"""
-        workdir = {str(tmp_path / "run")!r}
-        config = tiny_config(total_steps=2)
-        config.mesh.update(data=2, fsdp=4, tensor=1)
-        saved = train(config, workdir)
-        config = tiny_config(total_steps=2)
-        config.mesh.update(data=8, fsdp=1, tensor=1)
-        restored = train(config, workdir)
-        assert restored.step == 2
-        kernel = restored.state["model"]["layers"]["fc1"]["kernel"][...]
-        assert dict(kernel.sharding.mesh.shape) == dict(data=8, fsdp=1, tensor=1), kernel.sharding.mesh
-        for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(saved.state)[0], jax.tree.leaves(restored.state)):
-            assert np.array_equal(np.asarray(a), np.asarray(b)), jax.tree_util.keystr(path)
-        print("ok")
-        """
-    )
-    assert run_python(script, devices=8).stdout.strip().endswith("ok")
+    workdir = str(tmp_path / "run")
+    run_module(WORKER, [workdir, str(tmp_path / "saved.npz"), "--mesh", "2x4x1", "--steps", "2"], devices=8)
+    run_module(WORKER, [workdir, str(tmp_path / "restored.npz"), "--mesh", "8x1x1", "--steps", "2"], devices=8)
+    (saved, _), (restored, facts) = _load(tmp_path / "saved.npz"), _load(tmp_path / "restored.npz")
+    assert facts["step"] == 2 and facts["mesh"] == {"data": 8, "fsdp": 1, "tensor": 1}
+    assert saved.keys() == restored.keys()
+    for key in saved:
+        np.testing.assert_array_equal(restored[key], saved[key], err_msg=key)
 
 
 def test_two_processes_equal_one_process_with_the_same_devices(tmp_path):
     processes = 2
-    run_python(
-        TRAIN_AND_DUMP + f"dump(train(tiny_config(), {str(tmp_path / 'single')!r}), {str(tmp_path / 'single.npz')!r})",
-        devices=4,
-    )
+    run_module(WORKER, [str(tmp_path / "single"), str(tmp_path / "single.npz")], devices=4)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     workers = []
     for rank in range(processes):
-        script = TRAIN_AND_DUMP + textwrap.dedent(
-            f"""
-            jax.config.update("jax_cpu_collectives_implementation", "gloo")
-            jax.distributed.initialize("127.0.0.1:{port}", num_processes={processes}, process_id={rank})
-            assert jax.device_count() == 4 and jax.local_device_count() == 2
-            dump(train(tiny_config(), {str(tmp_path / "multi")!r}), {str(tmp_path / "multi.npz")!r})
-            """
-        )
-        env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO)}
+        command = [sys.executable, "-m", WORKER, str(tmp_path / "multi"), str(tmp_path / "multi.npz")]
+        command += ["--coordinator", f"127.0.0.1:{port}", "--num-processes", str(processes), "--process-id", str(rank)]
         workers.append(
             subprocess.Popen(
-                [sys.executable, "-c", script],
-                cwd=REPO,
-                env={**os.environ, **env},
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
+                command, cwd=REPO, env=cpu_environment(2), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
             )
         )
     for worker in workers:
         _, error = worker.communicate(timeout=600)
         assert worker.returncode == 0, error[-4000:]
-    _assert_same(_load(tmp_path / "single.npz"), _load(tmp_path / "multi.npz"))
+    multi = _load(tmp_path / "multi.npz")
+    assert (multi[1]["devices"], multi[1]["local_devices"]) == (4, 2)
+    _assert_same(_load(tmp_path / "single.npz"), multi)

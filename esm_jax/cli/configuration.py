@@ -1,7 +1,8 @@
 """``--config path.py[:arg]`` plus ``--config.a.b=value`` overrides, as ml_collections config files.
 
 The file's ``get_config(arg)`` builds an ``ml_collections.ConfigDict``; each override replaces
-one existing field, converted to that field's type (bool, int, float, str, list/tuple).
+one existing field, converted to that field's type (bool, int, float, str, list/tuple);
+``--config.evals.NAME={...}`` adds an evaluator.
 """
 
 from __future__ import annotations
@@ -65,11 +66,26 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str])
         node = config
         for parent in parents:
             node = node[parent]
+        if field not in node and parents == ["evals"]:
+            with node.unlocked():
+                node[field] = _new_evaluator(text, name)
+            continue
         if field not in node:
             raise SystemExit(f"error: the config has no field {name!r}")
         with node.unlocked():
             node[field] = _convert(text, node[field], name)
     return config
+
+
+def _new_evaluator(text: str, name: str) -> ml_collections.ConfigDict:
+    """``--config.evals.NAME={"every": N, ...}``: an evaluator the config file did not list."""
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        value = None
+    if not isinstance(value, dict):
+        raise SystemExit(f"error: --config.{name} expects a dict such as {{'every': 100}}, got {text!r}")
+    return ml_collections.ConfigDict(value)
 
 
 def load_config_file(spec: str) -> ml_collections.ConfigDict:

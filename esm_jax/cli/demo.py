@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     apply_overrides(config, [
         f"data.uniref50_fasta=['{corpus}']", "data.member_fasta=[]", "data.mapping_tsv=", "data.dataset=ur50_s",
         "data.dataset_dir=", f"data.build_dir={workdir / 'data'}", f"train.total_steps={args.steps}",
-        f"train.eval_every={max(args.steps // 3, 1)}", f"train.checkpoint_every={max(args.steps // 3, 1)}",
+        f"evals.heldout.every={max(args.steps // 3, 1)}", f"train.checkpoint_every={max(args.steps // 3, 1)}",
     ])  # fmt: skip
     result = train(config, workdir / "run")
     model = load_trained_model(workdir / "run")

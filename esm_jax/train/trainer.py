@@ -9,30 +9,28 @@ package never imports the data pipeline itself.
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import ml_collections
-import numpy as np
+import optax
 from flax import nnx
 from tqdm import tqdm
 
 from esm_jax.errors import EsmJaxError
 from esm_jax.files import write_json_atomically, write_text_atomically
-from esm_jax.mesh import batch_sharding, build_mesh, check_batch_divisible
+from esm_jax.mesh import batch_sharding, build_mesh
 from esm_jax.model import AnyModelConfig, config_from_dict
 from esm_jax.plots import learning_curve_png
 from esm_jax.sharding import state_shardings, with_shardings
 from esm_jax.train.checkpointing import RunCheckpoints, StopRequest
+from esm_jax.train.evaluators import HELDOUT, RunContext, build_evaluators, global_batch, load_factory
 from esm_jax.train.metrics import MetricsLog, peak_flops
 from esm_jax.train.optimizer import learning_rate_schedule, make_optimizer
 from esm_jax.train.state import abstract_state, initialise, large_unsharded
-from esm_jax.train.step import make_eval_step, make_train_step, model_inputs
+from esm_jax.train.step import make_eval_step, make_train_step
 
 
 class TrainingDiverged(EsmJaxError, RuntimeError):
@@ -45,58 +43,14 @@ class TrainResult:
     stopped_early: bool
     last_train: dict | None
     last_heldout: dict | None
+    last_evals: dict[str, dict]
     workdir: Path
     state: nnx.State
-
-
-def load_factory(path: str) -> Callable:
-    """The data source ``module:function`` named by a config."""
-    module, _, name = path.partition(":")
-    return getattr(importlib.import_module(module), name)
 
 
 def model_config_of(config: ml_collections.ConfigDict) -> AnyModelConfig:
     """The run's model config; ``config.model.kind`` (absent for Transformers) selects the module."""
     return config_from_dict(config.model.to_dict())
-
-
-def _global_batch(local: dict, sharding, accumulation_steps: int, mesh) -> dict:
-    rows = local["tokens"].shape[0] * jax.process_count()
-    check_batch_divisible(rows, accumulation_steps, mesh, f"batch of shape {local['tokens'].shape}")
-    return {
-        key: jax.make_array_from_process_local_data(sharding, np.asarray(local[key]), (rows, *local[key].shape[1:]))
-        for key in model_inputs(local)
-    }
-
-
-def evaluate(config, state, eval_step, sharding, mesh) -> dict:
-    """Held-out ECE, masked accuracy and ``target_unigram_ece``: the ECE of the unigram model fitted to these very
-    masked targets (exp of their letter entropy), the best any unigram can score on them. It is not eval's
-    ``unigram_ece`` (an add-one unigram fitted on the training split, ``esm-jax eval language-model``)."""
-    batches = load_factory(config.data.factory)(config.data, "validation")
-    totals = None
-    try:
-        for index, local in enumerate(batches):
-            if config.data.eval_batches and index >= config.data.eval_batches:
-                break
-            sums = eval_step(state, _global_batch(local, sharding, 1, mesh))
-            totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-    finally:
-        batches.close()
-    if totals is None:
-        raise EsmJaxError("the validation split is empty: hold out some clusters (data.heldout_fraction)")
-    totals = jax.device_get(totals)
-    targets = max(float(totals["targets"]), 1.0)
-    frequencies = np.asarray(totals["target_counts"], dtype=np.float64) / targets
-    unigram = -float(np.sum(frequencies[frequencies > 0] * np.log(frequencies[frequencies > 0])))
-    loss = float(totals["loss_sum"]) / targets
-    return {
-        "loss": loss,
-        "ece": math.exp(loss),
-        "masked_accuracy": float(totals["correct"]) / targets,
-        "target_unigram_ece": math.exp(unigram),
-        "targets": int(targets),
-    }
 
 
 def _run_meta(config: ml_collections.ConfigDict, step: int) -> dict:
@@ -112,6 +66,43 @@ def _check_compatible(meta: dict, config: ml_collections.ConfigDict, workdir: Pa
         )
 
 
+@dataclasses.dataclass(frozen=True)
+class StepSetup:
+    """A training step on one mesh: the state's structure and shardings, and the compiled steps."""
+
+    model_config: AnyModelConfig
+    tx: optax.GradientTransformation
+    graphdef: nnx.GraphDef
+    abstract: nnx.State
+    shardings: nnx.State
+    batch_sharding: jax.sharding.NamedSharding
+    train_step: Callable
+    eval_step: Callable
+
+    def initial_state(self, seed: int) -> nnx.State:
+        """A fresh state, every variable created in its shard."""
+        return initialise(self.model_config, self.tx, self.shardings, seed)
+
+
+def step_setup(
+    model_config: AnyModelConfig,
+    optimizer: ml_collections.ConfigDict,
+    total_steps: int,
+    mesh: jax.sharding.Mesh,
+    rules: Mapping[str, object],
+    accumulation_steps: int = 1,
+) -> StepSetup:
+    """Everything a training step needs on ``mesh`` (call outside ``jax.set_mesh``: the state's names are logical)."""
+    tx = make_optimizer(optimizer, total_steps)
+    graphdef, abstract = abstract_state(model_config, tx)
+    shardings = state_shardings(abstract, mesh, rules)
+    sharding = batch_sharding(mesh)
+    schedule = learning_rate_schedule(optimizer, total_steps)
+    train_step = make_train_step(graphdef, shardings, sharding, accumulation_steps, schedule)
+    eval_step = make_eval_step(graphdef, shardings, sharding)
+    return StepSetup(model_config, tx, graphdef, abstract, shardings, sharding, train_step, eval_step)
+
+
 def train(
     config: ml_collections.ConfigDict, workdir: str | os.PathLike, stop: StopRequest | None = None
 ) -> TrainResult:
@@ -121,11 +112,13 @@ def train(
         workdir.mkdir(parents=True, exist_ok=True)
         write_text_atomically(workdir / "config.json", config.to_json(indent=2) + "\n")
     mesh = build_mesh(dict(config.mesh))
-    model_config = model_config_of(config)
-    tx = make_optimizer(config.optimizer, config.train.total_steps)
-    graphdef, abstract = abstract_state(model_config, tx)  # outside the mesh context: its names are logical
+    cfg = config.train
+    setup = step_setup(
+        model_config_of(config), config.optimizer, cfg.total_steps, mesh, dict(config.sharding_rules),
+        cfg.accumulation_steps,
+    )  # fmt: skip
     with jax.set_mesh(mesh):  # anchors activations to the batch axes (esm_jax.sharding.constrain_batch)
-        run = _Run(config, workdir, mesh, (model_config, tx, graphdef, abstract))
+        run = _Run(config, workdir, mesh, setup)
         stop = stop or StopRequest().install()
         try:
             return run.loop(stop)
@@ -137,15 +130,14 @@ def train(
 class _Run:
     """One training run's pieces, set up in stages; :meth:`loop` trains."""
 
-    def __init__(self, config: ml_collections.ConfigDict, workdir: Path, mesh, abstract_setup: tuple):
+    def __init__(self, config: ml_collections.ConfigDict, workdir: Path, mesh, setup: StepSetup):
         self.config, self.workdir, self.mesh = config, workdir, mesh
         self.lead = jax.process_index() == 0
         cfg = config.train
 
         # Stage 1: where every variable lives on the mesh.
-        model_config, tx, graphdef, abstract = abstract_setup
-        self.shardings = state_shardings(abstract, mesh, dict(config.sharding_rules))
-        if self.lead and mesh.size > 1 and (replicated := large_unsharded(abstract, self.shardings)):
+        self.shardings, self.train_step, self.batch_sharding = setup.shardings, setup.train_step, setup.batch_sharding
+        if self.lead and mesh.size > 1 and (replicated := large_unsharded(setup.abstract, self.shardings)):
             print(f"warning: large variables replicated on every device: {replicated[:4]}")
 
         # Stage 2: the state, restored from the newest checkpoint or initialised in its shards.
@@ -153,24 +145,20 @@ class _Run:
         self.saved_step = self.checkpoints.latest_step()
         self.step, data_state = self.saved_step or 0, None
         if self.saved_step is None:
-            self.state = initialise(model_config, tx, self.shardings, cfg.seed)
+            self.state = setup.initial_state(cfg.seed)
         else:
-            target = with_shardings(abstract, self.shardings)
+            target = with_shardings(setup.abstract, self.shardings)
             self.state, data_state, meta = self.checkpoints.restore(self.step, target)
             _check_compatible(meta, config, workdir)
             if self.lead:
                 print(f"resuming {workdir} from step {self.step}")
 
-        # Stage 3: data, compiled steps and metrics.
+        # Stage 3: data, evaluators and metrics.
         self.train_batches = load_factory(config.data.factory)(config.data, "train", data_state)
-        self.batch_sharding = batch_sharding(mesh)
-        schedule = learning_rate_schedule(config.optimizer, cfg.total_steps)
-        self.train_step = make_train_step(
-            graphdef, self.shardings, self.batch_sharding, cfg.accumulation_steps, schedule
-        )
-        self.eval_step = make_eval_step(graphdef, self.shardings, self.batch_sharding)
+        context = RunContext(config, setup.graphdef, mesh, workdir, self.lead)
+        self.evaluators = build_evaluators(config, context, setup.eval_step, self.batch_sharding)
         peak = peak_flops(jax.devices()[0], cfg.peak_flops_per_device or None) * jax.device_count()
-        self.log = MetricsLog(workdir, model_config, peak, write=self.lead)
+        self.log = MetricsLog(workdir, setup.model_config, peak, write=self.lead)
 
     def save(self, force: bool = False) -> None:
         """Check the steps since the last flush were finite, then start saving this step."""
@@ -183,11 +171,11 @@ class _Run:
     def loop(self, stop: StopRequest) -> TrainResult:
         """Stage 4: train, log, evaluate and checkpoint until done or asked to stop."""
         cfg = self.config.train
-        last_train, last_heldout, stopped_early = None, None, False
+        last_train, last_evals, stopped_early = None, {}, False
         with tqdm(initial=self.step, total=cfg.total_steps, desc="train", unit="step", disable=not self.lead) as bar:
             while self.step < cfg.total_steps:
                 local = next(self.train_batches)
-                batch = _global_batch(local, self.batch_sharding, cfg.accumulation_steps, self.mesh)
+                batch = global_batch(local, self.batch_sharding, cfg.accumulation_steps, self.mesh)
                 self.state, metrics = self.train_step(self.state, batch)
                 self.step += 1
                 self.log.add(self.step, metrics)
@@ -197,11 +185,9 @@ class _Run:
                     _refuse_divergence(last_train, self.step)
                     bar.set_postfix(loss=f"{last_train['loss']:.3f}", ece=f"{last_train['ece']:.2f}",
                                     tok_s=f"{last_train['tokens_per_second']:,.0f}")  # fmt: skip
-                if self.step % cfg.eval_every == 0 or self.step == cfg.total_steps:
-                    last_heldout = evaluate(self.config, self.state, self.eval_step, self.batch_sharding, self.mesh)
-                    self.log.write("heldout", self.step, last_heldout)
-                    bar.write(f"step {self.step}: held-out ECE {last_heldout['ece']:.3f} "
-                              f"(target unigram {last_heldout['target_unigram_ece']:.3f})")  # fmt: skip
+                for evaluator in self.evaluators:
+                    if evaluator.due(self.step, cfg.total_steps):
+                        last_evals[evaluator.name] = self._evaluate(evaluator, bar)
                 if stop.requested or self.checkpoints.preemption_due(self.step):
                     self.save(force=True)
                     stopped_early = True
@@ -214,9 +200,28 @@ class _Run:
         self.checkpoints.wait()
         if self.lead:
             learning_curve_png(self.log.history, self.workdir / "learning_curve.png")
-            summary = {"step": self.step, "train": last_train, "heldout": last_heldout, "stopped_early": stopped_early}
+            summary = {
+                "step": self.step,
+                "train": last_train,
+                HELDOUT: last_evals.get(HELDOUT),
+                "evals": last_evals,
+                "stopped_early": stopped_early,
+            }
             write_json_atomically(self.workdir / "summary.json", summary)
-        return TrainResult(self.step, stopped_early, last_train, last_heldout, self.workdir, self.state)
+        heldout = last_evals.get(HELDOUT)
+        return TrainResult(self.step, stopped_early, last_train, heldout, last_evals, self.workdir, self.state)
+
+    def _evaluate(self, evaluator, bar: tqdm) -> dict[str, float]:
+        """Run one evaluator on the current state and log its numbers under its name."""
+        metrics = evaluator.run(self.state, self.step)
+        self.log.write(evaluator.name, self.step, metrics)
+        if evaluator.name == HELDOUT:
+            bar.write(f"step {self.step}: held-out ECE {metrics['ece']:.3f} "
+                      f"(target unigram {metrics['target_unigram_ece']:.3f})")  # fmt: skip
+        else:
+            shown = ", ".join(f"{key} {value:.3f}" for key, value in list(metrics.items())[:4])
+            bar.write(f"step {self.step}: {evaluator.name}: {shown}")
+        return metrics
 
     def close(self) -> None:
         self.checkpoints.close()

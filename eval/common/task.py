@@ -109,7 +109,8 @@ class Task:
     """One evaluation: its CLI name, description (first line: the help summary), options and run function.
 
     ``needs_checkpoint`` is False for tasks whose input is something else (a training run). ``skip_reason``
-    says why ``esm-jax eval all`` cannot run the task on a backbone (None: it can).
+    says why ``esm-jax eval all`` cannot run the task on a backbone (None: it can). ``on_training_model`` is
+    what a training evaluator runs on the live model, where that differs from ``run``.
     """
 
     name: str
@@ -118,6 +119,7 @@ class Task:
     run: RunFunction
     needs_checkpoint: bool = True
     skip_reason: Callable[[Backbone, Any], str | None] | None = None
+    on_training_model: RunFunction | None = None
 
     def why_skipped(self, backbone: Backbone, options: TaskOptions) -> str | None:
         return self.skip_reason(backbone, options) if self.skip_reason else None
