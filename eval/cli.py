@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     everything.add_argument("--seed", type=int, default=0, help="seed for random weights and any sampling")
     for name in TASK_MODULES:
         task = get_task(name)
-        sub = subparsers.add_parser(name, help=task.description.splitlines()[0], description=task.description)
+        summary = task.description.splitlines()[0].replace("%", "%%")
+        sub = subparsers.add_parser(name, help=summary, description=task.description)
         _add_common(sub, task.needs_checkpoint)
         add_option_flags(sub, task.options)
     return parser

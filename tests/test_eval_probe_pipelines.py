@@ -10,6 +10,7 @@ from esm_jax.checkpoints import native
 from esm_jax.model import ModelConfig, build_model
 from eval import cli
 from eval.common import published
+from eval.tasks import get_task
 
 
 @pytest.fixture(scope="module")
@@ -23,6 +24,14 @@ def _run(task: str, checkpoint: str, data, out, *options: str) -> dict:
     assert cli.main([task, "--checkpoint", checkpoint, "--data", str(data), "--out", str(out), *options]) == 0
     assert (out / f"{task}.md").is_file()
     return json.loads((out / f"{task}.json").read_text())
+
+
+def test_deep_contact_tasks_share_head_and_plan_options():
+    deep, combination = get_task("contacts-deep").options(), get_task("feature-combination").options()
+    shared = ("seeds", "steps", "learning_rate", "channels", "blocks", "toks_per_batch", "max_proteins", "folds")
+    assert {name: getattr(deep, name) for name in shared} == {name: getattr(combination, name) for name in shared}
+    assert (deep.steps, deep.toks_per_batch, deep.msa_max_sequences) == (20, 1024, 256)
+    assert get_task("contacts-linear").options().no_baselines is False
 
 
 def test_secondary_structure_linear(tiny_checkpoint, shared_data, tmp_path):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import textwrap
@@ -15,7 +14,7 @@ from flax import nnx
 from esm_jax import pretrained
 from esm_jax.model import BiLSTMLM, LSTMConfig, abstract_model, build_model, config_from_dict
 from esm_jax.train.trainer import train
-from eval.cli import load_backbone
+from eval.common.task import Backbone
 from eval.language_model.masked_lm import MaskedLmScorer, ece
 from tests.synthetic_batches import SyntheticBatches
 from tests.train_helpers import REPO, run_python, tiny_config
@@ -83,8 +82,7 @@ def test_tiny_training_run_learns_and_loads_for_heldout_ece(tmp_path):
     print(f"train loss {np.mean(losses[:3]):.3f} -> {np.mean(losses[-3:]):.3f}; held-out {result.last_heldout}")
     assert np.mean(losses[-3:]) < np.mean(losses[:3])
 
-    args = argparse.Namespace(checkpoint=str(tmp_path / "run"), random_weights=False, seed=0)
-    loaded = load_backbone(args)
+    loaded = Backbone(str(tmp_path / "run")).model
     assert isinstance(loaded, BiLSTMLM)
     scorer = MaskedLmScorer(loaded)
     sums = [scorer.batch_nll(b["tokens"], b["targets"], b["loss_mask"]) for b in SyntheticBatches(1, 0, 2)]

@@ -146,7 +146,7 @@ def add_option_flags(parser: argparse.ArgumentParser, options: type[TaskOptions]
     hints = _field_types(options)
     for field in dataclasses.fields(options):
         kind, _ = _base_type(hints[field.name])
-        help_text, choices = field.metadata["help"], field.metadata["choices"]
+        help_text, choices = field.metadata["help"].replace("%", "%%"), field.metadata["choices"]
         default = field.default
         if kind is bool:
             action = "store_true" if not default else argparse.BooleanOptionalAction
@@ -160,7 +160,7 @@ def add_option_flags(parser: argparse.ArgumentParser, options: type[TaskOptions]
                 type=item,
                 choices=choices,
                 default=default,
-                help=f"{help_text} (default: {' '.join(map(str, default))})",
+                help=f"{help_text} (default: {' '.join(map(str, default or ())) or 'none'})",
             )
             continue
         shown = "none" if default is None else default
@@ -202,9 +202,14 @@ def options_from_config(
     if unknown:
         raise EsmJaxError(f"{where}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     hints = _field_types(options)
-    converted = {}
-    for name, value in values.items():
-        if typing.get_origin(_base_type(hints[name])[0]) is tuple and value is not None:
-            value = (value,) if isinstance(value, str) else tuple(value)
-        converted[name] = value
-    return options(**converted)
+    return options(**{name: _typed(value, _base_type(hints[name])[0]) for name, value in values.items()})
+
+
+def _typed(value: Any, kind: Any) -> Any:
+    """``value`` from a config as the field's type (configs hold paths as strings and sequences as lists)."""
+    if value is None:
+        return None
+    if typing.get_origin(kind) is tuple:
+        item = typing.get_args(kind)[0]
+        return tuple(item(v) for v in ((value,) if isinstance(value, str) else value))
+    return kind(value) if kind in (Path, float) else value

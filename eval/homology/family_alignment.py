@@ -10,7 +10,7 @@ different amino acids (so identity of the residues alone cannot explain the sepa
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import zlib
 from pathlib import Path
 
@@ -18,32 +18,24 @@ import numpy as np
 
 from data_pipeline.readers.alignments import Alignment, read_a3m, read_aligned_fasta, read_stockholm
 from esm_jax.inference.embedding import embed_sequences
-from eval.cli import load_backbone
 from eval.common import charts, ranking
 from eval.common.report import write_results
+from eval.common.task import Backbone, Result, Task, TaskOptions, option
 from eval.homology import alignment_pairs
 
-DESCRIPTION = """Alignment within a family (paper Fig. 3, Table S1): cosine similarity of aligned vs unaligned residues.
-
-Per-family AUC over all pairs, same-amino-acid pairs and different-amino-acid pairs, with distribution plots."""
-TASK = "family-alignment"
+NAME = "family-alignment"
 DEFAULT_SOURCES = (("pfam40_domains_kortemme/alignments", "*.align.80"), ("msa_examples", "*.sto"))
 SUBSETS = ("all", "same amino acid", "different amino acid")
 TRUNCATION = 1022
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--alignments",
-        type=Path,
-        nargs="+",
-        default=None,
-        help="alignment files (Stockholm .sto, .a3m, else aligned FASTA); default: the Pfam alignments in --data",
+@dataclasses.dataclass(frozen=True)
+class Options(TaskOptions):
+    alignments: tuple[Path, ...] = option(
+        (), "alignment files (Stockholm .sto, .a3m, else aligned FASTA); none given: the Pfam alignments in --data"
     )
-    parser.add_argument(
-        "--sequences-per-family", type=int, default=16, help="sequences sampled per family (default: 16)"
-    )
-    parser.add_argument("--toks-per-batch", type=int, default=4096, help="tokens per embedding batch (default: 4096)")
+    sequences_per_family: int = option(16, "sequences sampled per family")
+    toks_per_batch: int = option(4096, "tokens per embedding batch")
 
 
 def read_alignment(path: Path) -> Alignment:
@@ -116,22 +108,21 @@ def subset_auc(pairs: dict, subset: str) -> float:
     return ranking.roc_auc(scores, labels)
 
 
-def run(args: argparse.Namespace) -> dict:
-    paths = args.alignments or default_alignments(Path(args.data))
+def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
+    paths = [Path(p) for p in options.alignments] or default_alignments(Path(data))
     families = []
     for path in paths:
         alignment = read_alignment(path)
         name = path.name.split(".")[0]
-        chosen = sample_rows(alignment, args.sequences_per_family, args.seed, name)
+        chosen = sample_rows(alignment, options.sequences_per_family, options.seed, name)
         families.append({"name": name, "path": str(path), "rows": [alignment.rows[i] for i in chosen]})
     sequences = [alignment_pairs.ungapped(row) for family in families for row in family["rows"]]
-    model = load_backbone(args)
     representations = embed_sequences(
-        model,
+        backbone.model,
         sequences,
         layer=-1,
         per_residue=True,
-        toks_per_batch=args.toks_per_batch,
+        toks_per_batch=options.toks_per_batch,
         truncation_seq_length=TRUNCATION,
         show_progress=True,
     )
@@ -144,7 +135,7 @@ def run(args: argparse.Namespace) -> dict:
         count = len(family["rows"])
         reps = representations[start : start + count]
         start += count
-        rng = np.random.default_rng([args.seed, zlib.crc32(family["name"].encode()), 1])
+        rng = np.random.default_rng([options.seed, zlib.crc32(family["name"].encode()), 1])
         pairs = family_pairs(family["rows"], reps, rng)
         for kind in pooled:
             for key in pooled[kind]:
@@ -164,12 +155,11 @@ def run(args: argparse.Namespace) -> dict:
         )
     pooled = {kind: {key: np.concatenate(v) for key, v in values.items()} for kind, values in pooled.items()}
     means = {subset: float(np.nanmean([row[f"AUC {subset}"] for row in rows])) for subset in SUBSETS}
-    figures = _figures(Path(args.out), rows, pooled, str(args.checkpoint))
+    figures = _figures(Path(out), rows, pooled, str(backbone.checkpoint))
     results = {
-        "checkpoint": str(args.checkpoint),
-        "random_weights": bool(args.random_weights),
+        **backbone.report_fields(),
         "families": len(rows),
-        "sequences_per_family": args.sequences_per_family,
+        "sequences_per_family": options.sequences_per_family,
         "mean_auc": means,
         "per_family": rows,
         "pooled_mean_cosine": {kind: float(np.mean(values["cosine"])) for kind, values in pooled.items()},
@@ -177,19 +167,19 @@ def run(args: argparse.Namespace) -> dict:
     mean_row = {"family": "mean over families", **{f"AUC {subset}": means[subset] for subset in SUBSETS}}
     summary = [{**dict.fromkeys(rows[0], ""), **mean_row}]
     write_results(
-        args.out,
-        TASK,
+        out,
+        NAME,
         results,
         summary + rows,
         title="Aligned vs unaligned residue representations within Pfam families (paper Fig. 3, Table S1)",
         notes=(
-            f"{len(rows)} families, up to {args.sequences_per_family} sequences each (seed {args.seed}), every pair "
-            "of them; unaligned pairs are drawn uniformly from the non-aligned residue combinations of the same "
-            "sequence pair, as many as aligned ones. Final-layer representations, cosine similarity."
+            f"{len(rows)} families, up to {options.sequences_per_family} sequences each (seed {options.seed}), "
+            "every pair of them; unaligned pairs are drawn uniformly from the non-aligned residue combinations of the "
+            "same sequence pair, as many as aligned ones. Final-layer representations, cosine similarity."
         ),
         figures=[figure.name for figure in figures],
     )
-    return {f"mean_auc_{subset.replace(' ', '_')}": value for subset, value in means.items()}
+    return Result({f"mean_auc_{subset.replace(' ', '_')}": value for subset, value in means.items()})
 
 
 def _figures(out: Path, rows: list[dict], pooled: dict, checkpoint: str) -> list[Path]:
@@ -198,17 +188,20 @@ def _figures(out: Path, rows: list[dict], pooled: dict, checkpoint: str) -> list
     return [
         charts.distributions_png(
             panels,
-            out / f"{TASK}-distributions.png",
+            out / f"{NAME}-distributions.png",
             title=f"Cosine similarity of residue representations, all families pooled ({checkpoint})",
             xlabel="cosine similarity",
         ),
         charts.grouped_bars_png(
             [row["family"] for row in ordered],
             {f"AUC {subset}": [row[f"AUC {subset}"] for row in ordered] for subset in SUBSETS},
-            out / f"{TASK}-auc.png",
+            out / f"{NAME}-auc.png",
             title="Aligned vs unaligned AUC per family",
             ylabel="ROC AUC",
             ylim=(0.0, 1.0),
             rotate=True,
         ),
     ]
+
+
+TASK = Task(NAME, __doc__, Options, run)

@@ -10,53 +10,39 @@ of the same queries against the same database; the embedding numbers are also gi
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from data_pipeline.readers.scope import EXCLUDED_FOLDS, ScopeDomain, read_astral_fasta
 from esm_jax.inference.embedding import embed_sequences
-from eval.cli import load_backbone
 from eval.common import charts, published
 from eval.common.report import write_results
+from eval.common.task import Backbone, Result, Task, TaskOptions, option
 from eval.homology import metrics as homology_metrics
 from eval.homology import scop_pairs
 from eval.homology.hmm_baseline import phmmer_scores
 from eval.homology.nearest_neighbors import METRICS
 
-DESCRIPTION = """Remote homology on SCOPe 2.07 ASTRAL, 40 percent identity set (paper Table 2): Hit-10 and AUC.
-
-Mean-pooled final-layer embeddings searched by exact (blocked, jitted) cosine and Euclidean nearest
-neighbours, against a phmmer (pyhmmer) baseline on the same queries."""
-TASK = "remote-homology"
+NAME = "remote-homology"
 ASTRAL_FILE = Path("scope_astral40_2.07") / "astral-scopedom-seqres-gd-sel-gs-bib-40-2.07.fa.gz"
 TRUNCATION = 1022
 LOGGER = logging.getLogger("eval")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--astral", type=Path, default=None, help=f"ASTRAL FASTA (default: --data/{ASTRAL_FILE})")
-    parser.add_argument(
-        "--limit",
-        type=int,
-        default=0,
-        help="keep whole folds, drawn with --seed, until at least this many domains (default: 0 = all)",
-    )
-    parser.add_argument(
-        "--metrics", nargs="+", choices=METRICS, default=list(METRICS), help="embedding similarities to rank by"
-    )
-    parser.add_argument(
-        "--hmm-queries",
-        type=int,
-        default=1000,
-        help="queries searched with phmmer, drawn with --seed (default: 1000; -1 = all; 0 = no baseline)",
-    )
-    parser.add_argument("--hmm-evalue", type=float, default=10.0, help="phmmer reporting E-value (default: 10)")
-    parser.add_argument("--cpus", type=int, default=0, help="phmmer threads (default: 0 = all cores)")
-    parser.add_argument("--toks-per-batch", type=int, default=4096, help="tokens per embedding batch (default: 4096)")
+@dataclasses.dataclass(frozen=True)
+class Options(TaskOptions):
+    astral: Path | None = option(None, f"ASTRAL FASTA (none: --data/{ASTRAL_FILE})")
+    limit: int = option(0, "keep whole folds, drawn with --seed, until at least this many domains (0: all)")
+    metrics: tuple[str, ...] = option(METRICS, "embedding similarities to rank by", choices=METRICS)
+    hmm_queries: int = option(1000, "queries searched with phmmer, drawn with --seed (-1: all; 0: no baseline)")
+    hmm_evalue: float = option(10.0, "phmmer reporting E-value")
+    cpus: int = option(0, "phmmer threads (0: all cores)")
+    toks_per_batch: int = option(4096, "tokens per embedding batch")
 
 
 def load_domains(path: Path, limit: int, seed: int) -> list[ScopeDomain]:
@@ -75,18 +61,18 @@ def load_domains(path: Path, limit: int, seed: int) -> list[ScopeDomain]:
     return [d for d in domains if d.fold in chosen]
 
 
-def run(args: argparse.Namespace) -> dict:
-    path = args.astral or Path(args.data) / ASTRAL_FILE
-    domains = load_domains(path, args.limit, args.seed)
+def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
+    path = Path(options.astral) if options.astral else Path(data) / ASTRAL_FILE
+    domains = load_domains(path, options.limit, options.seed)
     labels = scop_pairs.parse_sccs([d.sccs for d in domains], [d.sid for d in domains])
-    model = load_backbone(args)
+    model = backbone.model
     started = time.monotonic()
     embeddings = np.stack(
         embed_sequences(
             model,
             [d.sequence for d in domains],
             layer=-1,
-            toks_per_batch=args.toks_per_batch,
+            toks_per_batch=options.toks_per_batch,
             truncation_seq_length=TRUNCATION,
             show_progress=True,
         )
@@ -96,13 +82,12 @@ def run(args: argparse.Namespace) -> dict:
     searches = {
         (level, metric): homology_metrics.embedding_search(embeddings, labels, level, metric, show_progress=True)
         for level in scop_pairs.LEVELS
-        for metric in args.metrics
+        for metric in options.metrics
     }
-    hmm = _hmm_baseline(args, domains, labels)
-    summary = _summaries(searches, args.metrics, hmm)
+    hmm = _hmm_baseline(options, domains, labels)
+    summary = _summaries(searches, options.metrics, hmm)
     results = {
-        "checkpoint": str(args.checkpoint),
-        "random_weights": bool(args.random_weights),
+        **backbone.report_fields(),
         "astral": str(path),
         "domains": len(domains),
         "excluded_folds": sorted(EXCLUDED_FOLDS),
@@ -124,10 +109,10 @@ def run(args: argparse.Namespace) -> dict:
         }
         for method, values in summary.items()
     ]
-    figure = _figure(args.out, rows)
+    figure = _figure(out, rows)
     write_results(
-        args.out,
-        TASK,
+        out,
+        NAME,
         results,
         rows,
         title="Remote homology, SCOPe 2.07 ASTRAL 40% (paper Table 2)",
@@ -136,15 +121,17 @@ def run(args: argparse.Namespace) -> dict:
         published=published.REMOTE_HOMOLOGY,
     )
     first = next(iter(summary.values()))
-    return {
-        "hit10_fold": first["fold"]["hit10"],
-        "hit10_superfamily": first["superfamily"]["hit10"],
-        "auc_fold": first["fold"]["auc"],
-        "auc_superfamily": first["superfamily"]["auc"],
-    }
+    return Result(
+        {
+            "hit10_fold": first["fold"]["hit10"],
+            "hit10_superfamily": first["superfamily"]["hit10"],
+            "auc_fold": first["fold"]["auc"],
+            "auc_superfamily": first["superfamily"]["auc"],
+        }
+    )
 
 
-def _summaries(searches: dict, metrics: list[str], hmm: dict | None) -> dict[str, dict]:
+def _summaries(searches: dict, metrics: Sequence[str], hmm: dict | None) -> dict[str, dict]:
     """Method -> level -> mean Hit-10 / AUC: each metric on all queries and on the phmmer sample, then phmmer."""
     levels = scop_pairs.LEVELS
     summary = {}
@@ -158,18 +145,18 @@ def _summaries(searches: dict, metrics: list[str], hmm: dict | None) -> dict[str
     return summary
 
 
-def _hmm_baseline(args: argparse.Namespace, domains: list[ScopeDomain], labels: scop_pairs.ScopLabels) -> dict | None:
-    if args.hmm_queries == 0:
+def _hmm_baseline(options: Options, domains: list[ScopeDomain], labels: scop_pairs.ScopLabels) -> dict | None:
+    if options.hmm_queries == 0:
         return None
     candidates = np.union1d(*(homology_metrics.query_indices(level, labels) for level in scop_pairs.LEVELS))
-    count = candidates.size if args.hmm_queries < 0 else min(args.hmm_queries, candidates.size)
-    searched = np.sort(np.random.default_rng(args.seed).choice(candidates, size=count, replace=False))
+    count = candidates.size if options.hmm_queries < 0 else min(options.hmm_queries, candidates.size)
+    searched = np.sort(np.random.default_rng(options.seed).choice(candidates, size=count, replace=False))
     matrix, seconds = phmmer_scores(
         searched,
         [d.sid for d in domains],
         [d.sequence for d in domains],
-        evalue=args.hmm_evalue,
-        cpus=args.cpus,
+        evalue=options.hmm_evalue,
+        cpus=options.cpus,
         show_progress=True,
     )
     LOGGER.info("phmmer: %d queries in %.0f s", count, seconds)
@@ -200,8 +187,11 @@ def _figure(out: Path, rows: list[dict]) -> Path:
     return charts.grouped_bars_png(
         columns,
         {row["method"]: [row[c] for c in columns] for row in rows},
-        Path(out) / f"{TASK}.png",
+        Path(out) / f"{NAME}.png",
         title="Remote homology (SCOPe 2.07, 40%)",
         ylabel="score",
         ylim=(0.0, 1.0),
     )
+
+
+TASK = Task(NAME, __doc__, Options, run)

@@ -11,23 +11,19 @@ nearest other amino acid (cosine, full dimension) is in its own class, against t
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 
 from esm_jax.alphabet import STANDARD_AMINO_ACIDS, Alphabet
-from eval.cli import load_backbone
 from eval.common import charts
 from eval.common.pca import pca
 from eval.common.report import write_results
+from eval.common.task import Backbone, Result, Task, TaskOptions, option
 from eval.common.tsne import tsne
 
-DESCRIPTION = """Amino-acid embeddings (paper Fig. 1): PCA and t-SNE plots of the 20 output-embedding rows.
-
-Coloured by hydrophobic / aromatic / polar / positive / negative / unique classes; also reports how often
-the nearest amino acid in embedding space shares the class."""
-TASK = "aa-embeddings"
+NAME = "aa-embeddings"
 
 AMINO_ACID_CLASSES: dict[str, str] = {
     "hydrophobic": "AVLIM",
@@ -40,9 +36,10 @@ AMINO_ACID_CLASSES: dict[str, str] = {
 CLASS_OF = {letter: name for name, letters in AMINO_ACID_CLASSES.items() for letter in letters}
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--perplexity", type=float, default=5.0, help="t-SNE perplexity (default: 5)")
-    parser.add_argument("--tsne-iterations", type=int, default=1000, help="t-SNE iterations (default: 1000)")
+@dataclasses.dataclass(frozen=True)
+class Options(TaskOptions):
+    perplexity: float = option(5.0, "t-SNE perplexity")
+    tsne_iterations: int = option(1000, "t-SNE iterations")
 
 
 def amino_acid_rows(model) -> np.ndarray:
@@ -65,22 +62,21 @@ def nearest_class_agreement(rows: np.ndarray, classes: list[str]) -> tuple[float
     return agreement, chance
 
 
-def run(args: argparse.Namespace) -> dict:
-    model = load_backbone(args)
-    rows = amino_acid_rows(model)
+def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
+    rows = amino_acid_rows(backbone.model)
     letters = list(STANDARD_AMINO_ACIDS)
     classes = [CLASS_OF[letter] for letter in letters]
     projected = pca(rows, 2)
-    embedded = tsne(rows, perplexity=args.perplexity, iterations=args.tsne_iterations, seed=args.seed)
+    embedded = tsne(rows, perplexity=options.perplexity, iterations=options.tsne_iterations, seed=options.seed)
     agreement, chance = nearest_class_agreement(rows, classes)
-    out = Path(args.out)
+    out = Path(out)
     figures = [
         charts.labelled_scatter_png(
             projected.points,
             letters,
             classes,
-            out / f"{TASK}-pca.png",
-            title=f"PCA of output embeddings ({args.checkpoint})",
+            out / f"{NAME}-pca.png",
+            title=f"PCA of output embeddings ({backbone.checkpoint})",
             xlabel=f"PC 1 ({projected.explained[0]:.0%} of variance)",
             ylabel=f"PC 2 ({projected.explained[1]:.0%} of variance)",
         ),
@@ -88,15 +84,14 @@ def run(args: argparse.Namespace) -> dict:
             embedded.points,
             letters,
             classes,
-            out / f"{TASK}-tsne.png",
-            title=f"t-SNE of output embeddings, perplexity {args.perplexity:g} ({args.checkpoint})",
+            out / f"{NAME}-tsne.png",
+            title=f"t-SNE of output embeddings, perplexity {options.perplexity:g} ({backbone.checkpoint})",
             xlabel="t-SNE 1",
             ylabel="t-SNE 2",
         ),
     ]
     results = {
-        "checkpoint": str(args.checkpoint),
-        "random_weights": bool(args.random_weights),
+        **backbone.report_fields(),
         "embedding_dim": int(rows.shape[1]),
         "classes": AMINO_ACID_CLASSES,
         "pca_explained_variance": projected.explained.tolist(),
@@ -115,11 +110,14 @@ def run(args: argparse.Namespace) -> dict:
     notes = "Classes: " + "; ".join(f"{name}: {' '.join(aas)}" for name, aas in AMINO_ACID_CLASSES.items()) + "."
     write_results(
         out,
-        TASK,
+        NAME,
         results,
         table,
         title="Amino-acid output embeddings (paper Fig. 1)",
         notes=notes,
         figures=[figure.name for figure in figures],
     )
-    return {"nearest_class_agreement": agreement, "chance": chance}
+    return Result({"nearest_class_agreement": agreement, "chance": chance})
+
+
+TASK = Task(NAME, __doc__, Options, run)

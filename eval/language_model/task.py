@@ -8,72 +8,58 @@ amino-acid letters (ECE 25); unigram (amino-acid frequencies of the training spl
 left context of n-1 residues and add-alpha (Laplace) smoothing, the best order and alpha reported as the
 paper does. The bidirectional LSTM baselines of Table 1 are training runs like the Transformers
 (``esm-jax train --config configs/pretrain.py:model=lstm_small``); pass such a run as ``--checkpoint`` to
-score it on the same positions (each position is predicted from both sides without seeing itself).
+score it on the same positions (each position is predicted from both sides without seeing itself). The held-out
+split is built from the UniRef50 sample under ``data`` on first use unless ``--dataset`` names a built one.
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import logging
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from esm_jax import pretrained
-from eval.cli import load_backbone
 from eval.common import charts, published
 from eval.common.report import write_results
+from eval.common.task import Backbone, Result, Task, TaskOptions, option
 from eval.language_model import heldout_data, ngram
 from eval.language_model.masked_lm import MaskedLmScorer, ece
 
-DESCRIPTION = """Held-out ECE of the checkpoint (paper Table 1) with uniform, unigram and n-gram baselines.
-
-Builds the UniRef50 sample's held-out split on first use (or reads --dataset) and scores the same masked
-positions with the model and every baseline."""
-TASK = "language-model"
+NAME = "language-model"
 LOGGER = logging.getLogger("eval")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_heldout_arguments(parser)
-    parser.add_argument(
-        "--ngram-orders", type=int, nargs="+", default=[1, 2, 3, 4, 5], help="n-gram orders (default: 1 2 3 4 5)"
-    )
-    parser.add_argument(
-        "--laplace",
-        type=float,
-        nargs="+",
-        default=[1.0, 0.1, 0.01],
-        help="additive smoothing values alpha; 1 = add-one (default: 1 0.1 0.01)",
-    )
-
-
-def add_heldout_arguments(parser: argparse.ArgumentParser) -> None:
+@dataclasses.dataclass(frozen=True)
+class HeldoutOptions(TaskOptions):
     """Options naming the held-out dataset and its masking (shared with tasks that report ECE)."""
-    parser.add_argument(
-        "--dataset", type=Path, default=None, help="built dataset folder (default: build ur50_s from --data)"
-    )
-    parser.add_argument(
-        "--dataset-config", default="ur50_s", help="config built when --dataset is absent (default: ur50_s)"
-    )
-    parser.add_argument(
-        "--dataset-cache",
-        type=Path,
-        default=None,
-        help="where the dataset is built (default: $ESM_JAX_CACHE/eval_datasets)",
-    )
-    parser.add_argument("--mask-seed", type=int, default=0, help="seed of the held-out masking (default: 0)")
-    parser.add_argument("--token-budget", type=int, default=4096, help="tokens per batch (default: 4096)")
+
+    dataset: Path | None = option(None, "built dataset folder (none: build --dataset-config from --data)")
+    dataset_config: str = option("ur50_s", "config built when --dataset is absent")
+    dataset_cache: Path | None = option(None, "where the dataset is built (none: $ESM_JAX_CACHE/eval_datasets)")
+    mask_seed: int = option(0, "seed of the held-out masking")
+    token_budget: int = option(4096, "tokens per batch")
 
 
-def heldout_dataset(args: argparse.Namespace) -> Path:
-    """``--dataset``, or the ``--dataset-config`` dataset built from ``--data``'s UniRef sample on first use."""
-    if args.dataset is not None:
-        return heldout_data.check_dataset(args.dataset)
-    cache = args.dataset_cache or pretrained.cache_dir() / "eval_datasets"
-    return heldout_data.find_or_build(Path(args.data), cache, args.dataset_config)
+@dataclasses.dataclass(frozen=True)
+class Options(HeldoutOptions):
+    ngram_orders: tuple[int, ...] = option((1, 2, 3, 4, 5), "n-gram orders")
+    laplace: tuple[float, ...] = option((1.0, 0.1, 0.01), "additive smoothing values alpha; 1 = add-one")
+
+
+def heldout_dataset(data: Path, options: HeldoutOptions) -> Path:
+    """``--dataset``, or the ``--dataset-config`` dataset built from ``data``'s UniRef sample on first use.
+
+    Paths may arrive as strings (options read from a training config), hence the ``Path`` calls.
+    """
+    if options.dataset is not None:
+        return heldout_data.check_dataset(Path(options.dataset))
+    cache = Path(options.dataset_cache) if options.dataset_cache else pretrained.cache_dir() / "eval_datasets"
+    return heldout_data.find_or_build(Path(data), cache, options.dataset_config)
 
 
 def score_heldout(model, dataset: Path, mask_seed: int, token_budget: int, context: int) -> dict:
@@ -107,7 +93,11 @@ def score_heldout(model, dataset: Path, mask_seed: int, token_budget: int, conte
 
 
 def ngram_table(
-    training: list[np.ndarray], targets: np.ndarray, contexts: np.ndarray, orders: list[int], alphas: list[float]
+    training: list[np.ndarray],
+    targets: np.ndarray,
+    contexts: np.ndarray,
+    orders: Sequence[int],
+    alphas: Sequence[float],
 ) -> list[dict]:
     """ECE of every (order, alpha) n-gram model on the held-out targets; ``contexts`` is the widest left context."""
     rows = []
@@ -121,12 +111,12 @@ def ngram_table(
     return rows
 
 
-def run(args: argparse.Namespace) -> dict:
-    dataset = heldout_dataset(args)
-    model = load_backbone(args)
+def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
+    dataset = heldout_dataset(data, options)
+    model = backbone.model
     expected = heldout_data.split_size(dataset, "validation")
-    width = max(args.ngram_orders) - 1
-    scored = score_heldout(model, dataset, args.mask_seed, args.token_budget, width)
+    width = max(options.ngram_orders) - 1
+    scored = score_heldout(model, dataset, options.mask_seed, options.token_budget, width)
     if scored["sequences"] != expected:
         raise RuntimeError(
             f"{dataset}: scored {scored['sequences']} held-out sequences but the split holds {expected}; "
@@ -136,15 +126,14 @@ def run(args: argparse.Namespace) -> dict:
         raise RuntimeError("model and baselines scored different numbers of masked tokens")
     model_ece = ece(scored["total_nll"], scored["masked_tokens"])
     training = heldout_data.training_sequences(dataset)
-    grams = ngram_table(training, scored["targets"], scored["contexts"], args.ngram_orders, args.laplace)
+    grams = ngram_table(training, scored["targets"], scored["contexts"], options.ngram_orders, options.laplace)
     best = min(grams, key=lambda row: row["ece"])
     unigram = [row for row in grams if row["order"] == 1 and row["alpha"] == 1.0]
     uniform = ece(scored["masked_tokens"] * math.log(ngram.VOCAB), scored["masked_tokens"])
     results = {
-        "checkpoint": str(args.checkpoint),
-        "random_weights": bool(args.random_weights),
+        **backbone.report_fields(),
         "dataset": str(dataset),
-        "mask_seed": args.mask_seed,
+        "mask_seed": options.mask_seed,
         "heldout_sequences": scored["sequences"],
         "heldout_residues": scored["residues"],
         "masked_tokens": scored["masked_tokens"],
@@ -157,10 +146,10 @@ def run(args: argparse.Namespace) -> dict:
         "model_seconds": scored["seconds"],
     }
     table = _table(results)
-    figure = _figure(args.out, grams, model_ece, uniform)
+    figure = _figure(out, grams, model_ece, uniform)
     write_results(
-        args.out,
-        TASK,
+        out,
+        NAME,
         results,
         table,
         title="Held-out language modelling (ECE, paper Table 1)",
@@ -168,7 +157,7 @@ def run(args: argparse.Namespace) -> dict:
         figures=[figure.name],
         published=published.LANGUAGE_MODEL,
     )
-    return {"model_ece": model_ece, "best_ngram_ece": best["ece"], "masked_tokens": scored["masked_tokens"]}
+    return Result({"model_ece": model_ece, "best_ngram_ece": best["ece"], "masked_tokens": scored["masked_tokens"]})
 
 
 def _table(results: dict) -> list[dict]:
@@ -205,9 +194,12 @@ def _figure(out: Path, grams: list[dict], model_ece: float, uniform: float) -> P
     return charts.curves_png(
         orders,
         curves,
-        Path(out) / f"{TASK}.png",
+        Path(out) / f"{NAME}.png",
         title="Held-out ECE: n-gram baselines by order vs the checkpoint",
         xlabel="n-gram order (context = n - 1 residues to the left)",
         ylabel="ECE (lower is better)",
         levels={"checkpoint": model_ece, "uniform": uniform},
     )
+
+
+TASK = Task(NAME, __doc__, Options, run)

@@ -10,66 +10,58 @@ scored on the proteins that have one. Defaults are small for CPUs; the full prot
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 from pathlib import Path
 
-from eval.cli import load_backbone
 from eval.common import published
 from eval.common.report import write_results
 from eval.common.representations import feature_layer
-from eval.structure.contacts.deep_runs import add_resnet_arguments, resnet_runs, summary_row
-from eval.structure.contacts.plans import aligned_subplan, build_plans, embed_all
+from eval.common.task import Backbone, Result, Task, option
+from eval.structure.contacts.deep_runs import ResNetOptions, resnet_runs, summary_row
+from eval.structure.contacts.plans import Plan, aligned_subplan, build_plans, embed_all
 from eval.structure.msa.baselines import profile_features
 from eval.structure.msa.features import one_hot_features
 
-DESCRIPTION = __doc__
-TASK = "contacts-deep"
+NAME = "contacts-deep"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--sets", default="kortemme,casp12", help="contact sets (default: kortemme,casp12)")
-    parser.add_argument("--features", default="last,profile,onehot", help="'last', a layer, 'profile', 'onehot'")
-    parser.add_argument("--max-proteins", type=int, default=None, help="first N proteins of each set (default: all)")
-    parser.add_argument("--folds", type=int, default=5, help="folds for sets without group labels (default: 5)")
-    parser.add_argument("--msa-max-sequences", type=int, default=256, help="rows for the profile (0: all)")
-    add_resnet_arguments(parser)
+@dataclasses.dataclass(frozen=True)
+class Options(ResNetOptions):
+    sets: str = option("kortemme,casp12", "comma-separated contact sets")
+    features: str = option("last,profile,onehot", "comma-separated feature sets: 'last', a layer, 'profile', 'onehot'")
 
 
-def features_for(model, plan, name: str, embeddings: dict, args) -> list:
+def features_for(model, plan: Plan, name: str, embeddings: dict, options: Options) -> list:
     """One (L, D) array per protein of ``plan`` for the feature set ``name``."""
     if name == "profile":
-        return [profile_features(p, args.msa_max_sequences or None, args.seed) for p in plan.proteins]
+        return [profile_features(p, options.msa_max_sequences or None, options.seed) for p in plan.proteins]
     if name == "onehot":
         return [one_hot_features(p.sequence) for p in plan.proteins]
     return [embeddings[p.name][feature_layer(model, name)] for p in plan.proteins]
 
 
-def run(args: argparse.Namespace) -> dict:
-    model = load_backbone(args)
-    names = args.features.split(",")
-    plans = build_plans(args.sets.split(","), Path(args.data), args.max_proteins, args.folds, args.seed)
+def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
+    model = backbone.model
+    names = options.features.split(",")
+    plans = build_plans(options.sets.split(","), Path(data), options.max_proteins, options.folds, options.seed)
     plans = [sub for sub in map(aligned_subplan, plans) if sub is not None]
     layers = sorted({feature_layer(model, n) for n in names if n not in ("profile", "onehot")})
-    embeddings = embed_all(model, plans, layers, args.toks_per_batch) if layers else {}
+    embeddings = embed_all(model, plans, layers, options.toks_per_batch) if layers else {}
     results, rows = {"sets": {}}, []
     for plan in plans:
         entry = {"scheme": plan.scheme, "proteins": plan.tested, "features": {}}
         for name in names:
-            summary = resnet_runs(plan, features_for(model, plan, name, embeddings, args), args)
+            summary = resnet_runs(plan, features_for(model, plan, name, embeddings, options), options)
             entry["features"][name] = summary
-            rows.append(summary_row(TASK, plan, name, summary))
+            rows.append(summary_row(NAME, plan, name, summary))
         results["sets"][plan.name] = entry
-    results |= {
-        "seeds": args.seeds,
-        "steps": args.steps,
-        "checkpoint": args.checkpoint,
-        "random_weights": bool(args.random_weights),
-    }
+    results |= {"seeds": options.seeds, "steps": options.steps} | backbone.report_fields()
     notes = (
-        f"Dilated ResNet ({args.blocks} blocks, {args.channels} channels), {args.steps} steps per fold; "
-        f"mean ± SD over {args.seeds} seeds; long-range columns shown, all bands in the JSON."
+        f"Dilated ResNet ({options.blocks} blocks, {options.channels} channels), {options.steps} steps per fold; "
+        f"mean ± SD over {options.seeds} seeds; long-range columns shown, all bands in the JSON."
     )
-    write_results(
-        args.out, TASK, results, rows, title="Contacts: deep head", notes=notes, published=published.CONTACTS_DEEP
-    )
-    return {f"{s} {n}": e["features"][n]["long P@L"]["mean"] for s, e in results["sets"].items() for n in names}
+    write_results(out, NAME, results, rows, title="Contacts: deep head", notes=notes, published=published.CONTACTS_DEEP)
+    return Result({f"{s} {n}": e["features"][n]["long P@L"]["mean"] for s, e in results["sets"].items() for n in names})
+
+
+TASK = Task(NAME, __doc__, Options, run)

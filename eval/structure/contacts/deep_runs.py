@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
@@ -9,40 +10,53 @@ from flax import nnx
 
 from eval.common.deep_heads import DilatedResNet, resnet_forward
 from eval.common.seeds import formatted, mean_sd
+from eval.common.task import option
 from eval.structure.contacts.metrics import mean_precisions
-from eval.structure.contacts.plans import Plan
+from eval.structure.contacts.plans import Plan, PlanOptions
 from eval.structure.contacts.tables import PRECISION_COLUMNS
 from eval.structure.contacts.training import cross_validated_precisions
+
+
+@dataclasses.dataclass(frozen=True)
+class ResNetOptions(PlanOptions):
+    """Options of contact tasks that train the dilated ResNet head on evaluation plans (small defaults for CPUs)."""
+
+    seeds: int = option(5, "training seeds (5, as the paper)")
+    steps: int = option(20, "Adam steps per fold and seed")
+    learning_rate: float = option(1e-3, "Adam learning rate")
+    channels: int = option(16, "ResNet channels")
+    blocks: int = option(2, "residual blocks")
+    toks_per_batch: int = option(1024, "residues per head batch")
 
 
 def resnet_runs(
     plan: Plan,
     features: Sequence[np.ndarray],
-    args,
+    options: ResNetOptions,
     pair_features: Sequence[np.ndarray] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """``{precision: {mean, sd, runs}}`` over ``args.seeds`` seeds of the head trained fold by fold."""
+    """``{precision: {mean, sd, runs}}`` over ``options.seeds`` seeds of the head trained fold by fold."""
     pair_count = 0 if pair_features is None else pair_features[0].shape[-1]
     dim = features[0].shape[1]
 
     def make(seed: int) -> DilatedResNet:
         return DilatedResNet(
-            dim, pair_features=pair_count, channels=args.channels, blocks=args.blocks, rngs=nnx.Rngs(seed)
+            dim, pair_features=pair_count, channels=options.channels, blocks=options.blocks, rngs=nnx.Rngs(seed)
         )
 
     runs = []
-    for seed in range(args.seeds):
+    for seed in range(options.seeds):
         per_protein = cross_validated_precisions(
             plan.proteins,
             features,
             plan.folds,
             make,
             resnet_forward,
-            steps=args.steps,
-            learning_rate=args.learning_rate,
+            steps=options.steps,
+            learning_rate=options.learning_rate,
             seed=seed,
             pair_features=pair_features,
-            tokens_per_batch=args.toks_per_batch,
+            tokens_per_batch=options.toks_per_batch,
         )
         runs.append(mean_precisions(per_protein))
     return mean_sd(runs)
@@ -54,13 +68,3 @@ def summary_row(task: str, plan: Plan, features: str, summary: dict[str, dict[st
     return {"set": plan.name, "features": features, "proteins": plan.tested} | {
         column: formatted(summary, column) for column in PRECISION_COLUMNS[:3]
     }
-
-
-def add_resnet_arguments(parser) -> None:
-    """Options of the dilated ResNet head and its training (small defaults for CPUs)."""
-    parser.add_argument("--seeds", type=int, default=5, help="training seeds (default: 5, as the paper)")
-    parser.add_argument("--steps", type=int, default=20, help="Adam steps per fold and seed (default: 20)")
-    parser.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate (default: 1e-3)")
-    parser.add_argument("--channels", type=int, default=16, help="ResNet channels (default: 16)")
-    parser.add_argument("--blocks", type=int, default=2, help="residual blocks (default: 2)")
-    parser.add_argument("--toks-per-batch", type=int, default=1024, help="residues per head batch (default: 1024)")

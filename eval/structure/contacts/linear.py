@@ -11,110 +11,123 @@ Precision is top-L, L/2, L/5 in long (≥24), medium (12-23) and short (6-11) se
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import time
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from flax import nnx
 
 from esm_jax.files import atomic_output
-from eval.cli import load_backbone
 from eval.common.charts import curves_png
 from eval.common.linear_probes import BilinearContactProbe, bilinear_forward
 from eval.common.report import write_results
 from eval.common.representations import parse_layers
+from eval.common.task import Backbone, Result, Task, option
 from eval.structure.contacts.metrics import contact_precisions, mean_precisions
-from eval.structure.contacts.plans import Plan, aligned_subplan, build_plans, embed_all
+from eval.structure.contacts.plans import Plan, PlanOptions, aligned_subplan, build_plans, embed_all
 from eval.structure.contacts.sets import ContactProtein
 from eval.structure.contacts.tables import precision_row
 from eval.structure.contacts.training import cross_validated_precisions
 from eval.structure.msa.baselines import potts_contact_scores, profile_features
 
-DESCRIPTION = __doc__
-TASK = "contacts-linear"
+NAME = "contacts-linear"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--sets", default="kortemme,casp12,pdb-chains", help="contact sets to evaluate")
-    parser.add_argument("--layers", default="all", help="'all', 'last' or comma-separated layers (default: all)")
-    parser.add_argument("--max-proteins", type=int, default=None, help="first N proteins of each set (default: all)")
-    parser.add_argument("--rank", type=int, default=64, help="projection size of the bilinear probe (default: 64)")
-    parser.add_argument("--steps", type=int, default=300, help="Adam steps per probe fit (default: 300)")
-    parser.add_argument("--learning-rate", type=float, default=1e-3, help="probe learning rate (default: 1e-3)")
-    parser.add_argument("--folds", type=int, default=5, help="folds for sets without group labels (default: 5)")
-    parser.add_argument("--no-baselines", action="store_true", help="skip the profile and Potts baselines")
-    parser.add_argument(
-        "--msa-max-sequences", type=int, default=256, help="alignment rows sampled for baselines (0: all; default 256)"
-    )
-    parser.add_argument("--potts-iterations", type=int, default=30, help="Potts L-BFGS iterations (default: 30)")
-    parser.add_argument("--toks-per-batch", type=int, default=4096, help="tokens per backbone batch (default: 4096)")
+@dataclasses.dataclass(frozen=True)
+class Options(PlanOptions):
+    sets: str = option("kortemme,casp12,pdb-chains", "comma-separated contact sets to evaluate")
+    layers: str = option("all", "'all', 'last' or comma-separated layers")
+    rank: int = option(64, "projection size of the bilinear probe")
+    steps: int = option(300, "Adam steps per probe fit")
+    learning_rate: float = option(1e-3, "probe learning rate")
+    no_baselines: bool = option(False, "skip the profile and Potts baselines")
+    potts_iterations: int = option(30, "Potts L-BFGS iterations")
+    toks_per_batch: int = option(4096, "tokens per backbone batch")
 
 
-def probe_precisions(plan: Plan, features: list[np.ndarray], args) -> list[dict[str, float]]:
+class ProbeSettings(Protocol):
+    """What :func:`probe_precisions` reads of its options: a task's options or any object with these attributes."""
+
+    @property
+    def rank(self) -> int: ...
+
+    @property
+    def steps(self) -> int: ...
+
+    @property
+    def learning_rate(self) -> float: ...
+
+    @property
+    def seed(self) -> int: ...
+
+
+def probe_precisions(plan: Plan, features: list[np.ndarray], settings: ProbeSettings) -> list[dict[str, float]]:
     """Cross-validated per-protein precisions of the bilinear probe on ``features`` (one (L, D) per protein)."""
     dim = features[0].shape[1]
-    per_protein = cross_validated_precisions(
+    return cross_validated_precisions(
         plan.proteins,
         features,
         plan.folds,
-        lambda seed: BilinearContactProbe(dim, args.rank, rngs=nnx.Rngs(seed)),
+        lambda seed: BilinearContactProbe(dim, settings.rank, rngs=nnx.Rngs(seed)),
         bilinear_forward,
-        steps=args.steps,
-        learning_rate=args.learning_rate,
-        seed=args.seed,
+        steps=settings.steps,
+        learning_rate=settings.learning_rate,
+        seed=settings.seed,
     )
-    return per_protein
 
 
-def cached_potts_scores(protein: ContactProtein, max_rows: int | None, args, folder: Path) -> np.ndarray:
+def cached_potts_scores(protein: ContactProtein, max_rows: int | None, options: Options, folder: Path) -> np.ndarray:
     """Potts scores of ``protein``, reused from ``folder`` when the same options computed them before.
 
     They depend on the alignment and options only, never on the checkpoint, so reruns on other models skip them.
     """
-    path = folder / f"{protein.name}-rows{max_rows or 'all'}-it{args.potts_iterations}-seed{args.seed}.npy"
+    path = folder / f"{protein.name}-rows{max_rows or 'all'}-it{options.potts_iterations}-seed{options.seed}.npy"
     if path.is_file():
         return np.load(path)
-    scores = potts_contact_scores(protein, max_rows, args.potts_iterations, args.seed)
+    scores = potts_contact_scores(protein, max_rows, options.potts_iterations, options.seed)
     with atomic_output(path, "wb") as handle:
         np.save(handle, scores)
     return scores
 
 
-def baselines(plan: Plan, args) -> dict[str, dict]:
+def baselines(plan: Plan, options: Options, out: Path) -> dict[str, dict]:
     """Profile-probe and Potts precisions over the plan's aligned proteins."""
     sub = aligned_subplan(plan)
     if sub is None:
         return {}
-    max_rows = args.msa_max_sequences or None
-    profiles = [profile_features(p, max_rows, args.seed) for p in sub.proteins]
-    results = {"profile": {"proteins": sub.tested, "precision": mean_precisions(probe_precisions(sub, profiles, args))}}
+    max_rows = options.msa_max_sequences or None
+    profiles = [profile_features(p, max_rows, options.seed) for p in sub.proteins]
+    results = {
+        "profile": {"proteins": sub.tested, "precision": mean_precisions(probe_precisions(sub, profiles, options))}
+    }
     tested = sorted({int(i) for _, test in sub.folds for i in test})
     potts, started = [], time.perf_counter()
     for count, index in enumerate(tested, start=1):
         protein = sub.proteins[index]
-        scores = cached_potts_scores(protein, max_rows, args, Path(args.out) / ".potts-cache")
+        scores = cached_potts_scores(protein, max_rows, options, out / ".potts-cache")
         potts.append(contact_precisions(scores, protein.contacts, protein.valid))
         print(f"potts {plan.name}: {count}/{len(tested)} ({time.perf_counter() - started:.0f} s)", flush=True)
     results["potts"] = {"proteins": len(tested), "precision": mean_precisions(potts)}
     return results
 
 
-def run(args: argparse.Namespace) -> dict:
-    model = load_backbone(args)
-    layers = parse_layers(args.layers, model)
-    plans = build_plans(args.sets.split(","), Path(args.data), args.max_proteins, args.folds, args.seed)
-    embeddings = embed_all(model, plans, layers, args.toks_per_batch)
+def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
+    model = backbone.model
+    layers = parse_layers(options.layers, model)
+    plans = build_plans(options.sets.split(","), Path(data), options.max_proteins, options.folds, options.seed)
+    embeddings = embed_all(model, plans, layers, options.toks_per_batch)
     results, rows, figures = {"layers": layers, "sets": {}}, [], []
     for plan in plans:
         sweep = {}
         for layer in layers:
             features = [embeddings[p.name][layer] for p in plan.proteins]
-            sweep[layer] = mean_precisions(probe_precisions(plan, features, args))
-            print(f"{TASK} {plan.name} layer {layer}: long P@L {sweep[layer]['long P@L']:.3f}", flush=True)
+            sweep[layer] = mean_precisions(probe_precisions(plan, features, options))
+            print(f"{NAME} {plan.name} layer {layer}: long P@L {sweep[layer]['long P@L']:.3f}", flush=True)
         best = max(layers, key=lambda layer: sweep[layer]["long P@L"])
         entry = {"scheme": plan.scheme, "proteins": plan.tested, "per_layer": sweep, "best_layer": best}
-        entry |= {} if args.no_baselines else baselines(plan, args)
+        entry |= {} if options.no_baselines else baselines(plan, options, Path(out))
         results["sets"][plan.name] = entry
         rows.append(precision_row(plan.name, f"layer {layers[-1]} (last)", plan.tested, sweep[layers[-1]]))
         rows.append(precision_row(plan.name, f"layer {best} (best)", plan.tested, sweep[best]))
@@ -122,23 +135,25 @@ def run(args: argparse.Namespace) -> dict:
             if baseline in entry:
                 found = entry[baseline]
                 rows.append(precision_row(plan.name, baseline, found["proteins"], found["precision"]))
-        figure = f"{TASK}-{plan.name}-layers.png"
+        figure = f"{NAME}-{plan.name}-layers.png"
         curves_png(
             layers,
             {band: [sweep[layer][band] for layer in layers] for band in ("long P@L", "long P@L/5", "medium P@L/5")},
-            Path(args.out) / figure,
+            Path(out) / figure,
             title=f"{plan.name}: bilinear probe per layer ({plan.scheme})",
             xlabel="layer",
             ylabel="precision",
             levels={f"{b} long P@L": entry[b]["precision"]["long P@L"] for b in ("profile", "potts") if b in entry},
         )
         figures.append(figure)
-    results["checkpoint"] = args.checkpoint
-    results["random_weights"] = bool(args.random_weights)
+    results |= backbone.report_fields()
     notes = (
         "Precision of true contacts (CB-CB < 8 Å, CA for Gly) among the top L/k scored pairs per separation band, "
         "averaged over proteins; each protein scored by the fold that held it out. Potts: CCMpred-style "
         "pseudo-likelihood on at most --msa-max-sequences rows."
     )
-    write_results(args.out, TASK, results, rows, title="Contacts: linear projections", notes=notes, figures=figures)
-    return {name: entry["per_layer"][layers[-1]]["long P@L"] for name, entry in results["sets"].items()}
+    write_results(out, NAME, results, rows, title="Contacts: linear projections", notes=notes, figures=figures)
+    return Result({name: entry["per_layer"][layers[-1]]["long P@L"] for name, entry in results["sets"].items()})
+
+
+TASK = Task(NAME, __doc__, Options, run)

@@ -9,7 +9,17 @@ import numpy as np
 
 from eval.common.representations import per_residue_layers
 from eval.common.splits import Fold, folds_for
+from eval.common.task import TaskOptions, option
 from eval.structure.contacts.sets import ContactProtein, load_contact_set
+
+
+@dataclasses.dataclass(frozen=True)
+class PlanOptions(TaskOptions):
+    """Options every contact task evaluated over plans shares: set sizes, folds and alignment sampling."""
+
+    max_proteins: int | None = option(None, "first N proteins of each set (none: all)")
+    folds: int = option(5, "folds for sets without group labels")
+    msa_max_sequences: int = option(256, "alignment rows sampled for the profile and Potts baselines (0: all)")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,37 +10,35 @@ head (fair-esm's released regression) is scored on the same proteins when the ch
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 
 from esm_jax.inference.embedding import encode_records, iter_outputs
 from esm_jax.plots import contact_map_png
-from eval.cli import load_backbone
 from eval.common import published
 from eval.common.linear_probes import contact_pair_mask
 from eval.common.report import write_results
+from eval.common.task import Backbone, Result, Task, TaskOptions, option
 from eval.structure.contacts.attention_maps import feature_count, iter_attention_features, iter_contact_logits
 from eval.structure.contacts.l1_logistic import fit_l1_logistic
 from eval.structure.contacts.metrics import contact_precisions, mean_precisions
 from eval.structure.contacts.sets import ContactProtein, load_contact_set
 from eval.structure.contacts.tables import precision_row
 
-DESCRIPTION = __doc__
-TASK = "contacts-unsupervised"
+NAME = "contacts-unsupervised"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--train-set", default="pdb-chains", help="set the head is fitted on (default: pdb-chains)")
-    parser.add_argument(
-        "--train-proteins", type=int, default=20, help="proteins to fit on (default: 20, as Rao et al.)"
-    )
-    parser.add_argument("--sets", default="kortemme,casp12", help="sets to score (default: kortemme,casp12)")
-    parser.add_argument("--max-proteins", type=int, default=None, help="first N proteins of each scored set")
-    parser.add_argument("--c", type=float, default=0.15, help="inverse L1 strength, scikit-learn's C (default: 0.15)")
-    parser.add_argument("--iterations", type=int, default=2000, help="FISTA iterations (default: 2000)")
-    parser.add_argument("--toks-per-batch", type=int, default=2048, help="tokens per backbone batch (default: 2048)")
+@dataclasses.dataclass(frozen=True)
+class Options(TaskOptions):
+    train_set: str = option("pdb-chains", "set the head is fitted on")
+    train_proteins: int = option(20, "proteins to fit on (20, as Rao et al.)")
+    sets: str = option("kortemme,casp12", "comma-separated sets to score")
+    max_proteins: int | None = option(None, "first N proteins of each scored set (none: all)")
+    c: float = option(0.15, "inverse L1 strength, scikit-learn's C")
+    iterations: int = option(2000, "FISTA iterations")
+    toks_per_batch: int = option(2048, "tokens per backbone batch")
 
 
 def training_pairs(model, proteins: list[ContactProtein], toks_per_batch: int) -> tuple[np.ndarray, np.ndarray]:
@@ -55,13 +53,15 @@ def training_pairs(model, proteins: list[ContactProtein], toks_per_batch: int) -
     return np.concatenate(features), np.concatenate(labels)
 
 
-def score_sets(model, weights, intercept, sets: dict[str, list[ContactProtein]], args) -> tuple[dict, dict]:
+def score_sets(
+    model, weights, intercept, sets: dict[str, list[ContactProtein]], toks_per_batch: int
+) -> tuple[dict, dict]:
     """Per-set mean precisions of the fitted head and the predictions of each set's first protein."""
     results, examples = {}, {}
     for name, proteins in sets.items():
         per_protein = [None] * len(proteins)
         records = [(p.name, p.sequence) for p in proteins]
-        for index, logits in iter_contact_logits(model, records, weights, intercept, args.toks_per_batch):
+        for index, logits in iter_contact_logits(model, records, weights, intercept, toks_per_batch):
             per_protein[index] = contact_precisions(logits, proteins[index].contacts, proteins[index].valid)
             if index == 0:
                 examples[name] = 1.0 / (1.0 + np.exp(-logits))
@@ -82,38 +82,36 @@ def checkpoint_head(model, sets: dict[str, list[ContactProtein]], toks_per_batch
     return results
 
 
-def run(args: argparse.Namespace) -> dict:
-    model = load_backbone(args)
-    data = Path(args.data)
-    train = load_contact_set(args.train_set, data, args.train_proteins)
-    sets = {name: load_contact_set(name, data, args.max_proteins) for name in args.sets.split(",")}
+def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
+    model = backbone.model
+    data = Path(data)
+    train = load_contact_set(options.train_set, data, options.train_proteins)
+    sets = {name: load_contact_set(name, data, options.max_proteins) for name in options.sets.split(",")}
     overlap = {p.sequence for p in train} & {p.sequence for proteins in sets.values() for p in proteins}
     if overlap:
         raise ValueError(f"{len(overlap)} training sequences are also scored; choose disjoint --train-set and --sets")
-    x, y = training_pairs(model, train, args.toks_per_batch)
-    weights, intercept = fit_l1_logistic(x, y, c=args.c, iterations=args.iterations)
-    scored, examples = score_sets(model, weights, intercept, sets, args)
+    x, y = training_pairs(model, train, options.toks_per_batch)
+    weights, intercept = fit_l1_logistic(x, y, c=options.c, iterations=options.iterations)
+    scored, examples = score_sets(model, weights, intercept, sets, options.toks_per_batch)
     results = {
-        "train": {"set": args.train_set, "proteins": len(train), "pairs": int(len(y)), "contacts": int(y.sum())},
+        "train": {"set": options.train_set, "proteins": len(train), "pairs": int(len(y)), "contacts": int(y.sum())},
         "features": feature_count(model),
         "nonzero_weights": int(np.count_nonzero(weights)),
         "fitted_head": scored,
-        "checkpoint": args.checkpoint,
-        "random_weights": bool(args.random_weights),
-    }
+    } | backbone.report_fields()
     rows = [precision_row(n, "attention L1 head", len(sets[n]), p) for n, p in scored.items()]
     if model.has_contact_regression:
-        results["checkpoint_head"] = checkpoint_head(model, sets, args.toks_per_batch)
+        results["checkpoint_head"] = checkpoint_head(model, sets, options.toks_per_batch)
         rows += [
             precision_row(n, "checkpoint contact head", len(sets[n]), p) for n, p in results["checkpoint_head"].items()
         ]
     figures = []
     for name, probabilities in examples.items():
-        figure = f"{TASK}-{name}-{sets[name][0].name}.png"
-        contact_map_png(probabilities, Path(args.out) / figure, f"{sets[name][0].name}: attention L1 head")
+        figure = f"{NAME}-{name}-{sets[name][0].name}.png"
+        contact_map_png(probabilities, Path(out) / figure, f"{sets[name][0].name}: attention L1 head")
         figures.append(figure)
     notes = (
-        f"Head fitted on {len(train)} {args.train_set} proteins ({len(y)} pairs ≥ 6 apart), C = {args.c}; "
+        f"Head fitted on {len(train)} {options.train_set} proteins ({len(y)} pairs ≥ 6 apart), C = {options.c}; "
         f"{results['nonzero_weights']} of {results['features']} attention maps kept. Method: Rao et al. 2021."
     )
     if results["nonzero_weights"] == 0:
@@ -122,8 +120,8 @@ def run(args: argparse.Namespace) -> dict:
             " rows are chance level (ties broken by position), the same for any model; raise --c to compare models."
         )
     write_results(
-        args.out,
-        TASK,
+        out,
+        NAME,
         results,
         rows,
         title="Contacts from attention maps",
@@ -131,4 +129,7 @@ def run(args: argparse.Namespace) -> dict:
         figures=figures,
         published=published.CONTACTS_UNSUPERVISED,
     )
-    return {name: precisions["long P@L"] for name, precisions in scored.items()}
+    return Result({name: precisions["long P@L"] for name, precisions in scored.items()})
+
+
+TASK = Task(NAME, __doc__, Options, run)

@@ -9,7 +9,7 @@ protocol is ``--max-train 0 --max-test 0 --steps 20000 --hidden 1024 --kernels 1
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import functools
 from pathlib import Path
 
@@ -20,7 +20,6 @@ import optax
 from flax import nnx
 
 from data_pipeline.readers.netsurfp import SecondaryStructureRecord
-from eval.cli import load_backbone
 from eval.common import published
 from eval.common.deep_heads import NetSurfPHead
 from eval.common.padding import pad_stack
@@ -28,27 +27,26 @@ from eval.common.probe_training import fit_adam, protein_batches
 from eval.common.report import write_results
 from eval.common.representations import feature_layer, per_residue_layers
 from eval.common.seeds import formatted, mean_sd
+from eval.common.task import Backbone, Result, Task, TaskOptions, option
 from eval.structure.msa.features import one_hot_features
 from eval.structure.secondary.data import TEST_FILES, load_ss8_sets
 from eval.structure.secondary.metrics import SS3_STATES, SS8_STATES, accuracy, encode_states
 
-DESCRIPTION = __doc__
-TASK = "secondary-structure-deep"
+NAME = "secondary-structure-deep"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--features", default="last,onehot", help="'last', a layer number, 'onehot' (comma list)")
-    parser.add_argument("--max-train", type=int, default=100, help="training proteins (0: all 499; default 100)")
-    parser.add_argument("--max-test", type=int, default=50, help="proteins per test set (0: all; default 50)")
-    parser.add_argument("--tests", default=",".join(TEST_FILES), help="test sets (default: CB513,TS115,CASP12)")
-    parser.add_argument("--seeds", type=int, default=5, help="training seeds (default: 5, as the paper)")
-    parser.add_argument("--steps", type=int, default=200, help="Adam steps per seed (default: 200)")
-    parser.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate (default: 1e-3)")
-    parser.add_argument("--hidden", type=int, default=64, help="LSTM units per direction (NetSurfP-2.0: 1024)")
-    parser.add_argument(
-        "--kernels", default="15,31", help="convolution widths (NetSurfP-2.0: 129,257; default 15,31 for CPUs)"
-    )
-    parser.add_argument("--toks-per-batch", type=int, default=2048, help="residues per head batch (default: 2048)")
+@dataclasses.dataclass(frozen=True)
+class Options(TaskOptions):
+    features: str = option("last,onehot", "comma-separated feature sets: 'last', a layer number, 'onehot'")
+    max_train: int = option(100, "training proteins (0: all 499)")
+    max_test: int = option(50, "proteins per test set (0: all)")
+    tests: str = option(",".join(TEST_FILES), "comma-separated test sets")
+    seeds: int = option(5, "training seeds (5, as the paper)")
+    steps: int = option(200, "Adam steps per seed")
+    learning_rate: float = option(1e-3, "Adam learning rate")
+    hidden: int = option(64, "LSTM units per direction (NetSurfP-2.0: 1024)")
+    kernels: str = option("15,31", "comma-separated convolution widths (NetSurfP-2.0: 129,257)")
+    toks_per_batch: int = option(2048, "residues per head batch")
 
 
 def feature_sets(model, names: list[str], records: list[SecondaryStructureRecord], desc: str) -> dict[str, list]:
@@ -116,34 +114,36 @@ def evaluate(head: NetSurfPHead, groups: list[tuple]) -> dict[str, float]:
     return {"Q8": q8, "Q3": q3}
 
 
-def run(args: argparse.Namespace) -> dict:
-    model = load_backbone(args)
-    names = args.features.split(",")
-    kernels = tuple(int(k) for k in args.kernels.split(","))
-    sets = load_ss8_sets(Path(args.data), args.max_train or None, args.max_test or None, tuple(args.tests.split(",")))
+def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
+    model = backbone.model
+    names = options.features.split(",")
+    kernels = tuple(int(k) for k in options.kernels.split(","))
+    sets = load_ss8_sets(
+        Path(data), options.max_train or None, options.max_test or None, tuple(options.tests.split(","))
+    )
     train_features = feature_sets(model, names, sets.train, "ss8 train")
     test_features = {t: feature_sets(model, names, records, t) for t, records in sets.tests.items()}
     results, rows = {"features": {}, "train_proteins": len(sets.train), "dropped_train": sets.dropped}, []
     for name in names:
-        train_groups = [b for _, b in batches(sets.train, train_features[name], args.toks_per_batch)]
-        test_groups = {t: batches(sets.tests[t], test_features[t][name], args.toks_per_batch) for t in sets.tests}
+        train_groups = [b for _, b in batches(sets.train, train_features[name], options.toks_per_batch)]
+        test_groups = {t: batches(sets.tests[t], test_features[t][name], options.toks_per_batch) for t in sets.tests}
         runs: dict[str, list] = {t: [] for t in sets.tests}
-        for seed in range(args.seeds):
+        for seed in range(options.seeds):
             head = NetSurfPHead(
-                train_features[name][0].shape[1], hidden=args.hidden, kernels=kernels, rngs=nnx.Rngs(seed)
+                train_features[name][0].shape[1], hidden=options.hidden, kernels=kernels, rngs=nnx.Rngs(seed)
             )
             fit_adam(
                 head,
                 head_loss,
                 train_groups,
-                steps=args.steps,
-                learning_rate=args.learning_rate,
+                steps=options.steps,
+                learning_rate=options.learning_rate,
                 seed=seed,
                 desc=f"{name} seed {seed}",
             )
             for test, groups in test_groups.items():
                 runs[test].append(evaluate(head, groups))
-            print(f"{TASK} {name} seed {seed}: " + ", ".join(f"{t} Q8 {r[-1]['Q8']:.3f}" for t, r in runs.items()))
+            print(f"{NAME} {name} seed {seed}: " + ", ".join(f"{t} Q8 {r[-1]['Q8']:.3f}" for t, r in runs.items()))
         summary = {test: mean_sd(values) for test, values in runs.items()}
         results["features"][name] = summary
         for test, stats in summary.items():
@@ -157,23 +157,24 @@ def run(args: argparse.Namespace) -> dict:
                 }
             )
     results |= {
-        "seeds": args.seeds,
-        "steps": args.steps,
-        "hidden": args.hidden,
-        "checkpoint": args.checkpoint,
-        "random_weights": bool(args.random_weights),
-    }
+        "seeds": options.seeds,
+        "steps": options.steps,
+        "hidden": options.hidden,
+    } | backbone.report_fields()
     notes = (
-        f"NetSurfP-style head (convolutions {args.kernels}, {args.hidden} LSTM units), {args.steps} steps; "
-        f"mean ± SD over {args.seeds} seeds."
+        f"NetSurfP-style head (convolutions {options.kernels}, {options.hidden} LSTM units), {options.steps} steps; "
+        f"mean ± SD over {options.seeds} seeds."
     )
     write_results(
-        args.out,
-        TASK,
+        out,
+        NAME,
         results,
         rows,
         title="Secondary structure: deep head",
         notes=notes,
         published=published.SECONDARY_STRUCTURE_DEEP,
     )
-    return {f"{n} {t} Q8": s[t]["Q8"]["mean"] for n, s in results["features"].items() for t in s}
+    return Result({f"{n} {t} Q8": s[t]["Q8"]["mean"] for n, s in results["features"].items() for t in s})
+
+
+TASK = Task(NAME, __doc__, Options, run)
