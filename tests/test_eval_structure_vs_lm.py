@@ -8,9 +8,10 @@ import shutil
 
 import pytest
 
-from esm_jax.errors import CheckpointError
+from esm_jax.errors import CheckpointError, EsmJaxError
 from eval import cli
-from eval.structure import structure_vs_lm
+from eval.common.task import Backbone
+from eval.tasks import get_task
 from tests.eval_tiny_model import build_heldout_dataset, save_tiny_checkpoint
 from tests.train_helpers import tiny_config
 
@@ -51,26 +52,78 @@ def test_one_row_per_checkpoint(training_run, heldout_dataset, shared_data, tmp_
     assert capsys.readouterr().out.count("structure-vs-lm step ") == 3
 
 
-def _arguments(checkpoint, steps: list[int] | None = None):
-    """The task's options at their defaults, as ``esm-jax eval all`` builds them."""
-    common = cli.build_parser().parse_args(["all", "--checkpoint", str(checkpoint)])
-    arguments = cli._task_arguments(structure_vs_lm, common)
-    arguments.steps = steps
-    return arguments
+def _run(checkpoint, out, steps: str | None = None):
+    """The task run as ``esm-jax eval structure-vs-lm --checkpoint CHECKPOINT`` runs it (with no data folder)."""
+    task = get_task("structure-vs-lm")
+    return task.run(Backbone(str(checkpoint)), out / "no_data", out, task.options(steps=steps))
+
+
+def _skip_reason(checkpoint) -> str | None:
+    """Why ``esm-jax eval all --checkpoint CHECKPOINT`` skips the task (None: it runs)."""
+    task = get_task("structure-vs-lm")
+    return task.why_skipped(Backbone(str(checkpoint)), task.options())
 
 
 def test_a_single_checkpoint_is_refused_and_skipped_by_all(training_run, tmp_path):
     checkpoint = save_tiny_checkpoint(tmp_path)
     with pytest.raises(CheckpointError, match="not a training run"):
-        structure_vs_lm.run(_arguments(checkpoint))
-    assert "not a training run" in cli._skip_reason(structure_vs_lm, _arguments(checkpoint))
+        _run(checkpoint, tmp_path)
+    assert "not a training run" in _skip_reason(checkpoint)
     empty = tmp_path / "empty_run"
     (empty / "checkpoints").mkdir(parents=True)
     shutil.copy(training_run / "config.json", empty / "config.json")
     with pytest.raises(CheckpointError, match=r"needs at least 2; chosen steps \[\], saved \[\]"):
-        structure_vs_lm.run(_arguments(empty))
+        _run(empty, tmp_path)
     with pytest.raises(CheckpointError, match=r"needs at least 2; chosen steps \[4\]"):
         cli.main(["structure-vs-lm", "--run", str(training_run), "--steps", "4"])
     with pytest.raises(CheckpointError, match=r"no checkpoint at steps \[5\]"):
-        structure_vs_lm.run(_arguments(training_run, steps=[4, 5]))
-    assert cli._skip_reason(structure_vs_lm, _arguments(training_run)) is None
+        _run(training_run, tmp_path, steps="4,5")
+    with pytest.raises(EsmJaxError, match=r"--steps: '4,x': expected comma-separated step numbers"):
+        _run(training_run, tmp_path, steps="4,x")
+    assert _skip_reason(training_run) is None
+
+
+def test_random_weights_are_refused(tmp_path):
+    task = get_task("structure-vs-lm")
+    backbone = Backbone(str(_logged_run(tmp_path / "run")), random_weights=True)
+    assert "--random-weights does not apply" in task.why_skipped(backbone, task.options())
+
+
+def _logged_run(folder):
+    """A run folder without checkpoints whose metrics.jsonl holds the held-out ECE and probe records of steps 2-6."""
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"evals": {"structure-vs-lm": {"every": 2, "ss_train": 8}}}))
+    records = [{"split": "train", "step": 2, "ece": 20.0}]
+    for step, ece in ((2, 18.0), (4, 15.0), (6, 12.0)):
+        records.append({"split": "heldout", "step": step, "ece": ece, "targets": 500})
+    for step, ss8 in ((2, 0.2), (4, 0.3), (6, 0.1), (6, 0.4)):  # step 6 logged twice: the last record counts
+        records.append({"split": "structure-vs-lm", "step": step, "ss8_accuracy": ss8, "contact_long_p_at_l": ss8 / 2})
+    records.append({"split": "structure-vs-lm", "step": 8, "ss8_accuracy": 0.5, "contact_long_p_at_l": 0.3})
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records))
+    return folder
+
+
+def test_logged_metrics_are_reported_without_loading_checkpoints(tmp_path, capsys):
+    run = _logged_run(tmp_path / "run")
+    out = tmp_path / "out"
+    assert _skip_reason(run) is None
+    result = _run(run, out)  # no checkpoint and no data folder: only the log can answer
+    assert result.metrics == {"step": 6, "ece": 12.0, "ss8_accuracy": 0.4, "contact_long_p_at_l": 0.2}
+    results = json.loads((out / "structure-vs-lm.json").read_text())
+    assert [(row["step"], row["ece"], row["ss8_accuracy"]) for row in results["checkpoints"]] == [
+        (2, 18.0, 0.2),
+        (4, 15.0, 0.3),
+        (6, 12.0, 0.4),
+    ]
+    assert results["evaluator_options"] == {"every": 2, "ss_train": 8}
+    assert "read from the run's metrics.jsonl" in (out / "structure-vs-lm.md").read_text()
+    assert (out / "structure-vs-lm.png").stat().st_size > 0
+    assert "structure-vs-lm step " not in capsys.readouterr().out
+    assert _run(run, out, steps="2,6").metrics["ece"] == 12.0
+    assert [row["step"] for row in json.loads((out / "structure-vs-lm.json").read_text())["checkpoints"]] == [2, 6]
+
+
+def test_steps_the_log_lacks_are_evaluated_from_checkpoints(tmp_path):
+    run = _logged_run(tmp_path / "run")
+    with pytest.raises(CheckpointError, match=r"no checkpoint at steps \[2, 8\]; saved steps: \[\]"):
+        _run(run, tmp_path / "out", steps="2,8")

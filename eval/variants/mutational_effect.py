@@ -11,12 +11,13 @@ Writes ``mutational-effect.json``, ``mutational-effect.md`` and two PNGs into ``
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import time
+from pathlib import Path
 
-from eval.cli import load_backbone
 from eval.common.charts import grouped_bars_png
 from eval.common.report import write_results
+from eval.common.task import Backbone, Result, Task, TaskOptions, option
 from eval.variants.assays import ASSAYS, load_assay
 from eval.variants.plots import fraction_curve_png
 from eval.variants.protocol import (
@@ -29,123 +30,112 @@ from eval.variants.protocol import (
 )
 from eval.variants.regression import TrainConfig
 
-TASK = "mutational-effect"
-DESCRIPTION = __doc__
+NAME = "mutational-effect"
 PROTOCOLS = ("cv", "fractions", "lopo")
-_DEFAULTS = TrainConfig()
+_LEARNER = {field.name: field.default for field in dataclasses.fields(TrainConfig)}
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--assays", nargs="+", choices=list(ASSAYS), default=list(ASSAYS), help="(default: all)")
-    parser.add_argument(
-        "--protocols",
-        nargs="+",
+@dataclasses.dataclass(frozen=True)
+class Options(TaskOptions):
+    assays: tuple[str, ...] = option(tuple(ASSAYS), "assays to evaluate", choices=tuple(ASSAYS))
+    protocols: tuple[str, ...] = option(
+        PROTOCOLS,
+        "cv: k-fold per protein; fractions: training-fraction sweep; lopo: leave one protein out",
         choices=PROTOCOLS,
-        default=list(PROTOCOLS),
-        help="cv: k-fold per protein; fractions: training-fraction sweep; lopo: leave one protein out (default: all)",
     )
-    parser.add_argument("--folds", type=int, default=5, help="cross-validation folds (default: 5, i.e. 80/20)")
-    parser.add_argument(
-        "--fractions",
-        type=float,
-        nargs="+",
-        default=[0.01, 0.05, 0.1, 0.2, 0.4, 0.8],
-        help="training fractions of the sweep (default: 0.01 0.05 0.1 0.2 0.4 0.8)",
-    )
-    parser.add_argument("--unfreeze", action="store_true", help="fine-tune the backbone with the head (slow on CPU)")
-    parser.add_argument("--epochs", type=int, default=_DEFAULTS.epochs, help="head epochs, frozen backbone")
-    parser.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size, help="head batch, frozen backbone")
-    parser.add_argument("--learning-rate", type=float, default=_DEFAULTS.learning_rate, help="head learning rate")
-    parser.add_argument("--weight-decay", type=float, default=_DEFAULTS.weight_decay, help="AdamW weight decay")
-    parser.add_argument("--finetune-epochs", type=int, default=_DEFAULTS.finetune_epochs, help="with --unfreeze")
-    parser.add_argument("--finetune-batch-size", type=int, default=_DEFAULTS.finetune_batch_size, help="--unfreeze")
-    parser.add_argument(
-        "--backbone-learning-rate", type=float, default=_DEFAULTS.backbone_learning_rate, help="with --unfreeze"
-    )
-    parser.add_argument(
-        "--max-variants", type=int, default=0, help="use a seeded random subset of this many per assay (0: all)"
-    )
-    parser.add_argument("--toks-per-batch", type=int, default=8192, help="tokens per inference batch")
+    folds: int = option(5, "cross-validation folds (5 gives 80/20 splits)")
+    fractions: tuple[float, ...] = option((0.01, 0.05, 0.1, 0.2, 0.4, 0.8), "training fractions of the sweep")
+    unfreeze: bool = option(False, "fine-tune the backbone with the head (slow on CPU)")
+    epochs: int = option(_LEARNER["epochs"], "head epochs, frozen backbone")
+    batch_size: int = option(_LEARNER["batch_size"], "head batch, frozen backbone")
+    learning_rate: float = option(_LEARNER["learning_rate"], "head learning rate")
+    weight_decay: float = option(_LEARNER["weight_decay"], "AdamW weight decay")
+    finetune_epochs: int = option(_LEARNER["finetune_epochs"], "with --unfreeze")
+    finetune_batch_size: int = option(_LEARNER["finetune_batch_size"], "with --unfreeze")
+    backbone_learning_rate: float = option(_LEARNER["backbone_learning_rate"], "with --unfreeze")
+    max_variants: int = option(0, "use a seeded random subset of this many per assay (0: all)")
+    toks_per_batch: int = option(8192, "tokens per inference batch")
 
 
-def _config(args: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        weight_decay=args.weight_decay,
-        finetune_epochs=args.finetune_epochs,
-        finetune_batch_size=args.finetune_batch_size,
-        backbone_learning_rate=args.backbone_learning_rate,
-    )
+def train_config(options: Options) -> TrainConfig:
+    """The learner settings among ``options`` (the fields they share with :class:`TrainConfig`)."""
+    return TrainConfig(**{name: getattr(options, name) for name in _LEARNER})
 
 
-def run(args: argparse.Namespace) -> dict:
+def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
     start = time.perf_counter()
-    model = load_backbone(args)
-    config = _config(args)
-    if args.unfreeze:
-        learner = FinetuneLearner(model, config, toks_per_batch=args.toks_per_batch, show_progress=True)
+    model = backbone.model
+    config = train_config(options)
+    if options.unfreeze:
+        learner = FinetuneLearner(model, config, toks_per_batch=options.toks_per_batch, show_progress=True)
     else:
-        learner = FrozenLearner(model, config, toks_per_batch=args.toks_per_batch)
+        learner = FrozenLearner(model, config, toks_per_batch=options.toks_per_batch)
     prepared = []
-    for protein in args.assays:
-        assay = load_assay(args.data, protein, max_variants=args.max_variants, seed=args.seed)
+    for protein in options.assays:
+        assay = load_assay(data, protein, max_variants=options.max_variants, seed=options.seed)
         print(f"{protein}: {len(assay)} variants; preparing inputs ({learner.name})")
         prepared.append(learner.prepare(assay))
     results = {
-        "checkpoint": args.checkpoint,
-        "weights": f"random (seed {args.seed})" if args.random_weights else "trained",
+        "checkpoint": backbone.checkpoint,
+        "weights": f"random (seed {backbone.seed})" if backbone.random_weights else "trained",
         "learner": learner.name,
         "config": vars(config),
-        "seed": args.seed,
-        "folds": args.folds,
+        "seed": options.seed,
+        "folds": options.folds,
     }
-    if "cv" in args.protocols:
+    results |= _protocols(learner, prepared, options, start)
+    results["baseline"] = _baseline(model, config, prepared, options)
+    results["seconds"] = round(time.perf_counter() - start, 1)
+    write_results(
+        out,
+        NAME,
+        results,
+        _rows(results),
+        title=f"Supervised mutational effect ({learner.name}, {results['weights']} {backbone.checkpoint})",
+        notes=_NOTES,
+        figures=_figures(results, out),
+    )
+    return Result(_headline(results))
+
+
+def _protocols(learner, prepared: list, options: Options, start: float) -> dict:
+    """Cross-validation, training-fraction sweep and leave-one-protein-out, as chosen by ``options.protocols``."""
+    results = {}
+    if "cv" in options.protocols:
         results["cross_validation"] = {}
         for p in prepared:
-            cv = results["cross_validation"][p.assay.protein] = cross_validation(learner, p, args.folds, args.seed)
-            _report(f"{p.assay.protein}: {args.folds}-fold CV rho = {cv['rho_mean']:.3f} ± {cv['rho_sd']:.3f}", start)
-    if "fractions" in args.protocols:
+            cv = cross_validation(learner, p, options.folds, options.seed)
+            results["cross_validation"][p.assay.protein] = cv
+            rho = f"{cv['rho_mean']:.3f} ± {cv['rho_sd']:.3f}"
+            _report(f"{p.assay.protein}: {options.folds}-fold CV rho = {rho}", start)
+    if "fractions" in options.protocols:
         results["training_fraction"] = {}
         for p in prepared:
-            sweep = fraction_sweep(learner, p, args.fractions, args.folds, args.seed)
+            sweep = fraction_sweep(learner, p, options.fractions, options.folds, options.seed)
             results["training_fraction"][p.assay.protein] = sweep
             curve = ", ".join(f"{fraction}: {entry['rho_mean']:.3f}" for fraction, entry in sweep.items())
             _report(f"{p.assay.protein}: training fractions {curve}", start)
-    if "lopo" in args.protocols and len(prepared) > 1:
-        lopo = results["leave_one_protein_out"] = leave_one_protein_out(learner, prepared, args.seed)
+    if "lopo" in options.protocols and len(prepared) > 1:
+        lopo = results["leave_one_protein_out"] = leave_one_protein_out(learner, prepared, options.seed)
         _report("leave one protein out: " + ", ".join(f"{k} {v['rho']:.3f}" for k, v in lopo.items()), start)
-    results["baseline"] = _baseline(model, config, prepared, args)
-    results["seconds"] = round(time.perf_counter() - start, 1)
-    figures = _figures(results, args)
-    write_results(
-        args.out,
-        TASK,
-        results,
-        _rows(results),
-        title=f"Supervised mutational effect ({learner.name}, {results['weights']} {args.checkpoint})",
-        notes=_NOTES,
-        figures=figures,
-    )
-    return _headline(results)
+    return results
 
 
 def _report(line: str, start: float) -> None:
     print(f"[{time.perf_counter() - start:6.0f} s] {line}", flush=True)
 
 
-def _baseline(model, config: TrainConfig, prepared: list, args: argparse.Namespace) -> dict:
+def _baseline(model, config: TrainConfig, prepared: list, options: Options) -> dict:
     """Cross-validation and leave-one-protein-out of the head without the representation, for reference."""
     baseline = SubstitutionBaseline(model, config)
     inputs = [baseline.with_sites(p.assay, p.sites) for p in prepared]
     results = {"learner": baseline.name}
-    if "cv" in args.protocols:
+    if "cv" in options.protocols:
         results["cross_validation"] = {
-            p.assay.protein: cross_validation(baseline, p, args.folds, args.seed) for p in inputs
+            p.assay.protein: cross_validation(baseline, p, options.folds, options.seed) for p in inputs
         }
-    if "lopo" in args.protocols and len(inputs) > 1:
-        results["leave_one_protein_out"] = leave_one_protein_out(baseline, inputs, args.seed)
+    if "lopo" in options.protocols and len(inputs) > 1:
+        results["leave_one_protein_out"] = leave_one_protein_out(baseline, inputs, options.seed)
     return results
 
 
@@ -178,7 +168,7 @@ def _rows(results: dict) -> list[dict]:
     return rows
 
 
-def _figures(results: dict, args: argparse.Namespace) -> list[str]:
+def _figures(results: dict, out: Path) -> list[str]:
     figures = []
     cv, lopo = results.get("cross_validation", {}), results.get("leave_one_protein_out", {})
     proteins = list(cv) or list(lopo)
@@ -193,11 +183,11 @@ def _figures(results: dict, args: argparse.Namespace) -> list[str]:
         if baseline:
             series["baseline: aa change only, CV"] = [baseline[p]["rho_mean"] for p in proteins]
             errors["baseline: aa change only, CV"] = [baseline[p]["rho_sd"] for p in proteins]
-        name = f"{TASK}_rho_per_protein.png"
+        name = f"{NAME}_rho_per_protein.png"
         grouped_bars_png(
             proteins,
             series,
-            args.out / name,
+            out / name,
             title=f"Supervised mutational effect: {results['learner']}",
             ylabel="Spearman ρ",
             errors=errors,
@@ -213,8 +203,8 @@ def _figures(results: dict, args: argparse.Namespace) -> list[str]:
             )
             for protein, entries in sweep.items()
         }
-        name = f"{TASK}_training_fraction.png"
-        fraction_curve_png(args.out / name, curves, f"Training-fraction sweep: {results['learner']}")
+        name = f"{NAME}_training_fraction.png"
+        fraction_curve_png(out / name, curves, f"Training-fraction sweep: {results['learner']}")
         figures.append(name)
     return figures
 
@@ -223,3 +213,6 @@ def _headline(results: dict) -> dict:
     headline = {f"{p}_cv_rho": round(v["rho_mean"], 4) for p, v in results.get("cross_validation", {}).items()}
     headline.update({f"{p}_lopo_rho": round(v["rho"], 4) for p, v in results.get("leave_one_protein_out", {}).items()})
     return headline
+
+
+TASK = Task(NAME, __doc__, Options, run)

@@ -9,8 +9,8 @@ are listed beside ours when the file is present. Writes ``zero-shot-variants.jso
 
 from __future__ import annotations
 
-import argparse
 import csv
+import dataclasses
 import time
 from pathlib import Path
 
@@ -18,34 +18,27 @@ import numpy as np
 
 from esm_jax.inference.rank_correlation import spearman
 from esm_jax.inference.variant_scoring import score_mutants
-from eval.cli import load_backbone
 from eval.common.charts import grouped_bars_png
 from eval.common.report import write_results
+from eval.common.task import Backbone, Result, Task, TaskOptions, option
 from eval.variants.assays import ASSAYS, Assay, load_assay
 
-TASK = "zero-shot-variants"
-DESCRIPTION = __doc__
+NAME = "zero-shot-variants"
 PUBLISHED = "esm_examples/rho_pp.csv"
 PUBLISHED_METHODS = ("ESM-1v (zero shot)", "ESM-1b")
 MARGINALS = ("wt-marginals", "masked-marginals")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--assays", nargs="+", choices=list(ASSAYS), default=list(ASSAYS), help="(default: all)")
-    parser.add_argument(
-        "--strategies",
-        nargs="+",
-        choices=MARGINALS,
-        default=list(MARGINALS),
-        help="strategies scored on every variant (default: both; pseudo-ppl: see --pseudo-ppl-variants)",
+@dataclasses.dataclass(frozen=True)
+class Options(TaskOptions):
+    assays: tuple[str, ...] = option(tuple(ASSAYS), "assays to score", choices=tuple(ASSAYS))
+    strategies: tuple[str, ...] = option(
+        MARGINALS, "strategies scored on every variant (pseudo-ppl: see --pseudo-ppl-variants)", choices=MARGINALS
     )
-    parser.add_argument(
-        "--pseudo-ppl-variants",
-        type=int,
-        default=0,
-        help="also score pseudo-ppl on a seeded random subset of this many variants per assay (0: skip, the default)",
+    pseudo_ppl_variants: int = option(
+        0, "also score pseudo-ppl on a seeded random subset of this many per assay (0: skip)"
     )
-    parser.add_argument("--toks-per-batch", type=int, default=8192, help="tokens per batch (default: 8192)")
+    toks_per_batch: int = option(8192, "tokens per batch")
 
 
 def published_rho(data_dir: Path) -> dict[str, dict[str, float]]:
@@ -61,47 +54,67 @@ def published_rho(data_dir: Path) -> dict[str, dict[str, float]]:
     return table
 
 
-def _score_assay(model, assay: Assay, args: argparse.Namespace) -> dict:
+def _score_assay(model, assay: Assay, options: Options) -> dict:
     results = {}
-    for strategy in args.strategies:
+    for strategy in options.strategies:
         scores = score_mutants(
-            model, assay.wild_type, assay.mutants, strategy, toks_per_batch=args.toks_per_batch, show_progress=True
+            model, assay.wild_type, assay.mutants, strategy, toks_per_batch=options.toks_per_batch, show_progress=True
         )
         results[strategy] = {"rho": spearman(scores, assay.fitness), "variants": len(assay)}
-    if args.pseudo_ppl_variants > 0:
-        count = min(args.pseudo_ppl_variants, len(assay))
-        chosen = np.sort(np.random.default_rng(args.seed).choice(len(assay), size=count, replace=False))
+    if options.pseudo_ppl_variants > 0:
+        count = min(options.pseudo_ppl_variants, len(assay))
+        chosen = np.sort(np.random.default_rng(options.seed).choice(len(assay), size=count, replace=False))
         subset = assay.subset(chosen)
         scores = score_mutants(
             model,
             subset.wild_type,
             subset.mutants,
             "pseudo-ppl",
-            toks_per_batch=args.toks_per_batch,
+            toks_per_batch=options.toks_per_batch,
             show_progress=True,
         )
         results["pseudo-ppl"] = {"rho": spearman(scores, subset.fitness), "variants": count}
     return results
 
 
-def run(args: argparse.Namespace) -> dict:
+def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
     start = time.perf_counter()
-    model = load_backbone(args)
-    published = published_rho(args.data)
+    model = backbone.model
+    published = published_rho(data)
     per_assay = {}
-    for protein in args.assays:
-        assay = load_assay(args.data, protein)
+    for protein in options.assays:
+        assay = load_assay(data, protein)
         print(f"{protein}: {len(assay)} variants")
         per_assay[protein] = {
-            "ours": _score_assay(model, assay, args),
+            "ours": _score_assay(model, assay, options),
             "published_abs_rho": published.get(ASSAYS[protein].published_name, {}),
         }
     results = {
-        "checkpoint": args.checkpoint,
-        "weights": f"random (seed {args.seed})" if args.random_weights else "trained",
+        "checkpoint": backbone.checkpoint,
+        "weights": f"random (seed {backbone.seed})" if backbone.random_weights else "trained",
         "assays": per_assay,
         "seconds": round(time.perf_counter() - start, 1),
     }
+    figure = f"{NAME}_rho.png"
+    _figure(per_assay, out / figure, f"Zero-shot Spearman ρ ({backbone.checkpoint}, {results['weights']})")
+    write_results(
+        out,
+        NAME,
+        results,
+        _rows(per_assay),
+        title=f"Zero-shot variant scoring ({results['weights']} {backbone.checkpoint})",
+        notes=(
+            "Spearman ρ of zero-shot scores against measured fitness (all rows of each CSV, synonymous mutants "
+            "included). Published rows: Meier et al. 2021 (ESM-1v paper), per-assay |ρ| from fair-esm's "
+            "examples/variant-prediction/data/rho_pp.csv."
+        ),
+        figures=[figure],
+    )
+    return Result({f"{p}_{s}_rho": round(v["rho"], 4) for p, e in per_assay.items() for s, v in e["ours"].items()})
+
+
+def _rows(per_assay: dict) -> list[dict]:
+    """One table row per assay and strategy of ours, then per published method."""
     rows = []
     for protein, entry in per_assay.items():
         for strategy, value in entry["ours"].items():
@@ -112,31 +125,18 @@ def run(args: argparse.Namespace) -> dict:
             rows.append(
                 {"assay": protein, "method": f"Meier et al. 2021: {method} (absolute ρ)", "variants": "", "rho": value}
             )
-    figure = f"{TASK}_rho.png"
+    return rows
+
+
+def _figure(per_assay: dict, path: Path, title: str) -> None:
+    """Bars of ρ per assay: each of our strategies beside the published methods."""
     strategies = list(next(iter(per_assay.values()))["ours"]) if per_assay else []
     series = {s: [per_assay[p]["ours"].get(s, {}).get("rho", np.nan) for p in per_assay] for s in strategies}
     for method in PUBLISHED_METHODS:
         series[f"{method}, |ρ| (Meier et al. 2021)"] = [
             per_assay[p]["published_abs_rho"].get(method, np.nan) for p in per_assay
         ]
-    grouped_bars_png(
-        list(per_assay),
-        series,
-        args.out / figure,
-        title=f"Zero-shot Spearman ρ ({args.checkpoint}, {results['weights']})",
-        ylabel="Spearman ρ",
-    )
-    write_results(
-        args.out,
-        TASK,
-        results,
-        rows,
-        title=f"Zero-shot variant scoring ({results['weights']} {args.checkpoint})",
-        notes=(
-            "Spearman ρ of zero-shot scores against measured fitness (all rows of each CSV, synonymous mutants "
-            "included). Published rows: Meier et al. 2021 (ESM-1v paper), per-assay |ρ| from fair-esm's "
-            "examples/variant-prediction/data/rho_pp.csv."
-        ),
-        figures=[figure],
-    )
-    return {f"{p}_{s}_rho": round(v["rho"], 4) for p, e in per_assay.items() for s, v in e["ours"].items()}
+    grouped_bars_png(list(per_assay), series, path, title=title, ylabel="Spearman ρ")
+
+
+TASK = Task(NAME, __doc__, Options, run)
