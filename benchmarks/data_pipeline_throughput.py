@@ -1,10 +1,11 @@
 """Data-pipeline throughput on this machine: TFRecord build rate and MLM input-pipeline tokens/s, by core count.
 
-Run: ``python benchmarks/data_pipeline_throughput.py`` (finds the UniRef sample via ``$ESM_JAX_SHARED_DATA`` or
-``<repo>/../shared/data``). It builds UR50/S and UR100 from the sample locally and UR100 with Beam's DirectRunner
-(residues written per second), then reads UR100 batches (crop, tokenise, mask, bucket or pack, batch) for a fixed
-time in fresh processes pinned to 1 core, to 2 cores, and as 2 single-core processes (two simulated hosts), plus
-packed batches on 1 core, and prints tokens/s with ratios. "real" tokens are BOS + residues + EOS; "padded" counts
+Run: ``python benchmarks/data_pipeline_throughput.py`` from the repository (finds the UniRef sample under
+:func:`data_pipeline.layout.data_root`: ``$ESM_JAX_DATA``, ``$ESM_JAX_SHARED_DATA`` or ``<repo>/../shared/data``).
+It builds UR50/S and UR100 from the sample locally and UR100 with Beam's DirectRunner (residues written per second),
+then reads UR100 batches (crop, tokenise, mask, bucket or pack, batch) for a fixed time in fresh processes pinned
+to 1 core, to 2 cores, and as 2 single-core processes (two simulated hosts), plus packed batches on 1 core, and
+prints tokens/s with ratios. "real" tokens are BOS + residues + EOS; "padded" counts
 every array element.
 
 It also counts, exactly, the share of real tokens in the batch arrays of UR50/S (UniRef50) training batches with
@@ -26,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from data_pipeline.layout import SAMPLE_FOLDER, data_root, sample_corpus
+
 REPO = Path(__file__).resolve().parents[1]
 TARGET_TOKENS_PER_S = 300_000
 POLICIES = ("fixed", "packed")
@@ -40,8 +43,8 @@ from data_pipeline.tf_runtime import tensorflow_without_accelerators
 tf = tensorflow_without_accelerators()
 tf.config.threading.set_intra_op_parallelism_threads(len(cores))
 tf.config.threading.set_inter_op_parallelism_threads(len(cores))
-from data_pipeline.host_agreement import single_host
-from data_pipeline.input_pipeline import MlmBatchIterator, PipelineConfig, real_tokens
+from data_pipeline.input.host_agreement import single_host
+from data_pipeline.input.input_pipeline import MlmBatchIterator, PipelineConfig, real_tokens
 config = PipelineConfig(token_budget=budget, shapes=shapes)
 with MlmBatchIterator(data_dir, config, process_index=index, process_count=count, combine_lengths=single_host) as it:
     next(it)
@@ -57,22 +60,12 @@ print(json.dumps({"real": real / elapsed, "padded": padded / elapsed, "batches":
 """
 
 
-def shared_data() -> Path:
-    return Path(os.environ.get("ESM_JAX_SHARED_DATA", REPO.parent / "shared" / "data"))
-
-
 def build_rates(out: Path, beam_build: bool) -> tuple[list[dict], dict[str, Path]]:
     """Build the sample (UR100 also with Beam when ``beam_build``); rates plus the local dataset folders by config."""
-    from data_pipeline.build import build_dataset
-    from data_pipeline.shard_reader import read_split
-    from data_pipeline.uniref_builder import CorpusFiles
+    from data_pipeline.build.dataset import build_dataset
+    from data_pipeline.input.shard_reader import read_split
 
-    folder = shared_data() / "uniref50_ur90_cluster_sample"
-    files = CorpusFiles(
-        (str(folder / "uniref50_train_filt.fasta"),),
-        (str(folder / "ur90_ur50_sampler.fasta.gz"),),
-        str(folder / "mapping.tsv"),
-    )
+    files = sample_corpus()
     build_dataset("ur50_s", files, out / "warm-up")  # TensorFlow start-up is not part of a build's rate
     builds = [("UR50/S local", "ur50_s", None), ("UR100 local", "ur100", None)]
     if beam_build:
@@ -131,7 +124,7 @@ def read_rates(data_dir: Path, seconds: float, budget: int, quick: bool) -> list
 
 def real_token_fractions(data_dir: Path, budget: int, block_records: dict[str, int], records: int) -> list[dict]:
     """Exact share of real tokens in the batch arrays of the first ``records`` records (whole blocks), per policy."""
-    from data_pipeline.input_pipeline import MlmBatchIterator, PipelineConfig, real_tokens
+    from data_pipeline.input.input_pipeline import MlmBatchIterator, PipelineConfig, real_tokens
 
     rows = []
     for shapes in POLICIES:
@@ -158,8 +151,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.seconds = 1.0
-    if not (shared_data() / "uniref50_ur90_cluster_sample").is_dir():
-        sys.exit(f"UniRef sample not found under {shared_data()}; set ESM_JAX_SHARED_DATA")
+    if not (data_root() / SAMPLE_FOLDER).is_dir():
+        sys.exit(f"UniRef sample not found under {data_root()}; set ESM_JAX_DATA")
     with tempfile.TemporaryDirectory() as tmp:
         builds, local = build_rates(Path(tmp), beam_build=not args.quick)
         shares = real_token_fractions(local["ur50_s"], args.fraction_budget, BLOCK_RECORDS, args.fraction_records)

@@ -17,7 +17,6 @@ Nearest neighbours: exact blocked top-10 cosine search of random queries against
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 from esm.model.esm2 import ESM2
 
+from data_pipeline.layout import data_root
 from data_pipeline.readers.scope import read_astral_fasta
 from esm_jax.checkpoints import fair_esm
 from esm_jax.checkpoints.tensor_map import build_from_tensors
@@ -127,11 +127,7 @@ def main() -> None:
     parser.add_argument("--nn-database", type=int, default=100_000)
     parser.add_argument("--nn-queries", type=int, default=2048)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--data",
-        type=Path,
-        default=Path(os.environ.get("ESM_JAX_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")),
-    )
+    parser.add_argument("--data", type=Path, default=data_root())
     args = parser.parse_args()
     print(f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
     embedding_benchmark(args)

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from forward_throughput import reference_model, same_weights
 
+from data_pipeline.layout import data_root
 from esm_jax.alphabet import STANDARD_AMINO_ACIDS
 from esm_jax.inference.mutations import parse_mutants
 from esm_jax.inference.variant_scoring import score_mutants
@@ -103,7 +104,7 @@ def main() -> None:
     parser.add_argument("--toks-per-batch", type=int, help="esm-jax tokens per batch (default: esm-jax's own)")
     parser.add_argument("--dtypes", nargs="+", default=["float32"], choices=["float32", "bfloat16"])
     parser.add_argument("--rounds", type=int, default=1, help="alternating timed rounds (default: 1)")
-    parser.add_argument("--data", type=Path, default=Path(os.environ.get("ESM_JAX_SHARED_DATA", "../shared/data")))
+    parser.add_argument("--data", type=Path, default=data_root())
     args = parser.parse_args()
     wild_type = load_assay(args.data, "BLAT_ECOLX").wild_type
     positions = args.positions or len(wild_type)

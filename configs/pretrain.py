@@ -14,11 +14,11 @@ citation are our choices.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import ml_collections
 
+from data_pipeline.layout import SAMPLE_FILES, SAMPLE_FOLDER, data_root
 from esm_jax.model.named import NAMED_MODELS
 from esm_jax.sharding import DEFAULT_RULES
 
@@ -60,8 +60,7 @@ PODS: dict[str, dict] = {
 
 
 def _shared_sample() -> Path:
-    root = Path(os.environ.get("ESM_JAX_SHARED_DATA", Path.cwd().parent / "shared" / "data"))
-    return root / "uniref50_ur90_cluster_sample"
+    return data_root() / SAMPLE_FOLDER
 
 
 def _parse(arg: str | None) -> dict[str, str]:
@@ -87,13 +86,13 @@ def _data(name: str, tiny: bool, packed: bool) -> ml_collections.ConfigDict:
     sample = _shared_sample()
     return ml_collections.ConfigDict(
         dict(
-            factory="data_pipeline.training:mlm_batches",
+            factory="data_pipeline.input.training:mlm_batches",
             dataset=DATASETS[name],
             dataset_dir="",
             build_dir=str(Path("~/.cache/esm_jax/datasets").expanduser()),
-            uniref50_fasta=[str(sample / "uniref50_train_filt.fasta")],
-            member_fasta=[] if name == "ur50s" else [str(sample / "ur90_ur50_sampler.fasta.gz")],
-            mapping_tsv="" if name == "ur50s" else str(sample / "mapping.tsv"),
+            uniref50_fasta=[str(sample / SAMPLE_FILES["uniref50"])],
+            member_fasta=[] if name == "ur50s" else [str(sample / SAMPLE_FILES["members"])],
+            mapping_tsv="" if name == "ur50s" else str(sample / SAMPLE_FILES["mapping"]),
             heldout_fraction=0.1,  # our choice: 10% of UniRef50 clusters held out, all their members removed
             # Rives et al. 2021: sequences longer than 1024 tokens are randomly cropped.
             max_residues=1022,
@@ -164,12 +163,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             accumulation_steps=1,
             seed=0,
             log_every=10 if tiny else 100,
-            eval_every=100 if tiny else 5000,
             checkpoint_every=100 if tiny else 1000,
             keep_checkpoints=3,
             peak_flops_per_device=0.0,  # 0 = data sheet value for accelerators, measured GEMM rate on CPU
         )
     )
+    # Evaluators run on the live state at their steps (esm_jax/train/evaluators.py): ``heldout`` is the run's own
+    # held-out ECE; any task of ``esm-jax eval`` can be added by name with its options, e.g.
+    # --config.evals.contacts_linear='{"every": 1000, "sets": "kortemme", "layers": "last"}' (eval/evaluators.py).
+    config.evals = ml_collections.ConfigDict({"heldout": {"every": 100 if tiny else 5000}})
+    config.evaluator_factory = "eval.evaluators:task_evaluator"
     config.topology = ""
     if "pod" in choice:
         pod = PODS[choice["pod"]]

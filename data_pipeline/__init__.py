@@ -1,1 +1,1 @@
-"""Data pipeline: FASTA corpora to TFRecord shards (TFDS builders) and tf.data MLM batches."""
+"""Data pipeline: FASTA corpora to TFRecord shards (``build``) to MLM batches (``input``); names in ``layout``."""

@@ -2,7 +2,7 @@
 
 ``select_prob`` of the residues are selected for the loss; each selected one becomes ``<mask>`` with
 ``mask_prob``, a random amino acid with ``random_prob``, and stays unchanged otherwise. The data
-pipeline masks training batches with it (:mod:`data_pipeline.masking`); ESM-2's token dropout scales
+pipeline masks training batches with it (:mod:`data_pipeline.input.masking`); ESM-2's token dropout scales
 embeddings by its :attr:`~MaskingRule.mask_ratio` (:mod:`esm_jax.model.esm`).
 """
 

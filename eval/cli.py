@@ -7,17 +7,12 @@ The tasks are listed in :mod:`eval.tasks`; each one's flags come from its option
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from data_pipeline.layout import data_root
 from eval.common.task import Backbone, Task, add_option_flags, options_from_flags
 from eval.tasks import TASK_MODULES, get_task
-
-
-def default_data_dir() -> Path:
-    """``$ESM_JAX_SHARED_DATA`` or ``../shared/data`` next to the working directory's repository."""
-    return Path(os.environ.get("ESM_JAX_SHARED_DATA", Path.cwd().parent / "shared" / "data"))
 
 
 def _add_common(parser: argparse.ArgumentParser, checkpoint_required: bool = True) -> None:
@@ -28,7 +23,10 @@ def _add_common(parser: argparse.ArgumentParser, checkpoint_required: bool = Tru
     )
     parser.add_argument("--random-weights", action="store_true", help="use --checkpoint's shape with random weights")
     parser.add_argument(
-        "--data", type=Path, default=None, help="data folder (default: $ESM_JAX_SHARED_DATA or ../shared/data)"
+        "--data",
+        type=Path,
+        default=None,
+        help="data folder (default: $ESM_JAX_DATA, $ESM_JAX_SHARED_DATA or ../shared/data)",
     )
     parser.add_argument(
         "--out", type=Path, default=Path("eval_results"), help="results folder (default: ./eval_results)"
@@ -60,7 +58,7 @@ def _run_one(task: Task, backbone: Backbone, options, args: argparse.Namespace, 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.data is None:
-        args.data = default_data_dir()
+        args.data = data_root()
     backbone = Backbone(args.checkpoint, random_weights=args.random_weights, seed=args.seed)
     if args.task == "all":
         for name in TASK_MODULES:

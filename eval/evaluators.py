@@ -15,6 +15,8 @@ from typing import Any
 
 from flax import nnx
 
+from data_pipeline.input.training import dataset_dir
+from data_pipeline.layout import data_root
 from esm_jax.train.evaluators import RunContext
 from eval.common.task import Backbone, options_from_config
 from eval.tasks import get_task
@@ -24,7 +26,7 @@ def task_evaluator(name: str, entry: Mapping[str, Any], context: RunContext) -> 
     """The evaluator for ``config.evals[name]`` (see the module docstring)."""
     values = dict(entry)
     task = get_task(values.pop("task", name.replace("_", "-")))
-    data = Path(values.pop("data", None) or default_data_root())
+    data = Path(values.pop("data", None) or data_root())
     options = options_from_config(task.options, values, where=f"config.evals.{name}")
     if "dataset" in {f.name for f in dataclasses.fields(options)} and options.dataset is None:
         options = dataclasses.replace(options, dataset=training_dataset(context))
@@ -42,12 +44,4 @@ def task_evaluator(name: str, entry: Mapping[str, Any], context: RunContext) -> 
 
 def training_dataset(context: RunContext) -> Path:
     """The run's own built dataset, whose held-out split language-model evaluators score."""
-    from data_pipeline.input.training import dataset_dir
-
     return dataset_dir(context.config.data)
-
-
-def default_data_root() -> Path:
-    from eval.cli import default_data_dir
-
-    return default_data_dir()

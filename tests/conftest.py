@@ -44,7 +44,7 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def uniref_sample_files(shared_data: Path):
     """The UniRef50/UniRef90 cluster sample as builder inputs."""
-    from data_pipeline.uniref_builder import CorpusFiles
+    from data_pipeline.layout import CorpusFiles
 
     folder = shared_data / "uniref50_ur90_cluster_sample"
     return CorpusFiles(
@@ -57,7 +57,8 @@ def uniref_sample_files(shared_data: Path):
 @pytest.fixture(scope="session")
 def uniref_sample_datasets(uniref_sample_files, tmp_path_factory) -> dict[str, Path]:
     """UR50/S, UR50/D and UR100 built locally from the sample, 4 shards per split; config name -> dataset folder."""
-    from data_pipeline.build import CONFIG_NAMES, build_dataset
+    from data_pipeline.build.dataset import build_dataset
+    from data_pipeline.layout import CONFIG_NAMES
 
     out = tmp_path_factory.mktemp("uniref_sample")
     return {
@@ -80,10 +81,10 @@ def write_fasta():
 @pytest.fixture
 def flawed_corpus(uniref_sample_files, tmp_path):
     """Real sample records with one of every flaw: empty, bad character, duplicate id, orphan member/mapping entry."""
-    from data_pipeline.corpus_files import read_fasta
-    from data_pipeline.uniref_builder import CorpusFiles
+    from data_pipeline.layout import CorpusFiles
+    from esm_jax.fasta import iter_fasta
 
-    real = [(r.record_id, r.sequence) for r in islice(read_fasta(uniref_sample_files.member_fastas[0]), 30)]
+    real = [(r.record_id, r.sequence) for r in islice(iter_fasta(uniref_sample_files.member_fastas[0]), 30)]
     members = real[:26] + [
         ("EMPTY_1", ""),
         ("BADCHAR_1", real[26][1][:10] + "J" + real[26][1][10:]),

@@ -22,12 +22,12 @@ def save_tiny_checkpoint(folder: Path, seed: int = 0) -> Path:
 def build_heldout_dataset(shared_data: Path, folder: Path, proteins: int, max_length: int) -> Path:
     """The first ``proteins`` UniRef50 representatives of at most ``max_length`` residues, built by the data pipeline
     as UR50/S with a quarter of the clusters held out; returns the dataset folder."""
-    from data_pipeline.build import build_dataset
-    from data_pipeline.corpus_files import read_fasta
-    from data_pipeline.uniref_builder import BuildOptions, CorpusFiles
+    from data_pipeline.build.dataset import build_dataset
+    from data_pipeline.layout import BuildOptions, CorpusFiles
+    from esm_jax.fasta import iter_fasta
 
     source = shared_data / "uniref50_ur90_cluster_sample" / "uniref50_train_filt.fasta"
-    short = (record for record in read_fasta(source, progress=False) if len(record.sequence) <= max_length)
+    short = (record for record in iter_fasta(source) if len(record.sequence) <= max_length)
     records = list(islice(short, proteins))
     fasta = folder / "ur50.fasta"
     fasta.write_text("".join(f">{r.record_id}\n{r.sequence}\n" for r in records))

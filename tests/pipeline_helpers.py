@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from data_pipeline.input_pipeline import MlmBatchIterator, PipelineConfig
+from data_pipeline.input.input_pipeline import MlmBatchIterator, PipelineConfig
 
 
 def one_process_iterator(data_dir, config: PipelineConfig, **kwargs) -> MlmBatchIterator:

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from data_pipeline.bad_records import Policy
-from data_pipeline.build import REPORT_NAME, build_dataset
+from data_pipeline.build.bad_records import Policy
+from data_pipeline.build.dataset import build_dataset
 from data_pipeline.errors import BadRecordError, DataPipelineError
-from data_pipeline.shard_reader import read_split
-from data_pipeline.uniref_builder import BuildOptions, CorpusFiles
+from data_pipeline.input.shard_reader import read_split
+from data_pipeline.layout import DATASET_NAME, REPORT_NAME, BuildOptions, CorpusFiles
 
 
 def _report(result) -> dict:
@@ -52,7 +52,7 @@ def test_fail_policy_stops_at_the_first_bad_record_and_names_it(flawed_corpus, t
     options = BuildOptions(heldout_fraction=0.0, on_bad_record=Policy.FAIL)
     with pytest.raises(BadRecordError, match=r"\.(fasta|tsv), (record|line) \d+ \(.*To fix:"):
         build_dataset(config, flawed_corpus, tmp_path / "out", options)
-    assert not (tmp_path / "out" / "uniref_mlm" / config).exists()
+    assert not (tmp_path / "out" / DATASET_NAME / config).exists()
 
 
 def test_a_failed_rebuild_leaves_the_existing_dataset_intact(flawed_corpus, tmp_path):

@@ -11,10 +11,10 @@ from collections import Counter
 import apache_beam as beam
 import pytest
 
-from data_pipeline.bad_records import Policy
-from data_pipeline.build import REPORT_NAME, build_dataset
-from data_pipeline.shard_reader import read_split
-from data_pipeline.uniref_builder import BuildOptions
+from data_pipeline.build.bad_records import Policy
+from data_pipeline.build.dataset import build_dataset
+from data_pipeline.input.shard_reader import read_split
+from data_pipeline.layout import DATASET_NAME, REPORT_NAME, BuildOptions
 
 
 def _contents(data_dir, splits=("train", "validation")) -> dict[str, Counter]:
@@ -44,4 +44,4 @@ def test_beam_fail_policy_stops_the_pipeline_with_the_record_named(flawed_corpus
     options = BuildOptions(heldout_fraction=0.0, on_bad_record=Policy.FAIL)
     with pytest.raises(Exception, match=r"\.(fasta|tsv), (record|line) \d+ .*To fix:"):
         build_dataset("ur100", flawed_corpus, tmp_path, options, beam_runner=beam.runners.DirectRunner())
-    assert not (tmp_path / "uniref_mlm").exists()
+    assert not (tmp_path / DATASET_NAME).exists()

@@ -1,10 +1,11 @@
-"""``esm-jax build-data`` (data_pipeline.cli.main): help, a real end-to-end build with preview, clear failures."""
+"""``esm-jax build-data`` (data_pipeline.build.cli): help, a real end-to-end build with preview, clear failures."""
 
 from __future__ import annotations
 
 import pytest
 
-from data_pipeline.cli import main
+from data_pipeline.build.cli import main
+from data_pipeline.layout import DATASET_NAME, REPORT_NAME, dataset_folder
 
 
 def test_help_explains_the_three_training_sets(capsys):
@@ -21,7 +22,7 @@ def test_one_command_builds_the_sample_and_previews_batches(uniref_sample_files,
     out = capsys.readouterr().out
     assert "train: 4,525 sequences in 2 shards" in out and "validation: 476 sequences in 2 shards" in out
     assert "batch 2: tokens int32[" in out
-    assert (tmp_path / "uniref_mlm" / "ur50_s" / "1.0.0" / "bad_records.json").is_file()
+    assert (dataset_folder(tmp_path, "ur50_s") / REPORT_NAME).is_file()
     assert main([*argv, "--out", str(tmp_path)]) == 1
     assert "already exists" in capsys.readouterr().err
 
@@ -47,4 +48,4 @@ def test_a_member_based_set_without_members_says_which_options_are_missing(unire
     argv = ["--config", "ur50_d", "--uniref50", *uniref_sample_files.uniref50_fastas, "--out", str(tmp_path)]
     assert main(argv) == 1
     assert "needs member FASTA files (--members) and the cluster mapping TSV (--mapping)" in capsys.readouterr().err
-    assert not (tmp_path / "uniref_mlm").exists()
+    assert not (tmp_path / DATASET_NAME).exists()

@@ -7,8 +7,8 @@ import hashlib
 import numpy as np
 
 from data_pipeline import counter_random
-from data_pipeline.masking import mask_batch
-from data_pipeline.tokenization import ResidueTable
+from data_pipeline.input.masking import mask_batch
+from data_pipeline.input.tokenization import ResidueTable
 
 MASK64 = (1 << 64) - 1
 GOLDEN = 0x9E3779B97F4A7C15

@@ -8,7 +8,7 @@ import sys
 
 def test_esm_jax_the_readers_and_the_pipeline_modules_import_without_tensorflow():
     code = (
-        "import sys, esm_jax, data_pipeline.input_pipeline, data_pipeline.cli\n"
+        "import sys, esm_jax, data_pipeline.layout, data_pipeline.input.input_pipeline, data_pipeline.build.cli\n"
         "from data_pipeline.readers import alignments, dms, labeled_fasta, netsurfp, scope, structure\n"
         "print('tensorflow' in sys.modules)"
     )

@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_pipeline.batch_plan import TIGHT
 from data_pipeline.errors import CorruptShardError, DataPipelineError, IteratorStateError
-from data_pipeline.host_agreement import single_host
-from data_pipeline.input_pipeline import MlmBatchIterator, PipelineConfig
-from data_pipeline.shard_reader import read_split
+from data_pipeline.input.batch_plan import TIGHT
+from data_pipeline.input.host_agreement import single_host
+from data_pipeline.input.input_pipeline import MlmBatchIterator, PipelineConfig
+from data_pipeline.input.shard_reader import read_split
 from esm_jax.alphabet import Alphabet
 from tests.pipeline_helpers import one_process_iterator, take
 
@@ -105,7 +105,7 @@ RESUME_SCRIPT = textwrap.dedent(
     """
     import json, sys
     import numpy as np
-    from data_pipeline.input_pipeline import MlmBatchIterator, PipelineConfig
+    from data_pipeline.input.input_pipeline import MlmBatchIterator, PipelineConfig
     data_dir, state_path, count, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
     config = PipelineConfig(token_budget=4096, block_records=512, seed=3)
     state = open(state_path).read() if state_path != "-" else None

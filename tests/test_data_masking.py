@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from data_pipeline.input_pipeline import MlmBatchIterator, PipelineConfig
-from data_pipeline.masking import mask_batch
-from data_pipeline.tokenization import ResidueTable
+from data_pipeline.input.input_pipeline import MlmBatchIterator, PipelineConfig
+from data_pipeline.input.masking import mask_batch
+from data_pipeline.input.tokenization import ResidueTable
 from esm_jax.alphabet import STANDARD_AMINO_ACIDS, Alphabet
 
 ALPHABET = Alphabet()

@@ -9,7 +9,7 @@ import sys
 import textwrap
 from collections import Counter
 
-from data_pipeline.shard_reader import read_split
+from data_pipeline.input.shard_reader import read_split
 
 WORKER = textwrap.dedent(
     """
@@ -21,7 +21,7 @@ WORKER = textwrap.dedent(
     data_dir, port, process_id, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
     jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=process_id)
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
-    from data_pipeline.input_pipeline import MlmBatchIterator, PipelineConfig
+    from data_pipeline.input.input_pipeline import MlmBatchIterator, PipelineConfig
     config = PipelineConfig(split="validation", token_budget=4096, block_records=256, repeat=False, include_ids=True)
     sharding = NamedSharding(Mesh(np.array(jax.devices()), ("data",)), PartitionSpec("data"))
     ids, shapes, global_shapes = [], [], []

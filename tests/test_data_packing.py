@@ -10,9 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from data_pipeline.batch_plan import DEFAULT_BUCKETS, FIXED, PACKED, plan_batches
-from data_pipeline.input_pipeline import MlmBatchIterator, PipelineConfig
-from data_pipeline.shard_reader import read_split
+from data_pipeline.input.batch_plan import DEFAULT_BUCKETS, FIXED, PACKED, plan_batches
+from data_pipeline.input.input_pipeline import MlmBatchIterator, PipelineConfig
+from data_pipeline.input.shard_reader import read_split
 from esm_jax.alphabet import Alphabet
 from tests.pipeline_helpers import one_process_iterator, take
 
@@ -156,7 +156,8 @@ def test_packing_fills_rows_of_1024_tokens_on_uniref50(uniref_sample_datasets):
     config = PipelineConfig(token_budget=32 * T, block_records=4096, shapes=PACKED)
     assert _real_fraction(_whole_blocks(_iterator(data, config), 2)) >= 0.95
     # The pretraining config's 2**20 tokens in one process: rows are as full, but a block of 16,384 records fills
-    # only ~4.6 batches of 1024 rows, so its last batch's share of empty rows costs ~9% (see data_pipeline.packing).
+    # only ~4.6 batches of 1024 rows, so its last batch's share of empty rows costs ~9%
+    # (see data_pipeline.input.packing).
     pretraining = PipelineConfig(token_budget=2**20, block_records=16384, shapes=PACKED)
     assert _real_fraction(_whole_blocks(_iterator(data, pretraining), 1), non_empty_rows_only=True) >= 0.99
 

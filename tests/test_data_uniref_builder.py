@@ -7,12 +7,13 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from data_pipeline.build import build_dataset, choose_num_shards
-from data_pipeline.cluster_sampling import cluster_draws
-from data_pipeline.corpus_files import read_fasta, read_mapping
+from data_pipeline.build.cluster_sampling import cluster_draws
+from data_pipeline.build.corpus_files import read_mapping
+from data_pipeline.build.dataset import build_dataset, choose_num_shards
+from data_pipeline.build.heldout import is_heldout
 from data_pipeline.errors import DataPipelineError
-from data_pipeline.heldout import is_heldout
-from data_pipeline.shard_reader import read_split, split_shards
+from data_pipeline.input.shard_reader import read_split, split_shards
+from esm_jax.fasta import iter_fasta
 
 UR50_RECORDS = 5001
 UR90_RECORDS = 11296
@@ -37,7 +38,7 @@ def clusters(uniref_sample_files) -> dict[str, list[str]]:
 
 def test_ur50s_holds_every_representative_unchanged(examples, uniref_sample_files):
     written = examples["ur50_s", "train"] + examples["ur50_s", "validation"]
-    source = {r.record_id: r.sequence for r in read_fasta(uniref_sample_files.uniref50_fastas[0], progress=False)}
+    source = {r.record_id: r.sequence for r in iter_fasta(uniref_sample_files.uniref50_fastas[0])}
     assert len(written) == UR50_RECORDS == len(source)
     assert all(e["sequence"] == source[e["id"]] and e["cluster_id"] == e["id"] for e in written)
 
@@ -45,7 +46,7 @@ def test_ur50s_holds_every_representative_unchanged(examples, uniref_sample_file
 def test_ur100_holds_every_member_with_its_mapped_cluster(examples, uniref_sample_files, clusters):
     written = examples["ur100", "train"] + examples["ur100", "validation"]
     cluster_of = {m: c for c, members in clusters.items() for m in members}
-    source = {r.record_id: r.sequence for r in read_fasta(uniref_sample_files.member_fastas[0], progress=False)}
+    source = {r.record_id: r.sequence for r in iter_fasta(uniref_sample_files.member_fastas[0])}
     assert len(written) == UR90_RECORDS == len({e["id"] for e in written})
     assert all(e["cluster_id"] == cluster_of[e["id"]] and e["sequence"] == source[e["id"]] for e in written)
 

@@ -31,7 +31,7 @@ def run_task(checkpoint, dataset, out, *extra):
 
 def heldout_reference(dataset, seed):
     """Masked targets and sequence count read straight from the input pipeline, independently of the task."""
-    from data_pipeline.input_pipeline import MlmBatchIterator, PipelineConfig
+    from data_pipeline.input.input_pipeline import MlmBatchIterator, PipelineConfig
 
     config = PipelineConfig(split="validation", seed=seed, token_budget=4096, repeat=False)
     targets, sequences = [], 0
@@ -43,7 +43,7 @@ def heldout_reference(dataset, seed):
 
 
 def test_every_heldout_sequence_and_masked_token_is_scored(small_dataset, checkpoint, tmp_path):
-    from data_pipeline.shard_reader import read_split
+    from data_pipeline.input.shard_reader import read_split
 
     results = run_task(checkpoint, small_dataset, tmp_path)
     targets, sequences = heldout_reference(small_dataset, seed=0)
@@ -60,7 +60,7 @@ def test_every_heldout_sequence_and_masked_token_is_scored(small_dataset, checkp
 
 
 def test_unigram_baseline_matches_training_frequencies(small_dataset, checkpoint, tmp_path):
-    from data_pipeline.shard_reader import read_split
+    from data_pipeline.input.shard_reader import read_split
     from eval.language_model.ngram import LETTERS
 
     results = run_task(checkpoint, small_dataset, tmp_path)

@@ -115,7 +115,7 @@ def test_logged_metrics_are_reported_without_loading_checkpoints(tmp_path, capsy
         (4, 15.0, 0.3),
         (6, 12.0, 0.4),
     ]
-    assert results["evaluator_options"] == {"every": 2, "ss_train": 8}
+    assert results["evaluator_options"] == {"structure-vs-lm": {"every": 2, "ss_train": 8}}
     assert "read from the run's metrics.jsonl" in (out / "structure-vs-lm.md").read_text()
     assert (out / "structure-vs-lm.png").stat().st_size > 0
     assert "structure-vs-lm step " not in capsys.readouterr().out

@@ -183,6 +183,14 @@ def test_cli_reports_bad_input_without_a_traceback(tmp_path, capsys):
     assert "'x': character '*' at position 3" in capsys.readouterr().err
 
 
+def test_fasta_reader_refuses_text_before_the_first_header(tmp_path):
+    (tmp_path / "notes.fasta").write_text("sequences from the lab\n>a\nMKV\n")
+    with pytest.raises(FastaError, match=r"notes.fasta: line 1 comes before the first '>' header"):
+        read_fasta(tmp_path / "notes.fasta")
+    (tmp_path / "blank_first.fasta").write_text("\n>a\nMKV\n")
+    assert read_fasta(tmp_path / "blank_first.fasta") == [("a", "MKV")]
+
+
 def test_fasta_reader_refuses_duplicates_and_empty_records(tmp_path):
     with pytest.raises(FastaError, match="record 2 repeats the label 'a' of record 1"):
         read_fasta(_write_fasta(tmp_path / "dup.fasta", [("a", "MK"), ("a", "MV")]))

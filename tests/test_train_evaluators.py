@@ -10,6 +10,7 @@ from configs.pretrain import get_config
 from esm_jax.cli.configuration import apply_overrides
 from esm_jax.errors import EsmJaxError
 from esm_jax.train.trainer import train
+from eval.cli import main as eval_main
 
 PROBE_EVALS = {
     "language_model": {"every": 2, "ngram_orders": (1, 2), "laplace": (1.0,)},
@@ -18,6 +19,9 @@ PROBE_EVALS = {
     },
     "contacts_linear": {
         "every": 4, "sets": "kortemme", "layers": "last", "max_proteins": 6, "steps": 10, "no_baselines": True,
+    },
+    "structure_vs_lm": {
+        "every": 2, "ss_train": 12, "ss_test": 8, "iterations": 20, "contact_proteins": 6, "contact_steps": 10,
     },
 }  # fmt: skip
 
@@ -42,7 +46,7 @@ def _logged(workdir) -> dict[tuple[str, int], dict]:
     return {(record["split"], record["step"]): record for record in records}
 
 
-def test_language_model_and_linear_probes_run_during_a_tiny_run(shared_data, tmp_path):
+def test_language_model_and_linear_probes_run_during_a_tiny_run(shared_data, tmp_path, capsys):
     workdir = tmp_path / "run"
     result = train(_tiny_run_config(shared_data, tmp_path, PROBE_EVALS), workdir)
     logged = _logged(workdir)
@@ -56,6 +60,13 @@ def test_language_model_and_linear_probes_run_during_a_tiny_run(shared_data, tmp
     assert (workdir / "evals" / "step_4" / "contacts_linear" / "contacts-linear.json").is_file()
     summary = json.loads((workdir / "summary.json").read_text())
     assert summary["evals"]["secondary_structure_linear"]["CB513"] == logged[("secondary_structure_linear", 4)]["CB513"]
+
+    # Fig. 6 from the run's own log: no checkpoint is reloaded
+    assert eval_main(["structure-vs-lm", "--run", str(workdir), "--out", str(tmp_path / "fig6")]) == 0
+    report = json.loads((tmp_path / "fig6" / "structure-vs-lm.json").read_text())
+    assert report["source"] == "metrics.jsonl" and [row["step"] for row in report["checkpoints"]] == [2, 4]
+    assert report["checkpoints"][1]["ss8_accuracy"] == logged[("structure_vs_lm", 4)]["ss8_accuracy"]
+    assert "structure-vs-lm step " not in capsys.readouterr().out
 
 
 def test_an_unknown_evaluator_option_is_refused_in_one_line_naming_it(shared_data, tmp_path):

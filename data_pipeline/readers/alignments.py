@@ -14,10 +14,10 @@ from pathlib import Path
 from Bio import AlignIO
 from Bio.SeqIO.FastaIO import SimpleFastaParser
 
-from data_pipeline.corpus_files import open_text
 from data_pipeline.errors import MalformedFileError
 from data_pipeline.readers.checks import check_letters
 from esm_jax.alphabet import RESIDUE_LETTERS
+from esm_jax.fasta import open_text
 
 _INSERTIONS = re.compile(r"[a-z.*]")
 ALIGNED_LETTERS = RESIDUE_LETTERS + "-"

@@ -8,14 +8,13 @@ multi-mutant must not change one position twice. The fitness column must hold a 
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import math
 from pathlib import Path
 
-from data_pipeline.corpus_files import open_text
 from data_pipeline.errors import MalformedFileError
 from esm_jax.inference import mutations
+from esm_jax.inference.dms_table import read_dms_table
 from esm_jax.inference.mutations import Substitution
 
 
@@ -45,28 +44,25 @@ def read_dms_csv(
     mutant_column: str = "mutant",
     first_position: int = 1,
 ) -> list[Variant]:
-    """Variants of a DMS CSV with their scores, every mutant checked against ``wild_type``."""
-    with open_text(path) as (text, _):
-        rows = csv.DictReader(_without_bom(text))
-        for column in (mutant_column, score_column):
-            if column not in (rows.fieldnames or []):
-                raise MalformedFileError(
-                    path, "header", f"no column {column!r} (columns: {rows.fieldnames})", "Name an existing column."
-                )
-        return [
-            _variant(path, line, row, wild_type, score_column, mutant_column, first_position)
-            for line, row in enumerate(rows, start=2)
-        ]
+    """Variants of a DMS CSV with their scores, every mutant checked against ``wild_type``.
+
+    The CSV is read by :func:`esm_jax.inference.dms_table.read_dms_table`, the reader ``esm-jax score-variants`` uses.
+    """
+    table = read_dms_table(path)
+    for column in (mutant_column, score_column):
+        if column not in table.header:
+            raise MalformedFileError(
+                path, "header", f"no column {column!r} (columns: {table.header})", "Name an existing column."
+            )
+    cells = zip(table.lines, table.column(mutant_column), table.column(score_column), strict=True)
+    return [
+        _variant(path, line, mutant, score, wild_type, score_column, first_position) for line, mutant, score in cells
+    ]
 
 
-def _without_bom(lines):
-    for number, line in enumerate(lines):
-        yield line.lstrip("\ufeff") if number == 0 else line
-
-
-def _variant(path, line: int, row: dict, wild_type: str, score_column: str, mutant_column: str, first: int) -> Variant:
+def _variant(path, line: int, mutant: str, score: str, wild_type: str, score_column: str, first: int) -> Variant:
     where = f"line {line}"
-    mutant = (row.get(mutant_column) or "").strip()
+    mutant = mutant.strip()
     try:
         substitutions = parse_mutant(mutant, wild_type, first, where="mutant")
     except ValueError as error:
@@ -74,14 +70,11 @@ def _variant(path, line: int, row: dict, wild_type: str, score_column: str, muta
             path, where, str(error), "Check the wild-type sequence and its numbering (first_position)."
         ) from None
     try:
-        score = float(row[score_column])
-    except (TypeError, ValueError):
-        score = math.nan
-    if math.isnan(score):
+        value = float(score)
+    except ValueError:
+        value = math.nan
+    if math.isnan(value):
         raise MalformedFileError(
-            path,
-            f"{where} ({mutant})",
-            f"{score_column!r} is {row[score_column]!r}, not a number",
-            "Fill or drop the row.",
+            path, f"{where} ({mutant})", f"{score_column!r} is {score!r}, not a number", "Fill or drop the row."
         )
-    return Variant(mutant, substitutions, score)
+    return Variant(mutant, substitutions, value)

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 from Bio.SeqIO.FastaIO import SimpleFastaParser
 
-from data_pipeline.corpus_files import open_text
 from data_pipeline.errors import MalformedFileError
 from data_pipeline.readers.checks import check_letters, check_same_length
 from data_pipeline.readers.netsurfp import SS3_STATES
 from esm_jax.alphabet import RESIDUE_LETTERS
+from esm_jax.fasta import open_text
 
 
 @dataclasses.dataclass(frozen=True)

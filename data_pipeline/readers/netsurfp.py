@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from data_pipeline.corpus_files import open_text
 from data_pipeline.errors import MalformedFileError
 from data_pipeline.readers.checks import check_letters, check_same_length
 from esm_jax.alphabet import RESIDUE_LETTERS
+from esm_jax.fasta import open_text
 
 SS8_STATES = "HGIEBTSC"
 SS3_STATES = "HEC"

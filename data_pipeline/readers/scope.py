@@ -13,10 +13,10 @@ from pathlib import Path
 
 from Bio.SeqIO.FastaIO import SimpleFastaParser
 
-from data_pipeline.corpus_files import open_text
 from data_pipeline.errors import MalformedFileError
 from data_pipeline.readers.checks import check_letters
 from esm_jax.alphabet import RESIDUE_LETTERS
+from esm_jax.fasta import open_text
 
 EXCLUDED_FOLDS = frozenset(
     {"c.2", "c.3", "c.4", "c.5", "c.27", "c.28", "c.30", "c.31", *(f"b.{n}" for n in range(66, 71))}

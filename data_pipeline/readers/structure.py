@@ -17,8 +17,8 @@ from Bio.Data.PDBData import protein_letters_3to1_extended
 from Bio.PDB import MMCIFParser, PDBParser
 from Bio.PDB.PDBExceptions import PDBConstructionException, PDBConstructionWarning
 
-from data_pipeline.corpus_files import open_text
 from data_pipeline.errors import MalformedFileError
+from esm_jax.fasta import open_text
 
 CONTACT_ANGSTROM = 8.0
 _WATER = {"HOH", "WAT", "DOD"}

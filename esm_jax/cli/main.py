@@ -28,7 +28,7 @@ COMMANDS = {
 }
 # name -> (module with main(argv), one-line help)
 EXTERNAL_COMMANDS = {
-    "build-data": ("data_pipeline.cli", "FASTA corpora to TFRecord training data (UR50/S, UR50/D, UR100)"),
+    "build-data": ("data_pipeline.build.cli", "FASTA corpora to TFRecord training data (UR50/S, UR50/D, UR100)"),
     "eval": ("eval.cli", "the paper's evaluations on a checkpoint (ECE, homology, probes, ...)"),
 }
 

@@ -1,8 +1,9 @@
 """A deep mutational scan as a CSV table: read every column as text, add score columns, write it back atomically.
 
-Used by ``esm-jax score-variants``: the input's columns and rows are kept as they are (a leading byte-order mark
-is dropped) and each model adds one column, so the output is the input plus predictions, as fair-esm's
-``predict.py`` writes it.
+The project's one DMS CSV reader. ``esm-jax score-variants`` keeps the input's columns and rows as they are (a
+leading byte-order mark is dropped) and each model adds one column, so the output is the input plus predictions,
+as fair-esm's ``predict.py`` writes it; the evaluations read their assays through it too
+(``data_pipeline.readers.dms`` checks each mutant against the wild type).
 """
 
 from __future__ import annotations

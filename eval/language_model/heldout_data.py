@@ -1,80 +1,42 @@
 """The held-out UniRef50 clusters for language-model evaluation: find or build the dataset, serve its batches.
 
 The split is the data pipeline's ``validation`` split (clusters held out by a stable hash of the cluster id,
-:mod:`data_pipeline.heldout`), so it is exactly what a model trained by this project never saw. Batches come
-from :class:`data_pipeline.input_pipeline.MlmBatchIterator` with ``repeat=False``: one pass, masking exactly as
+:mod:`data_pipeline.build.heldout`), so it is exactly what a model trained by this project never saw. Batches come
+from :class:`data_pipeline.input.input_pipeline.MlmBatchIterator` with ``repeat=False``: one pass, masking exactly as
 ESM trained (15% selected; 80/10/10), fixed by the masking seed, the last partial batches padded with empty
 rows rather than dropped.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
+from data_pipeline import layout
 from esm_jax.alphabet import Alphabet
-
-LOGGER = logging.getLogger("eval")
-SAMPLE_FOLDER = "uniref50_ur90_cluster_sample"
-SAMPLE_FILES = {
-    "uniref50": "uniref50_train_filt.fasta",
-    "members": "ur90_ur50_sampler.fasta.gz",
-    "mapping": "mapping.tsv",
-}
-DATASET_NAME = "uniref_mlm"
-VERSION = "1.0.0"
-
-
-def is_dataset(path: Path) -> bool:
-    return (path / "dataset_info.json").is_file()
 
 
 def find_or_build(data_root: Path, cache: Path, config: str = "ur50_s") -> Path:
     """The ``config`` dataset built from the UniRef sample in ``data_root``, built into ``cache`` on first use."""
-    built = cache / DATASET_NAME / config / VERSION
-    if is_dataset(built):
-        return built
-    from data_pipeline.build import build_dataset
-    from data_pipeline.uniref_builder import CorpusFiles
-
-    folder = data_root / SAMPLE_FOLDER
-    missing = [name for name in SAMPLE_FILES.values() if not (folder / name).is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"{folder}: missing {', '.join(missing)}; point --data at the shared data folder or pass "
-            "--dataset with an already built dataset (esm-jax build-data)"
-        )
-    files = CorpusFiles(
-        uniref50_fastas=(str(folder / SAMPLE_FILES["uniref50"]),),
-        member_fastas=(str(folder / SAMPLE_FILES["members"]),),
-        mapping_tsv=str(folder / SAMPLE_FILES["mapping"]),
-    )
-    LOGGER.info("building the %s dataset from %s into %s", config, folder, cache)
-    return build_dataset(config, files, cache).data_dir
+    return layout.ensure_dataset(config, data_root, cache)
 
 
 def check_dataset(path: Path) -> Path:
-    """``path`` itself, after checking it is a built dataset folder with a validation split."""
-    if not is_dataset(path):
-        raise FileNotFoundError(
-            f"{path}: not a built dataset (no dataset_info.json); pass the version folder, e.g. "
-            "data/uniref_mlm/ur50_s/1.0.0, as written by esm-jax build-data"
-        )
-    return path
+    """``path`` itself, after checking it is a built dataset folder of the version the data pipeline reads."""
+    return layout.check_dataset(path)
 
 
 def split_size(dataset: Path, split: str) -> int:
-    from data_pipeline.shard_reader import split_shards
+    from data_pipeline.input.shard_reader import split_shards
 
     return sum(shard.num_records for shard in split_shards(dataset, split))
 
 
 def training_sequences(dataset: Path) -> list[np.ndarray]:
     """Token ids (no BOS/EOS) of every sequence of the ``train`` split, for the n-gram baselines."""
-    from data_pipeline.shard_reader import read_split
+    from data_pipeline.input.shard_reader import read_split
 
     alphabet = Alphabet()
     return [
@@ -88,7 +50,7 @@ def heldout_batches(dataset: Path, mask_seed: int, token_budget: int) -> Iterato
 
     Empty padding rows get ``<cls><eos>`` so no all-padding row reaches the model; they hold no masked token.
     """
-    from data_pipeline.input_pipeline import MlmBatchIterator, PipelineConfig
+    from data_pipeline.input.input_pipeline import MlmBatchIterator, PipelineConfig
 
     config = PipelineConfig(split="validation", seed=mask_seed, token_budget=token_budget, repeat=False)
     alphabet = Alphabet()

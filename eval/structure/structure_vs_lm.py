@@ -128,14 +128,22 @@ def logged_rows(workdir: Path, steps: list[int] | None = None) -> list[dict]:
         except json.JSONDecodeError:  # blank, or cut short by a run that stopped mid-write
             continue
         latest[record.get("split"), record.get("step")] = record
+    splits = set(evaluator_entries(workdir))
     heldout = {step: r for (split, step), r in latest.items() if split == HELDOUT and "ece" in r}
-    probes = {step: r for (split, step), r in latest.items() if split == NAME and set(PROBE_METRICS) <= r.keys()}
+    probes = {step: r for (split, step), r in latest.items() if split in splits and set(PROBE_METRICS) <= r.keys()}
     chosen = sorted(step for step in heldout.keys() & probes.keys() if steps is None or step in steps)
     return [
         {"step": step, "ece": heldout[step]["ece"], "masked_tokens": heldout[step].get("targets")}
         | {key: probes[step][key] for key in PROBE_METRICS}
         for step in chosen
     ]
+
+
+def evaluator_entries(workdir: Path) -> dict[str, dict]:
+    """The run's ``config.evals`` entries that ran this task, by the name their numbers were logged under."""
+    config = workdir / "config.json"
+    evals = json.loads(config.read_text()).get("evals", {}) if config.is_file() else {}
+    return {key: entry for key, entry in evals.items() if entry.get("task", key.replace("_", "-")) == NAME}
 
 
 def evaluation_plan(backbone: Backbone, options: Options) -> tuple[Path, list[dict], list[int]]:
@@ -250,12 +258,11 @@ def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
 def _report_logged(workdir: Path, rows: list[dict], out: Path) -> Result:
     """The report of a run whose own evaluators logged every number (no checkpoint loaded)."""
     print(f"{NAME}: {len(rows)} steps read from {workdir / METRICS_LOG}", flush=True)
-    config = json.loads((workdir / "config.json").read_text())
     results = {
         "run": str(workdir),
         "layer": "final",
         "source": METRICS_LOG,
-        "evaluator_options": config.get("evals", {}).get(NAME),
+        "evaluator_options": evaluator_entries(workdir),
         "checkpoints": rows,
     }
     notes = (

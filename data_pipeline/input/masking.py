@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from data_pipeline import counter_random
-from data_pipeline.tokenization import ResidueTable
+from data_pipeline.input.tokenization import ResidueTable
 from esm_jax.masking_rule import MaskingRule
 
 # Counter ranges of the per-sequence random stream: one block of counters per purpose, token position added.

@@ -4,14 +4,15 @@ Configs (Rives et al., PNAS 2021, "pre-training datasets"):
 
 * ``ur50_s`` -- UniRef50 representative sequences (one per cluster; the cluster id is the record id).
 * ``ur50_d`` -- members sampled evenly across UniRef50 clusters: a cluster uniformly, then a member uniformly
-  (see :mod:`data_pipeline.cluster_sampling`); ``draws_per_cluster`` draws per cluster on average.
+  (see :mod:`data_pipeline.build.cluster_sampling`); ``draws_per_cluster`` draws per cluster on average.
 * ``ur100`` -- every member sequence (UniRef100, or UniRef90 members where that is what the input holds).
 
 Splits: ``train`` and ``validation``; a fixed fraction of UniRef50 clusters is held out by a stable hash
-(:mod:`data_pipeline.heldout`), and every member of a held-out cluster leaves every training split.
+(:mod:`data_pipeline.build.heldout`), and every member of a held-out cluster leaves every training split.
 Each example holds ``id``, ``cluster_id`` and ``sequence`` (exactly as read). Bad records follow
-:mod:`data_pipeline.bad_records`. With ``use_beam=True`` the same examples are produced by an Apache Beam pipeline
-(:mod:`data_pipeline.uniref_beam`) so generation can run on any Beam runner.
+:mod:`data_pipeline.build.bad_records`. With ``use_beam=True`` the same examples are produced by an Apache Beam
+pipeline (:mod:`data_pipeline.build.uniref_beam`) so generation can run on any Beam runner. Names, version, corpus
+kinds and the input and option types are those of :mod:`data_pipeline.layout`.
 """
 
 from __future__ import annotations
@@ -22,40 +23,30 @@ from collections.abc import Iterator
 
 import tensorflow_datasets as tfds
 
-from data_pipeline import corpus_rules
-from data_pipeline.bad_records import BadRecordLog
-from data_pipeline.cluster_sampling import cluster_draws
-from data_pipeline.corpus_files import MappingRow, SequenceRecord, read_fasta, read_mapping
-from data_pipeline.heldout import HELDOUT_SALT, TRAIN, VALIDATION, split_of
+from data_pipeline.build import corpus_rules
+from data_pipeline.build.bad_records import BadRecordLog
+from data_pipeline.build.cluster_sampling import cluster_draws
+from data_pipeline.build.corpus_files import MappingRow, read_corpus_fasta, read_mapping
+from data_pipeline.build.heldout import split_of
+from data_pipeline.layout import (
+    CLUSTER_DRAWS,
+    CONFIG_CORPORA,
+    MEMBERS,
+    REPRESENTATIVES,
+    TRAIN,
+    VALIDATION,
+    BuildOptions,
+    CorpusFiles,
+)
+from data_pipeline.layout import VERSION as DATASET_VERSION
 from data_pipeline.tf_runtime import tensorflow_without_accelerators
+from esm_jax.fasta import FastaRecord
 
-REPRESENTATIVES = "representatives"
-CLUSTER_DRAWS = "cluster_draws"
-MEMBERS = "members"
-
-
-@dataclasses.dataclass(frozen=True)
-class CorpusFiles:
-    """Input files: UniRef50 representatives, and for UR50/D and UR100 the member FASTA files plus the mapping."""
-
-    uniref50_fastas: tuple[str, ...] = ()
-    member_fastas: tuple[str, ...] = ()
-    mapping_tsv: str | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class BuildOptions:
-    """Choices that change the data written; stored in the dataset's ``metadata.json``."""
-
-    heldout_fraction: float = 0.1
-    heldout_salt: str = HELDOUT_SALT
-    on_bad_record: str = "skip"
-    upper_case: bool = False
-    draws_per_cluster: float = 1.0
-    sampling_seed: int = 0
-    use_beam: bool = False
-    report_dir: str | None = None
-
+_DESCRIPTIONS = {
+    "ur50_s": "UR50/S: UniRef50 representatives.",
+    "ur50_d": "UR50/D: members sampled evenly across UniRef50 clusters (cluster first, then member).",
+    "ur100": "UR100: every member sequence of every cluster.",
+}
 
 @dataclasses.dataclass(eq=False)
 class UnirefConfig(tfds.core.BuilderConfig):
@@ -65,16 +56,11 @@ class UnirefConfig(tfds.core.BuilderConfig):
 class UnirefMlm(tfds.core.GeneratorBasedBuilder):
     """UniRef pretraining corpora as TFRecord shards of ``{id, cluster_id, sequence}``."""
 
-    VERSION = tfds.core.Version("1.0.0")
+    VERSION = tfds.core.Version(DATASET_VERSION)
     RELEASE_NOTES = {"1.0.0": "UR50/S, UR50/D and UR100 with a stable-hash held-out split of UniRef50 clusters."}
     BUILDER_CONFIGS = [
-        UnirefConfig(name="ur50_s", corpus=REPRESENTATIVES, description="UR50/S: UniRef50 representatives."),
-        UnirefConfig(
-            name="ur50_d",
-            corpus=CLUSTER_DRAWS,
-            description="UR50/D: members sampled evenly across UniRef50 clusters (cluster first, then member).",
-        ),
-        UnirefConfig(name="ur100", corpus=MEMBERS, description="UR100: every member sequence of every cluster."),
+        UnirefConfig(name=name, corpus=corpus, description=_DESCRIPTIONS[name])
+        for name, corpus in CONFIG_CORPORA.items()
     ]
 
     def __init__(self, *, files: CorpusFiles | None = None, options: BuildOptions | None = None, **kwargs) -> None:
@@ -108,7 +94,7 @@ class UnirefMlm(tfds.core.GeneratorBasedBuilder):
         self._check_inputs()
         splits = [TRAIN, VALIDATION] if self.options.heldout_fraction > 0 else [TRAIN]
         if self.options.use_beam:
-            from data_pipeline.uniref_beam import split_transform
+            from data_pipeline.build.uniref_beam import split_transform
 
             return {s: split_transform(self.builder_config.corpus, self.files, self.options, s) for s in splits}
         return {s: self._generate_examples(s) for s in splits}
@@ -135,7 +121,7 @@ class UnirefMlm(tfds.core.GeneratorBasedBuilder):
     def _split(self, cluster_id: str) -> str:
         return split_of(cluster_id, self.options.heldout_fraction, self.options.heldout_salt)
 
-    def _example(self, record: SequenceRecord, cluster_id: str) -> dict[str, str]:
+    def _example(self, record: FastaRecord, cluster_id: str) -> dict[str, str]:
         sequence = corpus_rules.stored_sequence(record, self.options.upper_case)
         return {"id": record.record_id, "cluster_id": cluster_id, "sequence": sequence}
 
@@ -165,15 +151,15 @@ class UnirefMlm(tfds.core.GeneratorBasedBuilder):
 
     def _valid_records(
         self, paths: tuple[str, ...], report: bool = True, first_seen: dict[str, tuple[str, int]] | None = None
-    ) -> Iterator[SequenceRecord]:
+    ) -> Iterator[FastaRecord]:
         """Records that pass the rules, first occurrence of each id only; the others go to the bad-record log.
 
         ``first_seen`` collects where each id first occurred (ids and positions only, never sequences).
         """
         first_seen = {} if first_seen is None else first_seen
         for index, path in enumerate(paths):
-            for record in read_fasta(path, index):
-                where = (record.path, record.record)
+            for record in read_corpus_fasta(path, index):
+                where = (record.path, record.number)
                 first = first_seen.setdefault(record.record_id, where)
                 if first != where:
                     self._report(corpus_rules.duplicate(record, first), report)
@@ -182,7 +168,7 @@ class UnirefMlm(tfds.core.GeneratorBasedBuilder):
                 else:
                     yield record
 
-    def _valid_members(self, report: bool = True) -> Iterator[tuple[str, SequenceRecord]]:
+    def _valid_members(self, report: bool = True) -> Iterator[tuple[str, FastaRecord]]:
         """``(cluster_id, record)`` for members that pass the rules, with mapping problems reported."""
         cluster_of = self._load_mapping(report)
         first_seen: dict[str, tuple[str, int]] = {}

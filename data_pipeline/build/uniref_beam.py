@@ -1,7 +1,7 @@
 """Apache Beam version of the UniRef builder's example generation, for corpora too large for one machine.
 
 The transforms group records by id (and members by cluster) with Beam, then apply the same rules
-(:mod:`data_pipeline.corpus_rules`), held-out hash and cluster sampling as the local builder, so both produce the
+(:mod:`data_pipeline.build.corpus_rules`), held-out hash and cluster sampling as the local builder, so both produce the
 same examples. Bad records are counted with Beam metrics and written as JSON lines under
 ``BuildOptions.report_dir`` (merged into the build report afterwards); with the ``fail`` policy the first one
 stops the pipeline with its description. Input files are read one per worker: split a huge FASTA into several
@@ -15,12 +15,13 @@ import os
 
 import apache_beam as beam
 
-from data_pipeline import corpus_rules
-from data_pipeline.bad_records import BadRecord, BadRecordLog, Policy
-from data_pipeline.cluster_sampling import cluster_draws
-from data_pipeline.corpus_files import SequenceRecord, read_fasta, read_mapping
-from data_pipeline.heldout import split_of
-from data_pipeline.uniref_builder import CLUSTER_DRAWS, MEMBERS, REPRESENTATIVES, BuildOptions, CorpusFiles
+from data_pipeline.build import corpus_rules
+from data_pipeline.build.bad_records import BadRecord, BadRecordLog, Policy
+from data_pipeline.build.cluster_sampling import cluster_draws
+from data_pipeline.build.corpus_files import read_corpus_fasta, read_mapping
+from data_pipeline.build.heldout import split_of
+from data_pipeline.layout import CLUSTER_DRAWS, MEMBERS, REPRESENTATIVES, BuildOptions, CorpusFiles
+from esm_jax.fasta import FastaRecord
 
 BAD = "bad"
 
@@ -37,14 +38,14 @@ def _read_all(paths: tuple[str, ...]) -> beam.PTransform:
         return (
             pipeline
             | "ListFiles" >> beam.Create(list(enumerate(paths)))
-            | "ReadFasta" >> beam.FlatMap(lambda item: read_fasta(item[1], item[0], progress=False))
+            | "ReadFasta" >> beam.FlatMap(lambda item: read_corpus_fasta(item[1], item[0], progress=False))
             | "KeyById" >> beam.Map(lambda record: (record.record_id, record))
         )
 
     return read()
 
 
-def _example(record: SequenceRecord, cluster_id: str, options: BuildOptions) -> dict[str, str]:
+def _example(record: FastaRecord, cluster_id: str, options: BuildOptions) -> dict[str, str]:
     sequence = corpus_rules.stored_sequence(record, options.upper_case)
     return {"id": record.record_id, "cluster_id": cluster_id, "sequence": sequence}
 

@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from data_pipeline.build import CONFIG_NAMES
+from data_pipeline.layout import CONFIG_NAMES, DATASET_NAME, VERSION, BuildOptions, CorpusFiles
 
 DESCRIPTION = """\
 Turn UniRef-style protein FASTA files into a training dataset for ESM masked-language-model pretraining.
@@ -68,7 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     output = parser.add_argument_group("what to build")
     output.add_argument(
-        "--out", required=True, metavar="DIR", help="output folder; the data goes to DIR/uniref_mlm/<config>/1.0.0"
+        "--out",
+        required=True,
+        metavar="DIR",
+        help=f"output folder; the data goes to DIR/{DATASET_NAME}/<config>/{VERSION}",
     )
     output.add_argument(
         "--config", default="ur50_s", choices=[*CONFIG_NAMES, "all"], help="training set to build (default: ur50_s)"
@@ -156,8 +159,7 @@ def _check_inputs(args: argparse.Namespace) -> None:
 
 
 def _build_one(args: argparse.Namespace, config: str) -> None:
-    from data_pipeline.build import build_dataset
-    from data_pipeline.uniref_builder import BuildOptions, CorpusFiles
+    from data_pipeline.build.dataset import build_dataset
 
     files = CorpusFiles(tuple(args.uniref50), tuple(args.members), args.mapping)
     options = BuildOptions(
@@ -199,7 +201,7 @@ def _beam(args: argparse.Namespace):
 
 
 def _preview(data_dir, count: int) -> None:
-    from data_pipeline.input_pipeline import MlmBatchIterator, PipelineConfig
+    from data_pipeline.input.input_pipeline import MlmBatchIterator, PipelineConfig
 
     started, tokens = time.monotonic(), 0
     with MlmBatchIterator(data_dir, PipelineConfig(), process_index=0, process_count=1) as batches:

@@ -7,10 +7,7 @@ removed from every training split because they share its cluster id.
 """
 
 from data_pipeline.counter_random import stable_hash64
-
-HELDOUT_SALT = "esm-jax/heldout/v1"
-TRAIN = "train"
-VALIDATION = "validation"
+from data_pipeline.layout import HELDOUT_SALT, TRAIN, VALIDATION
 
 
 def is_heldout(cluster_id: str, fraction: float, salt: str = HELDOUT_SALT) -> bool:

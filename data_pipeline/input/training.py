@@ -2,7 +2,8 @@
 
 ``esm_jax`` never imports this package; a training config names :func:`mlm_batches` by its
 dotted path and the trainer loads it. A config either points at a built dataset
-(``data.dataset_dir``) or at FASTA inputs that are built once into ``data.build_dir``.
+(``data.dataset_dir``) or at FASTA inputs that are built once into ``data.build_dir``
+(:func:`data_pipeline.layout.ensure_dataset`).
 """
 
 from __future__ import annotations
@@ -12,22 +13,20 @@ from pathlib import Path
 import jax
 import ml_collections
 
-from data_pipeline.batch_plan import FIXED
-from data_pipeline.build import DATASET_NAME, build_dataset
-from data_pipeline.input_pipeline import MlmBatchIterator, PipelineConfig
-from data_pipeline.uniref_builder import BuildOptions, CorpusFiles, UnirefMlm
+from data_pipeline.input.batch_plan import FIXED
+from data_pipeline.input.input_pipeline import MlmBatchIterator, PipelineConfig
+from data_pipeline.layout import BuildOptions, CorpusFiles, check_dataset, dataset_folder, ensure_dataset
 
 
 def dataset_dir(data: ml_collections.ConfigDict) -> Path:
     """The dataset folder of ``data``, building it from its FASTA inputs on first use."""
     if data.dataset_dir:
-        return Path(data.dataset_dir)
-    folder = Path(data.build_dir).expanduser() / DATASET_NAME / data.dataset / str(UnirefMlm.VERSION)
-    if folder.exists():
-        return folder
-    if jax.process_count() > 1:
+        return check_dataset(data.dataset_dir)
+    build_dir = Path(data.build_dir).expanduser()
+    if jax.process_count() > 1 and not dataset_folder(build_dir, data.dataset).exists():
         raise FileNotFoundError(
-            f"{folder} does not exist; on several processes build the dataset first with `esm-jax build-data`"
+            f"{dataset_folder(build_dir, data.dataset)} does not exist; on several processes build the dataset first "
+            "with `esm-jax build-data`"
         )
     files = CorpusFiles(
         uniref50_fastas=tuple(data.uniref50_fasta),
@@ -35,13 +34,13 @@ def dataset_dir(data: ml_collections.ConfigDict) -> Path:
         mapping_tsv=data.mapping_tsv or None,
     )
     options = BuildOptions(heldout_fraction=data.heldout_fraction)
-    return build_dataset(data.dataset, files, Path(data.build_dir).expanduser(), options).data_dir
+    return ensure_dataset(data.dataset, None, build_dir, files=files, options=options)
 
 
 def mlm_batches(data: ml_collections.ConfigDict, split: str, state: dict | None = None) -> MlmBatchIterator:
     """Masked batches of ``split`` for this process; ``train`` repeats, ``validation`` is one pass.
 
-    ``data.shapes`` picks the batch shape policy (:mod:`data_pipeline.batch_plan`; ``fixed`` when absent).
+    ``data.shapes`` picks the batch shape policy (:mod:`data_pipeline.input.batch_plan`; ``fixed`` when absent).
     """
     training = split == "train"
     config = PipelineConfig(

@@ -2,7 +2,7 @@
 
 The planner sees only a sorted length profile (tokens per sequence, BOS/EOS included, ascending, 0 for "no
 sequence"), never the sequences, so every host can plan the same batches from a profile combined across hosts
-(:mod:`data_pipeline.host_agreement`): batch ``i`` covers the same ranks and has the same shape everywhere.
+(:mod:`data_pipeline.input.host_agreement`): batch ``i`` covers the same ranks and has the same shape everywhere.
 
 Three shape policies:
 
@@ -11,7 +11,7 @@ Three shape policies:
 * ``tight``: as many sequences as fit the budget, padded to the longest of them rounded up to a multiple of 8.
   Less padding, many more shapes.
 * ``packed``: every batch is ``(token_budget // T, T)`` with ``T`` the last bucket, each row holding several whole
-  sequences back to back (:mod:`data_pipeline.packing`). Almost no padding and a single compiled train step, but
+  sequences back to back (:mod:`data_pipeline.input.packing`). Almost no padding and a single compiled train step, but
   the model must keep the sequences of a row apart (the batch's ``segment_ids``).
 """
 
@@ -21,7 +21,7 @@ import dataclasses
 
 import numpy as np
 
-from data_pipeline.packing import PackedBatch, plan_packed
+from data_pipeline.input.packing import PackedBatch, plan_packed
 
 FIXED = "fixed"
 TIGHT = "tight"

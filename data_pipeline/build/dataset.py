@@ -15,20 +15,14 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from data_pipeline.bad_records import BadRecord, BadRecordLog
+from data_pipeline.build.bad_records import BadRecord, BadRecordLog
 from data_pipeline.errors import DataPipelineError
+from data_pipeline.layout import CONFIG_NAMES, REPORT_NAME, BuildOptions, CorpusFiles, dataset_folder
 from data_pipeline.tf_runtime import tensorflow_without_accelerators
 from esm_jax.files import write_json_atomically
 
-if TYPE_CHECKING:
-    from data_pipeline.uniref_builder import BuildOptions, CorpusFiles
-
 LOGGER = logging.getLogger("data_pipeline")
-DATASET_NAME = "uniref_mlm"
-CONFIG_NAMES = ("ur50_s", "ur50_d", "ur100")
-REPORT_NAME = "bad_records.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,13 +74,13 @@ def build_dataset(
     tensorflow_without_accelerators()
     import tensorflow_datasets as tfds
 
-    from data_pipeline.uniref_builder import BuildOptions, UnirefMlm
+    from data_pipeline.build.uniref_builder import UnirefMlm
 
     if config not in CONFIG_NAMES:
         raise ValueError(f"unknown config {config!r}; choose one of {', '.join(CONFIG_NAMES)}")
     options = options or BuildOptions()
     out_dir = Path(out_dir)
-    final_dir = out_dir / DATASET_NAME / config / str(UnirefMlm.VERSION)
+    final_dir = dataset_folder(out_dir, config)
     if final_dir.exists() and not overwrite:
         raise DataPipelineError(
             f"{final_dir} already exists; choose another output folder or pass --overwrite to replace it "

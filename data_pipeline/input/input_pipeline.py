@@ -1,11 +1,11 @@
 """The MLM input pipeline: TFRecord shards -> crop -> tokenise -> mask -> token-budget batches of numpy arrays.
 
-How a process produces batches: its stream of records (:mod:`data_pipeline.shard_reader`, read with tf.data) is
+How a process produces batches: its stream of records (:mod:`data_pipeline.input.shard_reader`, read with tf.data) is
 cut into blocks of ``block_records`` records. A block is crop-measured, sorted by length (ties in random order),
-planned into batches (:mod:`data_pipeline.batch_plan`) from the length profile shared by all hosts
-(:mod:`data_pipeline.host_agreement`), and its batches are served in a random order. Each record's crop and mask
+planned into batches (:mod:`data_pipeline.input.batch_plan`) from the length profile shared by all hosts
+(:mod:`data_pipeline.input.host_agreement`), and its batches are served in a random order. Each record's crop and mask
 depend only on the seed and its stream position (:mod:`data_pipeline.counter_random`), so a block can be rebuilt
-exactly from its index: the iterator state is ``(block, batch_in_block)`` (:mod:`data_pipeline.iterator_state`).
+exactly from its index: the iterator state is ``(block, batch_in_block)`` (:mod:`data_pipeline.input.iterator_state`).
 The next block is read ahead on a background thread while the current one is served.
 
 A batch is a dict of numpy arrays whose leading dimension is the per-process batch, ready for
@@ -15,7 +15,7 @@ positions) and ``residues`` (int32, residues per row, 0 for an empty padding row
 the model never sees a row of padding only (its attention would have no key to attend to). ``include_ids`` adds
 ``ids`` (object array (rows,) of ``bytes``, ``b""`` for an empty row), for checks, not for devices.
 
-Packed batches (``shapes="packed"``, :mod:`data_pipeline.packing`) are ``(token_budget // T, T)`` with ``T`` the
+Packed batches (``shapes="packed"``, :mod:`data_pipeline.input.packing`) are ``(token_budget // T, T)`` with ``T`` the
 last bucket; each row holds whole sequences laid out ``<cls> residues <eos>`` back to back, then padding. They add
 ``segment_ids`` (int32, same shape): 0 at padding, k >= 1 on every token of the row's k-th sequence (1, 2, 3... left
 to right), so padding and only padding has id 0. ``tokens``, ``targets`` and ``loss_mask`` mean what they mean
@@ -36,15 +36,16 @@ from typing import Any
 
 import numpy as np
 
-from data_pipeline import counter_random, iterator_state
-from data_pipeline.batch_plan import DEFAULT_BUCKETS, FIXED, SHAPES, PlannedBatch, bucket_of, plan_batches
-from data_pipeline.cropping import DEFAULT_MAX_RESIDUES, crop_windows
+from data_pipeline import counter_random
 from data_pipeline.errors import DataPipelineError
-from data_pipeline.host_agreement import LengthCombiner, jax_all_hosts, single_host
-from data_pipeline.masking import mask_batch
-from data_pipeline.packing import PackedBatch, packed_positions
-from data_pipeline.shard_reader import ProcessStream, shards_for_process, split_shards
-from data_pipeline.tokenization import ResidueTable
+from data_pipeline.input import iterator_state
+from data_pipeline.input.batch_plan import DEFAULT_BUCKETS, FIXED, SHAPES, PlannedBatch, bucket_of, plan_batches
+from data_pipeline.input.cropping import DEFAULT_MAX_RESIDUES, crop_windows
+from data_pipeline.input.host_agreement import LengthCombiner, jax_all_hosts, single_host
+from data_pipeline.input.masking import mask_batch
+from data_pipeline.input.packing import PackedBatch, packed_positions
+from data_pipeline.input.shard_reader import ProcessStream, shards_for_process, split_shards
+from data_pipeline.input.tokenization import ResidueTable
 from esm_jax.masking_rule import MaskingRule
 
 _SORT_COUNTER = 5 << 20

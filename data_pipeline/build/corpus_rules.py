@@ -11,15 +11,16 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from data_pipeline.bad_records import BadRecord, Reason
-from data_pipeline.corpus_files import MappingRow, SequenceRecord
+from data_pipeline.build.bad_records import BadRecord, Reason
+from data_pipeline.build.corpus_files import MappingRow
 from esm_jax.alphabet import RESIDUE_LETTERS
+from esm_jax.fasta import FastaRecord
 
 _REFUSED = re.compile(f"[^{RESIDUE_LETTERS}]")
 _REFUSED_CASELESS = re.compile(f"[^{RESIDUE_LETTERS}{RESIDUE_LETTERS.lower()}]")
 
 
-def sequence_problem(record: SequenceRecord, upper_case: bool) -> BadRecord | None:
+def sequence_problem(record: FastaRecord, upper_case: bool) -> BadRecord | None:
     """The reason ``record``'s sequence cannot be used, or None when it is fine."""
     if not record.sequence:
         return _bad(Reason.EMPTY_SEQUENCE, record, "the record has a header but no residues")
@@ -36,18 +37,18 @@ def sequence_problem(record: SequenceRecord, upper_case: bool) -> BadRecord | No
     )
 
 
-def stored_sequence(record: SequenceRecord, upper_case: bool) -> str:
+def stored_sequence(record: FastaRecord, upper_case: bool) -> str:
     """The sequence as it goes into the dataset: unchanged, or upper-cased when the user asked for it."""
     return record.sequence.upper() if upper_case else record.sequence
 
 
 def judge_representative(
-    records: Sequence[SequenceRecord], upper_case: bool
-) -> tuple[SequenceRecord | None, list[BadRecord]]:
+    records: Sequence[FastaRecord], upper_case: bool
+) -> tuple[FastaRecord | None, list[BadRecord]]:
     """Among the records sharing one id, the one to keep (first in file order, if valid) and the bad ones."""
-    ordered = sorted(records, key=lambda r: (r.file_index, r.record))
+    ordered = sorted(records, key=lambda r: (r.file_index, r.number))
     first, later = ordered[0], ordered[1:]
-    bads = [duplicate(r, (first.path, first.record)) for r in later]
+    bads = [duplicate(r, (first.path, first.number)) for r in later]
     problem = sequence_problem(first, upper_case)
     if problem:
         return None, [problem, *bads]
@@ -55,8 +56,8 @@ def judge_representative(
 
 
 def judge_member(
-    member_id: str, records: Sequence[SequenceRecord], rows: Sequence[MappingRow], upper_case: bool
-) -> tuple[tuple[str, SequenceRecord] | None, list[BadRecord]]:
+    member_id: str, records: Sequence[FastaRecord], rows: Sequence[MappingRow], upper_case: bool
+) -> tuple[tuple[str, FastaRecord] | None, list[BadRecord]]:
     """For one member id: ``(cluster_id, record)`` to keep, or None, and the bad records found."""
     rows = sorted(rows, key=lambda r: r.line)
     bads = [duplicate_mapping(row, rows[0]) for row in rows[1:]]
@@ -71,7 +72,7 @@ def judge_member(
     return (rows[0].cluster_id, kept), bads
 
 
-def duplicate(record: SequenceRecord, first: tuple[str, int]) -> BadRecord:
+def duplicate(record: FastaRecord, first: tuple[str, int]) -> BadRecord:
     """``record`` repeats an id first used at ``first`` = (path, record number)."""
     return _bad(Reason.DUPLICATE_ID, record, f"the id was already used by record {first[1]} of {first[0]}")
 
@@ -98,9 +99,9 @@ def mapping_without_sequence(row: MappingRow) -> BadRecord:
     )
 
 
-def member_without_cluster(record: SequenceRecord) -> BadRecord:
+def member_without_cluster(record: FastaRecord) -> BadRecord:
     return _bad(Reason.MEMBER_WITHOUT_CLUSTER, record, "no row of the mapping TSV lists this member")
 
 
-def _bad(reason: Reason, record: SequenceRecord, detail: str) -> BadRecord:
-    return BadRecord(reason, record.path, record.record, record.record_id, detail)
+def _bad(reason: Reason, record: FastaRecord, detail: str) -> BadRecord:
+    return BadRecord(reason, record.path, record.number, record.record_id, detail)

@@ -1,6 +1,6 @@
 """Sequence packing: whole sequences back to back in rows of ``T`` tokens, planned from a block's length profile.
 
-Like the other shape policies (:mod:`data_pipeline.batch_plan`), the plan sees only the block's ascending,
+Like the other shape policies (:mod:`data_pipeline.input.batch_plan`), the plan sees only the block's ascending,
 host-combined length profile (tokens per sequence, ``<cls>``/``<eos>`` included, 0 for "no sequence"), so every
 host packs the same ranks into the same rows of the same batches; each host then lays its own record of each rank
 out back to back in that row (its lengths are at most the combined ones, so they fit).
