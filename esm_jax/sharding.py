@@ -1,21 +1,32 @@
-"""From logical axis names on parameters to shardings on a device mesh.
+"""From logical axis names on parameters and activations to shardings on a device mesh.
 
 Every model variable carries logical axis names (``layers``, ``vocab``, ``positions``,
-``embed``, ``heads``, ``mlp``, ``embed_out``); a rules table maps each name to a mesh axis
-(``data``, ``fsdp``, ``tensor``) or to ``None`` (replicated). Configurations hold their own
-table; :data:`DEFAULT_RULES` is FSDP over the model width plus tensor parallelism over heads
-and the MLP, with the 33-token vocabulary never split.
+``embed``, ``heads``, ``mlp``, ``embed_out``), and the model pins its activations with
+:func:`constrain` under names of their own (``activation_batch``, ``activation_length``,
+``activation_embed``). One rules table maps each name to a mesh axis (``data``, ``fsdp``,
+``tensor``), a tuple of them, or ``None`` (replicated). Configurations hold their own table;
+:data:`DEFAULT_RULES` is FSDP over the model width plus tensor parallelism over heads and the
+MLP, with the 33-token vocabulary never split and activations split by example over ``data`` ×
+``fsdp``. Activation constraints follow the table of the enclosing :func:`axis_rules` context (a
+trainer enters its configuration's), :data:`DEFAULT_RULES` outside one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 
 import jax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-LOGICAL_AXES = ("layers", "vocab", "positions", "embed", "heads", "mlp", "embed_out")
+PARAMETER_AXES = ("layers", "vocab", "positions", "embed", "heads", "mlp", "embed_out")
+ACTIVATION_AXES = ("activation_batch", "activation_length", "activation_embed")
+# The logical axes of per-token arrays (rows, tokens) and of hidden states (rows, tokens, features).
+ROW_AXES = ("activation_batch", "activation_length")
+HIDDEN_AXES = (*ROW_AXES, "activation_embed")
+# Every name a rules table maps.
+LOGICAL_AXES = PARAMETER_AXES + ACTIVATION_AXES
 # Mesh axes that split examples (data parallelism and fully sharded data parallelism).
 BATCH_AXES = ("data", "fsdp")
 DEFAULT_RULES: dict[str, str | tuple[str, ...] | None] = {
@@ -26,7 +37,12 @@ DEFAULT_RULES: dict[str, str | tuple[str, ...] | None] = {
     "heads": "tensor",
     "mlp": "tensor",
     "embed_out": "tensor",
+    "activation_batch": BATCH_AXES,
+    "activation_length": None,
+    "activation_embed": None,
 }
+# The rules table (name, mesh axes) pairs of the innermost axis_rules context; None outside any.
+_ACTIVE_RULES = jax.make_user_context(default_value=None)
 
 
 def logical_axes(variable: nnx.Variable) -> tuple[str | None, ...]:
@@ -49,15 +65,23 @@ def _mesh_axis_size(mesh: Mesh, axes: str | tuple[str, ...] | None) -> int:
     return size
 
 
+def mesh_axes(name: str | None, rules: Mapping[str, object], where: str) -> str | tuple[str, ...] | None:
+    """The mesh axes ``rules`` give the logical axis ``name`` (None: not split); unknown names are refused."""
+    if name is None:
+        return None
+    if name not in rules:
+        raise ValueError(f"{where}: logical axis {name!r} has no sharding rule; known rules: {sorted(rules)}")
+    axes = rules[name]
+    return tuple(axes) if isinstance(axes, list) else axes  # a table read back from JSON holds lists
+
+
 def partition_spec(
     names: tuple[str | None, ...], shape: tuple[int, ...], mesh: Mesh, rules: Mapping[str, object], where: str
 ) -> PartitionSpec:
     """Map logical ``names`` to a :class:`PartitionSpec`, refusing dimensions the mesh cannot split."""
     spec = []
     for name, size in zip(names, shape, strict=True):
-        if name is not None and name not in rules:
-            raise ValueError(f"{where}: logical axis {name!r} has no sharding rule; known rules: {sorted(rules)}")
-        axes = None if name is None else rules[name]
+        axes = mesh_axes(name, rules, where)
         parts = _mesh_axis_size(mesh, axes)
         if size % parts:
             raise ValueError(
@@ -88,16 +112,44 @@ def with_shardings(state: nnx.State, shardings: nnx.State) -> nnx.State:
     return jax.tree.map(attach, state, shardings, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
-def constrain_batch(x: jax.Array) -> jax.Array:
-    """Pin ``x``'s leading (example) axis to the mesh's batch axes, when a mesh is in context.
+@contextlib.contextmanager
+def axis_rules(rules: Mapping[str, object]) -> Iterator[None]:
+    """Make ``rules`` the table that :func:`constrain` follows inside this context.
+
+    The table is part of ``jax.jit``'s cache key (a JAX user context), so a function already compiled
+    under another table is traced again rather than keeping that table's constraints.
+    """
+    with _ACTIVE_RULES(tuple((name, mesh_axes(name, rules, "axis_rules")) for name in rules)):
+        yield
+
+
+def active_rules() -> Mapping[str, object]:
+    """The table of the innermost :func:`axis_rules` context, :data:`DEFAULT_RULES` outside any."""
+    pairs = _ACTIVE_RULES.value
+    return DEFAULT_RULES if pairs is None else dict(pairs)
+
+
+def _named_axes(spec: tuple[str | tuple[str, ...] | None, ...]) -> set[str]:
+    return {axis for axes in spec if axes is not None for axis in ((axes,) if isinstance(axes, str) else axes)}
+
+
+def constrain(x: jax.Array, names: tuple[str | None, ...]) -> jax.Array:
+    """Pin ``x``'s dimensions, named by logical ``names``, to the mesh axes the active rules give them.
 
     Without such anchors GSPMD may choose to replicate activations across an FSDP mesh. Outside
-    ``jax.set_mesh`` (single device, plain inference) this is the identity.
+    ``jax.set_mesh`` (single device, plain inference), or on a mesh lacking one of those axes, this is
+    the identity.
     """
+    if len(names) != x.ndim:
+        raise ValueError(f"{len(names)} logical axis names {names} for an array of shape {x.shape}")
     mesh = jax.sharding.get_abstract_mesh()
-    if mesh.empty or not set(BATCH_AXES) <= set(mesh.axis_names):
+    if mesh.empty:
         return x
-    return jax.lax.with_sharding_constraint(x, PartitionSpec(BATCH_AXES, *(None,) * (x.ndim - 1)))
+    rules = active_rules()
+    spec = tuple(mesh_axes(name, rules, "activation") for name in names)
+    if not _named_axes(spec) <= set(mesh.axis_names):
+        return x
+    return jax.lax.with_sharding_constraint(x, PartitionSpec(*spec))
 
 
 def shard_model(model: nnx.Module, mesh: Mesh, rules: Mapping[str, object] = DEFAULT_RULES) -> nnx.Module:

@@ -27,7 +27,7 @@ from esm_jax.model.config import ModelConfig
 from esm_jax.model.heads import ContactHead, LMHead
 from esm_jax.model.layers import WEIGHT_INIT, LayerNorm, partitioned
 from esm_jax.model.packing import check_packed_rows, check_segment_shape, segment_positions, segment_sums
-from esm_jax.sharding import constrain_batch
+from esm_jax.sharding import HIDDEN_AXES, ROW_AXES, constrain
 
 # Fraction of tokens replaced by <mask> during ESM training (15% selected × 80% masked);
 # token dropout rescales embeddings by it at train and inference time (fair-esm esm2.py).
@@ -224,9 +224,9 @@ class ESM(nnx.Module):
         tokens = jnp.asarray(tokens, dtype=jnp.int32)
         if segment_ids is not None:
             self.check_segments(tokens, segment_ids, return_contacts)
-            segment_ids = constrain_batch(jnp.asarray(segment_ids, dtype=jnp.int32))
+            segment_ids = constrain(jnp.asarray(segment_ids, dtype=jnp.int32), ROW_AXES)
         padding_mask = tokens == self.padding_idx
-        x = constrain_batch(self._embed(tokens, padding_mask, segment_ids))
+        x = constrain(self._embed(tokens, padding_mask, segment_ids), HIDDEN_AXES)
         representations = {0: x} if 0 in repr_layers else {}
         attend = (padding_mask, segment_ids)
         stack = self._run_layers(x, tokens, attend, repr_layers, keep_attentions, lean and return_contacts)
@@ -307,7 +307,7 @@ class ESM(nnx.Module):
 
         def run_block(x, layer_state, layer):
             x, probs = nnx.merge(graphdef, layer_state)(x, padding_mask, need_weights, segment_ids, positions)
-            x = constrain_batch(x)
+            x = constrain(x, HIDDEN_AXES)
             contacts = self.contact_head.layer_logits(tokens, probs, layer) if accumulate_contacts else None
             return x, (probs if keep_attentions else None), contacts
 

@@ -30,7 +30,7 @@ from flax import nnx
 from esm_jax.alphabet import Alphabet
 from esm_jax.model.config import COMPUTE_DTYPES, FrozenConfig
 from esm_jax.model.layers import WEIGHT_INIT, dense, partitioned
-from esm_jax.sharding import constrain_batch
+from esm_jax.sharding import HIDDEN_AXES, constrain
 
 _ALPHABET = Alphabet()
 # Both gate matrices map into the 4 stacked gates (i, f, g, o): (in, 4·hidden) and (hidden, 4·hidden).
@@ -114,7 +114,7 @@ class BiLSTMLM(nnx.Module):
         tokens = jnp.asarray(tokens, jnp.int32)
         real = tokens != self.padding_idx
         lengths = jnp.sum(real, axis=1)
-        x = constrain_batch(self.embed_tokens(tokens).astype(jnp.float32))
+        x = constrain(self.embed_tokens(tokens).astype(jnp.float32), HIDDEN_AXES)
         ahead = self._run(self.forward_lstm, x, lengths, reverse=False) * real[..., None]
         behind = self._run(self.backward_lstm, x, lengths, reverse=True) * real[..., None]
         # Position i sees the forward state after token i-1 and the backward state after token i+1.
@@ -127,7 +127,7 @@ class BiLSTMLM(nnx.Module):
         zeros = jnp.zeros((x.shape[0], self.config.hidden_dim), jnp.float32)
         for layer in stack:
             x = layer(x, initial_carry=(zeros, zeros), seq_lengths=lengths, reverse=reverse, keep_order=True)
-            x = constrain_batch(x)
+            x = constrain(x, HIDDEN_AXES)
         return x
 
 

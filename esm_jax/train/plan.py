@@ -24,7 +24,7 @@ import ml_collections
 
 from esm_jax.mesh import batch_sharding, build_mesh, check_batch_divisible
 from esm_jax.model import ModelConfig, attention_kernels
-from esm_jax.sharding import state_shardings, with_shardings
+from esm_jax.sharding import axis_rules, state_shardings, with_shardings
 from esm_jax.tpu_costs import CompiledCosts, roofline_fields, splash_call_counts, tpu_slice
 from esm_jax.train.metrics import train_flops_per_token
 from esm_jax.train.optimizer import learning_rate_schedule, make_optimizer
@@ -81,7 +81,7 @@ def _compile_step(config, model_config: ModelConfig, mesh, rows: int, length: in
         graphdef, shardings, sharding, config.train.accumulation_steps,
         learning_rate_schedule(config.optimizer, total_steps),
     )  # fmt: skip
-    with attention_kernels.compiling_for("tpu"), jax.set_mesh(mesh):
+    with attention_kernels.compiling_for("tpu"), jax.set_mesh(mesh), axis_rules(dict(config.sharding_rules)):
         return step.lower(with_shardings(abstract, shardings), batch).compile()
 
 

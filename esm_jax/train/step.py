@@ -21,7 +21,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from esm_jax.alphabet import Alphabet
 from esm_jax.model.packing import segment_sums
-from esm_jax.sharding import constrain_batch
+from esm_jax.sharding import ROW_AXES, constrain
 from esm_jax.train.loss import masked_lm_sums
 
 PADDING_IDX = Alphabet().padding_idx
@@ -38,7 +38,7 @@ def model_inputs(batch: dict) -> list[str]:
 def _micro_batches(batch: dict, steps: int) -> dict:
     def split(x):
         micro = jnp.swapaxes(x.reshape(x.shape[0] // steps, steps, *x.shape[1:]), 0, 1)
-        return jax.vmap(constrain_batch)(micro)
+        return jax.vmap(lambda rows: constrain(rows, ROW_AXES))(micro)
 
     return {key: split(batch[key]) for key in model_inputs(batch)}
 

@@ -24,7 +24,7 @@ from esm_jax.files import write_json_atomically, write_text_atomically
 from esm_jax.mesh import batch_sharding, build_mesh
 from esm_jax.model import AnyModelConfig, config_from_dict
 from esm_jax.plots import learning_curve_png
-from esm_jax.sharding import state_shardings, with_shardings
+from esm_jax.sharding import axis_rules, state_shardings, with_shardings
 from esm_jax.train.checkpointing import RunCheckpoints, StopRequest
 from esm_jax.train.evaluators import HELDOUT, RunContext, build_evaluators, global_batch, load_factory
 from esm_jax.train.metrics import MetricsLog, peak_flops
@@ -117,7 +117,7 @@ def train(
         model_config_of(config), config.optimizer, cfg.total_steps, mesh, dict(config.sharding_rules),
         cfg.accumulation_steps,
     )  # fmt: skip
-    with jax.set_mesh(mesh):  # anchors activations to the batch axes (esm_jax.sharding.constrain_batch)
+    with jax.set_mesh(mesh), axis_rules(dict(config.sharding_rules)):  # activations follow the same rules
         run = _Run(config, workdir, mesh, setup)
         stop = stop or StopRequest().install()
         try:
