@@ -51,8 +51,8 @@ def test_language_model_and_linear_probes_run_during_a_tiny_run(shared_data, tmp
     result = train(_tiny_run_config(shared_data, tmp_path, PROBE_EVALS), workdir)
     logged = _logged(workdir)
     for step in (2, 4):
-        assert 1.0 < logged[("heldout", step)]["ece"] < 30.0
-        assert 1.0 < logged[("language_model", step)]["model_ece"] < 30.0
+        assert 1.0 < logged[("heldout", step)]["ece"] < 100.0
+        assert 1.0 < logged[("language_model", step)]["model_ece"] < 100.0
         assert 0.0 <= logged[("secondary_structure_linear", step)]["CB513"] <= 1.0
     assert ("contacts_linear", 2) not in logged
     assert 0.0 <= logged[("contacts_linear", 4)]["kortemme"] <= 1.0
