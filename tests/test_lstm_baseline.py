@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import textwrap
 
 import jax
 import numpy as np
@@ -17,7 +16,7 @@ from esm_jax.train.trainer import train
 from eval.common.task import Backbone
 from eval.language_model.masked_lm import MaskedLmScorer, ece
 from tests.synthetic_batches import SyntheticBatches
-from tests.train_helpers import REPO, run_python, tiny_config
+from tests.train_helpers import REPO, run_module, tiny_config
 
 # <cls> M K T A Y I A K <eos>, then right padding.
 TOKENS = np.array([[0, 20, 15, 11, 5, 19, 12, 5, 15, 2, 1, 1]], np.int32)
@@ -97,25 +96,11 @@ def test_sharded_lstm_training_equals_one_device(tmp_path):
     """Three steps on a (2, 2, 2) mesh against one device. Adam's epsilon is raised to 1 for this check: with
     the default 1e-8, Adam turns a gradient of ~1e-9 into a full learning-rate step whose sign follows float
     rounding, so near-zero gradients alone would make the meshes differ by ~lr after one step."""
-    script = textwrap.dedent(
-        """
-        import sys, jax, numpy as np, ml_collections
-        from flax import nnx
-        from tests.train_helpers import tiny_config
-        from esm_jax.train.trainer import train
-
-        mesh, out = [int(n) for n in sys.argv[1].split("x")], sys.argv[2]
-        config = tiny_config()
-        config.model = ml_collections.ConfigDict(dict(kind="lstm", num_layers=2, embed_dim=32, hidden_dim=32))
-        config.mesh.update(data=mesh[0], fsdp=mesh[1], tensor=mesh[2])
-        config.optimizer.eps = 1.0
-        state = nnx.to_pure_dict(train(config, out + ".run").state["model"])
-        np.savez(out, *[np.asarray(leaf) for leaf in jax.tree.leaves(state)])
-        """
-    )
     for mesh, devices in (("1x1x1", 1), ("2x2x2", 8)):
-        run_python(script, devices, args=[mesh, str(tmp_path / f"{mesh}.npz")])
+        worker_args = [str(tmp_path / mesh), str(tmp_path / f"{mesh}.npz"), "--mesh", mesh, "--lstm", "--adam-eps", "1"]
+        run_module("tests.train_worker", worker_args, devices=devices)
     with np.load(tmp_path / "1x1x1.npz") as one, np.load(tmp_path / "2x2x2.npz") as sharded:
-        assert len(one.files) == len(sharded.files) > 0
-        for key in one.files:
+        parameters = [key for key in one.files if key.startswith("['model']")]
+        assert parameters and one.files == sharded.files
+        for key in parameters:
             np.testing.assert_allclose(sharded[key], one[key], rtol=2e-5, atol=1e-6, err_msg=key)

@@ -4,7 +4,7 @@
         [--coordinator 127.0.0.1:PORT --num-processes 2 --process-id 0]
 
 Trains (or resumes) the run in WORKDIR. Process 0 writes every state leaf, gathered whole, to DUMP.npz and
-``DUMP.npz.json``: the logged training losses, the final step and the mesh shape the first MLP kernel is on.
+``DUMP.npz.json``: the logged training losses, the final step and the mesh shape the largest parameter is on.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def dump(result: TrainResult, path: str) -> None:
     np.savez(path, **{jax.tree_util.keystr(p): np.asarray(v) for p, v in leaves})
     with open(result.workdir / "metrics.jsonl") as handle:
         losses = [record["loss"] for record in map(json.loads, handle) if record["split"] == "train"]
-    kernel = jax.tree.leaves(result.state["model"]["layers"])[0]
+    kernel = max(jax.tree.leaves(result.state["model"]), key=lambda leaf: leaf.size)
     facts = {
         "losses": losses,
         "step": result.step,
