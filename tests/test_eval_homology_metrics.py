@@ -85,9 +85,10 @@ def test_scop_pair_rules_at_fold_and_superfamily_level():
     np.testing.assert_array_equal(positive[0], [0, 0, 1, 0, 0, 0])
     np.testing.assert_array_equal(ignored[0], [1, 1, 0, 0, 0, 1])
     positive, ignored = scop_pairs.pair_categories("superfamily", query, target)
-    # superfamily: same superfamily other family (a.1.1.2) positive; same family and same fold/other sf ignored
+    # superfamily: same superfamily other family (a.1.1.2) positive; same family ignored; every other superfamily,
+    # the same fold's a.1.2.1 included, negative ("any domain with a different superfamily is a negative")
     np.testing.assert_array_equal(positive[0], [0, 1, 0, 0, 0, 0])
-    np.testing.assert_array_equal(ignored[0], [1, 0, 1, 0, 0, 1])
+    np.testing.assert_array_equal(ignored[0], [1, 0, 0, 0, 0, 1])
     np.testing.assert_array_equal(scop_pairs.positives_per_query("fold", labels), [1, 1, 3, 0, 0, 1])
     np.testing.assert_array_equal(scop_pairs.positives_per_query("superfamily", labels), [1, 2, 0, 0, 0, 1])
 

@@ -6,9 +6,9 @@ excluded folds from):
 
 * **fold level**: positive = same fold, different superfamily; negative = different fold; pairs in the
   same superfamily (the query itself included) are ignored (neither ranked nor counted).
-* **superfamily level**: positive = same superfamily, different family; negative = different fold; pairs in
-  the same family (the query itself included) and pairs in the same fold but another superfamily (possible
-  homologs SCOP cannot confirm) are ignored.
+* **superfamily level**: positive = same superfamily, different family; negative = any other superfamily,
+  the same fold's other superfamilies included (the paper: "any domain with a different superfamily is a
+  negative"); pairs in the same family (the query itself included) are ignored.
 
 Rossmann-like folds (c.2-c.5, c.27, c.28, c.30, c.31) and 4- to 8-bladed beta-propellers (b.66-b.70) are
 removed before any of this (:data:`data_pipeline.readers.scope.EXCLUDED_FOLDS`): their SCOP folds are known
@@ -80,7 +80,7 @@ def pair_categories(level: str, query: tuple, database: tuple) -> tuple:
         return same_fold & ~same_sf, same_sf
     if level == "superfamily":
         same_fam = q_fam == d_fam
-        return same_sf & ~same_fam, same_fam | (same_fold & ~same_sf)
+        return same_sf & ~same_fam, same_fam
     raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
 
 
