@@ -67,3 +67,21 @@ def test_a_bad_disorder_value_in_the_prottrans_layout_is_refused(tmp_path, share
     fields[3] = fields[3].replace("1.0", "0.5", 1)
     with pytest.raises(MalformedFileError, match="line 2: the disorder mask must be 1.0 or 0.0"):
         read_netsurfp_csv(_write(tmp_path, [lines[0], ",".join(fields)]))
+
+
+@pytest.mark.parametrize(
+    ("name", "scored"), [("CB513_HHblits.csv", 83_427), ("TS115_HHblits.csv", 27_501), ("CASP12_HHblits.csv", 6_004)]
+)
+def test_test_sets_are_scored_where_resolved_and_inside_cb513_mask(shared_data, name, scored):
+    """CB513 defines its own evaluation residues (cb513_mask, 83,991); the mask keeps those that are also resolved."""
+    records = read_netsurfp_csv(shared_data / "ss8_netsurfp2" / name)
+    assert sum(int(r.mask.sum()) for r in records) == scored
+
+
+def test_cb513_mask_removes_a_resolved_residue_from_scoring(tmp_path):
+    header = "input, dssp3, dssp8, disorder, cb513_mask"
+    row = "M K V,C H H,C H H,1.0 1.0 1.0,1.0 0.0 1.0"
+    (record,) = read_netsurfp_csv(_write(tmp_path, [header, row]))
+    assert record.mask.tolist() == [True, False, True]
+    with pytest.raises(MalformedFileError, match="line 2: the cb513_mask mask must be 1.0 or 0.0"):
+        read_netsurfp_csv(_write(tmp_path, [header, row.replace("0.0 1.0", "0.0 2.0")]))
