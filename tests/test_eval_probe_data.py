@@ -8,6 +8,7 @@ import pytest
 from data_pipeline.errors import MalformedFileError
 from data_pipeline.readers.alignments import Alignment
 from data_pipeline.readers.structure import read_chain
+from eval.common.splits import random_folds, validation_folds
 from eval.structure.contacts.sets import domain_on_target, from_structure, load_contact_set
 from eval.structure.secondary.data import load_ss8_sets
 
@@ -98,3 +99,12 @@ def test_query_alignment_rows_map_residues_to_query_positions(shared_data):
         expected = np.array([AMINO_ACIDS[s] if s < 20 else "X" for s in anchored[row + 1][here]])
         standard = expected != "X"
         assert (letters[standard] == expected[standard]).all()
+
+
+def test_validation_folds_split_only_the_training_side():
+    folds = random_folds(20, 4, seed=1)
+    for (train, test), (fit, validation) in zip(folds, validation_folds(folds, seed=1), strict=True):
+        assert set(fit) | set(validation) == set(train) and not set(fit) & set(validation)
+        assert not (set(fit) | set(validation)) & set(test) and len(validation) == 3
+    with pytest.raises(ValueError, match="at least 2 training items"):
+        validation_folds([(np.array([0]), np.array([1]))])

@@ -52,6 +52,10 @@ def test_contacts_linear_on_casp12(tiny_checkpoint, shared_data, tmp_path):
     entry = result["sets"]["casp12"]
     assert entry["proteins"] == 2 and set(entry["per_layer"]) == {"0", "2"}
     assert "potts" not in entry
+    # the best layer is chosen on validation proteins split off the training set, not on the test proteins
+    validation = entry["validation_long_p_at_l"]
+    assert set(validation) == {"0", "2"} and str(entry["best_layer"]) == max(validation, key=validation.get)
+    assert "chosen on validation" in (tmp_path / "contacts-linear.md").read_text()
 
 
 @pytest.mark.slow

@@ -32,3 +32,17 @@ def folds_for(groups: Sequence[str], folds: int = 5, seed: int = 0) -> tuple[str
     if all(groups) and len(set(groups)) > 1:
         return "leave-one-group-out", group_folds(groups)
     return f"random {folds}-fold", random_folds(len(groups), min(folds, len(groups)), seed)
+
+
+def validation_folds(folds: Sequence[Fold], fraction: float = 0.2, seed: int = 0) -> list[Fold]:
+    """Each fold's training set split again into (training, validation), for choosing among models without ever
+    looking at the fold's test set."""
+    rng = np.random.default_rng(seed)
+    split = []
+    for train, _ in folds:
+        if len(train) < 2:
+            raise ValueError(f"a validation split needs at least 2 training items, got {len(train)}")
+        shuffled = rng.permutation(train)
+        size = max(1, round(fraction * len(train)))
+        split.append((np.sort(shuffled[size:]), np.sort(shuffled[:size])))
+    return split
