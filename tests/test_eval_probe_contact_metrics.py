@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import types
+
 import numpy as np
 import pytest
 
 from esm_jax.model.heads import average_product_correct
-from eval.structure.contacts.metrics import band_mask, contact_precisions, mean_precisions, precision_at_k
+from eval.structure.contacts.metrics import (
+    BANDS,
+    band_mask,
+    contact_precisions,
+    mean_precisions,
+    precision_at_k,
+    random_ranking_precisions,
+)
 
 
 def test_precision_at_k_counts_true_pairs_among_the_best():
@@ -105,3 +114,20 @@ def test_average_product_correction_matches_a_hand_computation():
     expected = x - np.outer([3.0, 5.0, 4.0], [3.0, 5.0, 4.0]) / 12.0
     assert np.allclose(np.asarray(average_product_correct(x)), expected)
     assert np.asarray(average_product_correct(x))[0, 1] == pytest.approx(2.0 - 15.0 / 12.0)
+
+
+def test_random_ranking_scores_the_contact_density_of_each_band():
+    rng = np.random.default_rng(3)
+    length = 60
+    contacts = rng.random((length, length)) < 0.1
+    contacts = contacts | contacts.T
+    valid = np.ones(length, dtype=bool)
+    valid[5] = False
+    protein = types.SimpleNamespace(contacts=contacts, valid=valid)
+    chance = random_ranking_precisions([protein])
+    pair_valid = valid[:, None] & valid[None, :]
+    for band in BANDS:
+        density = contacts[band_mask(length, band) & pair_valid].mean()
+        assert chance[f"{band} P@L"] == pytest.approx(density) == chance[f"{band} P@L/5"]
+    shuffled = [contact_precisions(rng.random((length, length)), contacts, valid)["long P@L"] for _ in range(400)]
+    assert np.mean(shuffled) == pytest.approx(chance["long P@L"], abs=0.01)

@@ -56,6 +56,8 @@ def test_contacts_linear_on_casp12(tiny_checkpoint, shared_data, tmp_path):
     validation = entry["validation_long_p_at_l"]
     assert set(validation) == {"0", "2"} and str(entry["best_layer"]) == max(validation, key=validation.get)
     assert "chosen on validation" in (tmp_path / "contacts-linear.md").read_text()
+    assert 0.0 < entry["random_ranking"]["long P@L"] < 0.2
+    assert "random ranking (chance)" in (tmp_path / "contacts-linear.md").read_text()
 
 
 @pytest.mark.slow

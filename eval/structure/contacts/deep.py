@@ -18,7 +18,9 @@ from eval.common.report import write_results
 from eval.common.representations import feature_layer
 from eval.common.task import Backbone, Result, Task, option
 from eval.structure.contacts.deep_runs import ResNetOptions, resnet_runs, summary_row
+from eval.structure.contacts.metrics import random_ranking_precisions
 from eval.structure.contacts.plans import Plan, aligned_subplan, build_plans, embed_all
+from eval.structure.contacts.tables import precision_row
 from eval.structure.msa.baselines import profile_features
 from eval.structure.msa.features import one_hot_features
 
@@ -54,6 +56,8 @@ def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
             summary = resnet_runs(plan, features_for(model, plan, name, embeddings, options), options)
             entry["features"][name] = summary
             rows.append(summary_row(NAME, plan, name, summary))
+        entry["random_ranking"] = random_ranking_precisions(plan.tested_proteins)
+        rows.append(precision_row(plan.name, "random ranking (chance)", plan.tested, entry["random_ranking"]))
         results["sets"][plan.name] = entry
     results |= {"seeds": options.seeds, "steps": options.steps} | backbone.report_fields()
     notes = (

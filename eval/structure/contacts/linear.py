@@ -26,7 +26,7 @@ from eval.common.report import write_results
 from eval.common.representations import parse_layers
 from eval.common.splits import validation_folds
 from eval.common.task import Backbone, Result, Task, option
-from eval.structure.contacts.metrics import contact_precisions, mean_precisions
+from eval.structure.contacts.metrics import contact_precisions, mean_precisions, random_ranking_precisions
 from eval.structure.contacts.plans import Plan, PlanOptions, aligned_subplan, build_plans, embed_all
 from eval.structure.contacts.sets import ContactProtein
 from eval.structure.contacts.tables import precision_row
@@ -147,6 +147,7 @@ def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
         best = max(validation, key=validation.__getitem__) if validation else layers[0]
         entry = {"scheme": plan.scheme, "proteins": plan.tested, "per_layer": sweep}
         entry |= {"best_layer": best, "validation_long_p_at_l": validation}
+        entry["random_ranking"] = random_ranking_precisions(plan.tested_proteins)
         entry |= {} if options.no_baselines else baselines(plan, options, Path(out))
         results["sets"][plan.name] = entry
         rows.append(precision_row(plan.name, f"layer {layers[-1]} (last)", plan.tested, sweep[layers[-1]]))
@@ -156,6 +157,7 @@ def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
             if baseline in entry:
                 found = entry[baseline]
                 rows.append(precision_row(plan.name, baseline, found["proteins"], found["precision"]))
+        rows.append(precision_row(plan.name, "random ranking (chance)", plan.tested, entry["random_ranking"]))
         figure = f"{NAME}-{plan.name}-layers.png"
         curves_png(
             layers,
@@ -164,7 +166,8 @@ def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
             title=f"{plan.name}: bilinear probe per layer ({plan.scheme})",
             xlabel="layer",
             ylabel="precision",
-            levels={f"{b} long P@L": entry[b]["precision"]["long P@L"] for b in ("profile", "potts") if b in entry},
+            levels={f"{b} long P@L": entry[b]["precision"]["long P@L"] for b in ("profile", "potts") if b in entry}
+            | {"chance long P@L": entry["random_ranking"]["long P@L"]},
         )
         figures.append(figure)
     results |= backbone.report_fields()

@@ -82,3 +82,12 @@ def mean_precisions(per_protein: Iterable[Mapping[str, float]]) -> dict[str, flo
     if not rows:
         raise ValueError("no proteins to average")
     return {key: float(np.nanmean([row[key] for row in rows])) for key in rows[0]}
+
+
+def random_ranking_precisions(proteins: Iterable) -> dict[str, float]:
+    """Chance level: what a random ranking of pairs scores in expectation, averaged over ``proteins``.
+
+    With every pair tied, :func:`contact_precisions` shares the places out evenly, so each precision is the
+    fraction of contacts among the band's candidate pairs: the expected precision of any random order.
+    """
+    return mean_precisions(contact_precisions(np.zeros(p.contacts.shape), p.contacts, p.valid) for p in proteins)

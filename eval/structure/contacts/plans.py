@@ -32,6 +32,11 @@ class Plan:
     scheme: str
 
     @property
+    def tested_proteins(self) -> list[ContactProtein]:
+        """Every protein some fold tests, in index order."""
+        return [self.proteins[i] for i in sorted({int(i) for _, test in self.folds for i in test})]
+
+    @property
     def tested(self) -> int:
         return sum(len(test) for _, test in self.folds)
 

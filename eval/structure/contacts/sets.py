@@ -24,6 +24,7 @@ import numpy as np
 from Bio import Align
 
 from data_pipeline.errors import MalformedFileError
+from data_pipeline.layout import require
 from data_pipeline.readers.alignments import Alignment, read_aligned_fasta, read_psicov
 from data_pipeline.readers.structure import ChainStructure, read_chain
 from eval.structure.msa.features import encode_msa
@@ -111,7 +112,7 @@ def load_contact_set(name: str, data_dir: Path, limit: int | None = None) -> lis
 
 def load_kortemme(data_dir: Path, limit: int | None = None) -> list[ContactProtein]:
     """The Kortemme-lab Pfam domains, grouped by SCOP class, with their family alignments."""
-    folder = Path(data_dir) / "pfam40_domains_kortemme"
+    folder = require("pfam40_domains_kortemme", data_dir)
     table = folder / "domains.csv"
     with open(table) as handle:
         rows = [row for row in csv.reader(line for line in handle if not line.startswith("#")) if row]
@@ -128,14 +129,14 @@ def load_kortemme(data_dir: Path, limit: int | None = None) -> list[ContactProte
 
 def load_pdb_chains(data_dir: Path, limit: int | None = None) -> list[ContactProtein]:
     """The MDAnalysis PDB chains (no alignment, no group labels)."""
-    folder = Path(data_dir) / "pdb_chains_mdanalysis_dssp"
+    folder = require("pdb_chains_mdanalysis_dssp", data_dir)
     files = sorted(folder.glob("*.pdb.gz"))[:limit]
     return [from_structure(read_chain(path), path.name.split(".")[0]) for path in files]
 
 
 def load_casp12(data_dir: Path, limit: int | None = None) -> list[ContactProtein]:
     """The two CASP12 domains with their targets' alignments cut to the domain's span."""
-    folder = Path(data_dir) / "casp12_dncon2_examples"
+    folder = require("casp12_dncon2_examples", data_dir)
     proteins = []
     for target in ("T0866", "T0900")[:limit]:
         path = folder / f"{target}-D1.pdb"

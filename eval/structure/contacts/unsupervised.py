@@ -23,7 +23,7 @@ from eval.common.report import write_results
 from eval.common.task import Backbone, Result, Task, TaskOptions, option
 from eval.structure.contacts.attention_maps import feature_count, iter_attention_features, iter_contact_logits
 from eval.structure.contacts.l1_logistic import fit_l1_logistic
-from eval.structure.contacts.metrics import contact_precisions, mean_precisions
+from eval.structure.contacts.metrics import contact_precisions, mean_precisions, random_ranking_precisions
 from eval.structure.contacts.sets import ContactProtein, load_contact_set
 from eval.structure.contacts.tables import precision_row
 
@@ -100,6 +100,8 @@ def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
         "fitted_head": scored,
     } | backbone.report_fields()
     rows = [precision_row(n, "attention L1 head", len(sets[n]), p) for n, p in scored.items()]
+    results["random_ranking"] = {name: random_ranking_precisions(proteins) for name, proteins in sets.items()}
+    rows += [precision_row(n, "random ranking (chance)", len(sets[n]), p) for n, p in results["random_ranking"].items()]
     if model.has_contact_regression:
         results["checkpoint_head"] = checkpoint_head(model, sets, options.toks_per_batch)
         rows += [
