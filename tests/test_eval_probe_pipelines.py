@@ -43,6 +43,8 @@ def test_secondary_structure_linear(tiny_checkpoint, shared_data, tmp_path):
         assert set(entry["per_layer"]) == {"0", "2"}
         assert all(0.0 <= v <= 1.0 for layer in entry["per_layer"].values() for v in layer.values())
     assert result["dropped_train"] == ["1wfb-A"]
+    assert 0.0 < result["tests"]["CB513"]["majority_class"]["Q8"] < 0.6
+    assert "majority class (chance)" in (tmp_path / "secondary-structure-linear.md").read_text()
     assert (tmp_path / "secondary-structure-linear-layers.png").stat().st_size > 0
 
 
@@ -93,6 +95,7 @@ def test_secondary_structure_deep(tiny_checkpoint, shared_data, tmp_path):
         q8 = result["features"][features]["CASP12"]["Q8"]
         assert len(q8["runs"]) == 2 and 0.0 <= q8["mean"] <= 1.0
     assert result["published"] == published.SECONDARY_STRUCTURE_DEEP.as_json()
+    assert 0.0 < result["majority_class"]["CASP12"]["Q8"] < 0.6
 
 
 def test_contacts_deep(tiny_checkpoint, shared_data, tmp_path):

@@ -8,8 +8,17 @@ from flax import nnx
 
 from eval.common.linear_probes import SoftmaxProbe, softmax_loss
 from eval.common.probe_training import fit_lbfgs
+from eval.structure.secondary.data import load_ss8_sets
+from eval.structure.secondary.deep import majority_class
 from eval.structure.secondary.features import padded_rows, residue_labels
-from eval.structure.secondary.metrics import SS3_STATES, SS8_STATES, accuracy, encode_states, ss8_to_ss3
+from eval.structure.secondary.metrics import (
+    SS3_STATES,
+    SS8_STATES,
+    accuracy,
+    encode_states,
+    majority_accuracy,
+    ss8_to_ss3,
+)
 
 
 def test_q8_and_q3_by_hand():
@@ -78,3 +87,15 @@ def test_softmax_probe_matches_scikit_learn_multinomial_regression():
     ours = np.asarray(nnx.softmax(probe(x), axis=-1))
     assert np.abs(ours - reference.predict_proba(x)).max() < 2e-3
     assert (ours.argmax(1) == reference.predict(x)).mean() > 0.99
+
+
+def test_majority_class_is_the_most_frequent_training_state_scored_on_the_test_residues():
+    train, train_mask = np.array([0, 2, 2, 1, 2, -1]), np.array([1, 1, 1, 1, 0, 1], bool)
+    labels, mask = np.array([2, 2, 0, 1]), np.array([1, 1, 1, 0], bool)
+    assert majority_accuracy(train, train_mask, labels, mask) == pytest.approx(2 / 3)
+
+
+def test_cb513_majority_class_chance_level(shared_data):
+    """Always predicting the training set's most frequent 8-state (coil) scores 0.306 Q8 on CB513."""
+    sets = load_ss8_sets(shared_data, tests=("CB513",))
+    assert majority_class(sets.train, sets.tests["CB513"])["Q8"] == pytest.approx(0.306, abs=5e-4)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data_pipeline.layout import require
 from data_pipeline.readers.labeled_fasta import read_flip_secondary_structure
 from data_pipeline.readers.netsurfp import SecondaryStructureRecord, read_netsurfp_csv
 
@@ -35,7 +36,7 @@ def load_ss8_sets(
     tests: tuple[str, ...] = tuple(TEST_FILES),
 ) -> SecondaryStructureSets:
     """NetSurfP training subset (test duplicates removed, then the first ``max_train``) and the named test sets."""
-    folder = Path(data_dir) / SS8_FOLDER
+    folder = require(SS8_FOLDER, data_dir)
     unknown = set(tests) - set(TEST_FILES)
     if unknown:
         raise ValueError(f"unknown test sets {sorted(unknown)}; choose from {', '.join(TEST_FILES)}")
@@ -53,7 +54,7 @@ def load_flip_ss3(
     data_dir: Path, max_train: int | None = None, max_test: int | None = None, seed: int = 0
 ) -> tuple[list[SecondaryStructureRecord], list[SecondaryStructureRecord]]:
     """FLIP's NetSurfP-2.0 3-state split as records (``ss8`` left empty): a seeded training sample and the test set."""
-    folder = Path(data_dir) / "ss3_flip_netsurfp2"
+    folder = require("ss3_flip_netsurfp2", data_dir)
     chains = read_flip_secondary_structure(
         folder / "sequences.fasta.gz", folder / "sampled.fasta.gz", folder / "mask.fasta.gz"
     )

@@ -30,7 +30,7 @@ from eval.common.seeds import formatted, mean_sd
 from eval.common.task import Backbone, Result, Task, TaskOptions, option
 from eval.structure.msa.features import one_hot_features
 from eval.structure.secondary.data import TEST_FILES, load_ss8_sets
-from eval.structure.secondary.metrics import SS3_STATES, SS8_STATES, accuracy, encode_states
+from eval.structure.secondary.metrics import SS3_STATES, SS8_STATES, accuracy, encode_states, majority_accuracy
 
 NAME = "secondary-structure-deep"
 
@@ -114,6 +114,19 @@ def evaluate(head: NetSurfPHead, groups: list[tuple]) -> dict[str, float]:
     return {"Q8": q8, "Q3": q3}
 
 
+def majority_class(train: list[SecondaryStructureRecord], test: list[SecondaryStructureRecord]) -> dict[str, float]:
+    """Chance level: Q8 and Q3 of always predicting the state most frequent among the training residues."""
+
+    def labels(records: list[SecondaryStructureRecord], field: str, states: str) -> tuple[np.ndarray, np.ndarray]:
+        encoded = np.concatenate([encode_states(getattr(r, field), states, r.id) for r in records])
+        return encoded, np.concatenate([np.asarray(r.mask, bool) for r in records])
+
+    return {
+        "Q8": majority_accuracy(*labels(train, "ss8", SS8_STATES), *labels(test, "ss8", SS8_STATES)),
+        "Q3": majority_accuracy(*labels(train, "ss3", SS3_STATES), *labels(test, "ss3", SS3_STATES)),
+    }
+
+
 def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
     model = backbone.model
     names = options.features.split(",")
@@ -156,6 +169,11 @@ def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
                     "Q3": formatted(stats, "Q3"),
                 }
             )
+    results["majority_class"] = {test: majority_class(sets.train, records) for test, records in sets.tests.items()}
+    rows += [
+        {"features": "majority class (chance)", "test set": test, "proteins": len(sets.tests[test])} | chance
+        for test, chance in results["majority_class"].items()
+    ]
     results |= {
         "seeds": options.seeds,
         "steps": options.steps,

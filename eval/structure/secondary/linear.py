@@ -27,7 +27,7 @@ from eval.common.representations import parse_layers, per_residue_layers
 from eval.common.task import Backbone, Result, Task, TaskOptions, option
 from eval.structure.secondary.data import TEST_FILES, load_flip_ss3, load_ss8_sets
 from eval.structure.secondary.features import ResidueLabels, padded_rows, residue_labels
-from eval.structure.secondary.metrics import accuracy, ss8_to_ss3
+from eval.structure.secondary.metrics import accuracy, majority_accuracy, ss8_to_ss3
 
 NAME = "secondary-structure-linear"
 
@@ -100,11 +100,17 @@ def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
                 "Q3 from Q8": accuracy(ss8_to_ss3(q8_predictions), test.ss3, test.mask),
             }
             rows.append({"test set": name, "layer": layer, "proteins": len(records)} | per_layer[layer])
+        majority = {
+            "Q8": majority_accuracy(train.ss8, train.mask, test.ss8, test.mask),
+            "Q3": majority_accuracy(train.ss3, train.mask, test.ss3, test.mask),
+        }
+        rows.append({"test set": name, "layer": "majority class (chance)", "proteins": len(records)} | majority)
         results["tests"][name] = {
             "proteins": len(records),
             "residues": int(test.mask.sum()),
             "residues_beyond_window": test.beyond_window,
             "per_layer": per_layer,
+            "majority_class": majority,
         }
         print(f"{NAME} {name}: Q8 {per_layer[layers[-1]]['Q8']:.3f} at layer {layers[-1]}", flush=True)
     if options.flip_train:

@@ -11,7 +11,7 @@ import numpy as np
 from data_pipeline.readers import netsurfp
 from data_pipeline.readers.netsurfp import SS3_STATES, SS8_STATES
 
-__all__ = ["SS3_STATES", "SS8_STATES", "SS8_TO_SS3", "accuracy", "encode_states", "ss8_to_ss3"]
+__all__ = ["SS3_STATES", "SS8_STATES", "SS8_TO_SS3", "accuracy", "encode_states", "majority_accuracy", "ss8_to_ss3"]
 # index in SS3_STATES of each 8-state under the reader's reduction (H, G, I -> H; E, B -> E; T, S, C -> C)
 SS8_TO_SS3 = np.array([SS3_STATES.index(s) for s in netsurfp.ss8_to_ss3(SS8_STATES)], dtype=np.int32)
 
@@ -42,3 +42,10 @@ def accuracy(predicted: np.ndarray, labels: np.ndarray, mask: np.ndarray | None 
 def ss8_to_ss3(indices: np.ndarray) -> np.ndarray:
     """8-state indices (in SS8_STATES order) reduced to 3-state indices (in SS3_STATES order)."""
     return SS8_TO_SS3[np.asarray(indices)]
+
+
+def majority_accuracy(train_labels: np.ndarray, train_mask: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> float:
+    """Chance level: the accuracy of always predicting the state most frequent among the training residues."""
+    train_mask = np.asarray(train_mask, dtype=bool) & (np.asarray(train_labels) >= 0)
+    majority = np.bincount(np.asarray(train_labels)[train_mask]).argmax()
+    return accuracy(np.full(np.shape(labels), majority), labels, mask)
