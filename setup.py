@@ -24,6 +24,7 @@ CORE = [
     "protobuf==6.33.6",  # what tensorflow-cpu 2.21 resolves to; orbax-checkpoint works with it
 ]
 BEAM = ["apache-beam==2.77.0"]  # building corpora too large for one machine
+CUDA12 = ["jax[cuda12]==0.10.2"]  # GPU hosts: the CUDA 12 plugin and runtime wheels at the pinned JAX version
 TPU = ["libtpu==0.0.42.1"]  # the TPU runtime jax 0.10.2 pins; also lets `esm-jax plan` compile for TPU slices anywhere
 TORCH = [
     "torch==2.13.0",  # the CPU build already on these machines; an unpinned torch pulls CUDA
@@ -55,7 +56,8 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["esm_jax*", "configs*", "data_pipeline*", "eval*"]),
     install_requires=CORE,
-    extras_require={"torch": TORCH, "beam": BEAM, "tpu": TPU, "dev": DEV},
+    extras_require={"torch": TORCH, "beam": BEAM, "tpu": TPU, "cuda12": CUDA12, "dev": DEV},
+    package_data={"data_pipeline": ["datasets.toml"]},
     entry_points={"console_scripts": ["esm-jax=esm_jax.cli.main:main"]},
     license="MIT",
 )

@@ -1,7 +1,7 @@
 """Data-pipeline throughput on this machine: TFRecord build rate and MLM input-pipeline tokens/s, by core count.
 
 Run: ``python benchmarks/data_pipeline_throughput.py`` from the repository (finds the UniRef sample under
-:func:`data_pipeline.layout.data_root`: ``$ESM_JAX_DATA``, ``$ESM_JAX_SHARED_DATA`` or ``<repo>/../shared/data``).
+:func:`data_pipeline.layout.locate`: ``$ESM_JAX_DATA``, the cache, or an offline mirror (``$ESM_JAX_SHARED_DATA``).
 It builds UR50/S and UR100 from the sample locally and UR100 with Beam's DirectRunner (residues written per second),
 then reads UR100 batches (crop, tokenise, mask, bucket or pack, batch) for a fixed time in fresh processes pinned
 to 1 core, to 2 cores, and as 2 single-core processes (two simulated hosts), plus packed batches on 1 core, and
@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from data_pipeline.layout import SAMPLE_FOLDER, data_root, sample_corpus
+from data_pipeline.layout import SAMPLE_FOLDER, locate, sample_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET_TOKENS_PER_S = 300_000
@@ -151,8 +151,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.seconds = 1.0
-    if not (data_root() / SAMPLE_FOLDER).is_dir():
-        sys.exit(f"UniRef sample not found under {data_root()}; set ESM_JAX_DATA")
+    if not locate(SAMPLE_FOLDER).is_dir():
+        sys.exit(f"UniRef sample not found; run `esm-jax data fetch {SAMPLE_FOLDER}` or set ESM_JAX_DATA")
     with tempfile.TemporaryDirectory() as tmp:
         builds, local = build_rates(Path(tmp), beam_build=not args.quick)
         shares = real_token_fractions(local["ur50_s"], args.fraction_budget, BLOCK_RECORDS, args.fraction_records)

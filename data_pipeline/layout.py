@@ -11,6 +11,7 @@ Importing this module never imports TensorFlow.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -43,12 +44,18 @@ SAMPLE_FILES = {
     "members": "ur90_ur50_sampler.fasta.gz",
     "mapping": "mapping.tsv",
 }
-# Checked in this order when no data folder is named; the first that is set wins.
-DATA_ROOT_VARIABLES = ("ESM_JAX_DATA", "ESM_JAX_SHARED_DATA")
+# The data root when no folder is named; then the default cache. $ESM_JAX_SHARED_DATA and a local
+# $ESM_JAX_DATA_MIRROR are offline mirrors: datasets missing from the data root are read from them in place.
+DATA_ROOT_VARIABLE = "ESM_JAX_DATA"
+MIRROR_VARIABLES = ("ESM_JAX_SHARED_DATA", "ESM_JAX_DATA_MIRROR")
 
 
 class StaleDatasetError(DataPipelineError):
     """A dataset folder was written by another version of the builder than the one this code reads."""
+
+
+class DatasetMissingError(DataPipelineError, FileNotFoundError):
+    """A dataset a task reads is not in the data root (nor in an offline mirror)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,30 +82,86 @@ class BuildOptions:
 
 
 def data_root(explicit: str | os.PathLike[str] | None = None) -> Path:
-    """The shared data folder: ``explicit``, else ``$ESM_JAX_DATA``, else ``$ESM_JAX_SHARED_DATA``, else
-    ``../shared/data`` beside the repository the working directory is in."""
+    """Where fetched datasets live: ``explicit`` (a --data flag), else ``$ESM_JAX_DATA``, else the cache
+    ``$ESM_JAX_CACHE/data`` (default ``~/.cache/esm_jax/data``), which ``esm-jax data fetch`` fills."""
     if explicit is not None:
         return Path(explicit)
-    for variable in DATA_ROOT_VARIABLES:
-        if os.environ.get(variable):
-            return Path(os.environ[variable])
-    return Path.cwd().parent / "shared" / "data"
+    if os.environ.get(DATA_ROOT_VARIABLE):
+        return Path(os.environ[DATA_ROOT_VARIABLE])
+    return Path(os.environ.get("ESM_JAX_CACHE") or Path.home() / ".cache" / "esm_jax") / "data"
+
+
+def offline_mirrors() -> list[Path]:
+    """Local folders laid out like the data root (``$ESM_JAX_SHARED_DATA``, a local ``$ESM_JAX_DATA_MIRROR``)."""
+    mirrors = []
+    for variable in MIRROR_VARIABLES:
+        value = os.environ.get(variable, "")
+        value = value.removeprefix("file://")
+        if value and "://" not in value:
+            mirrors.append(Path(value))
+    return mirrors
+
+
+def locate(name: str, root: str | os.PathLike[str] | None = None) -> Path:
+    """The folder of dataset ``name``, which may be missing.
+
+    A ``root`` other than the default data root is taken as given (a --data flag is never second-guessed);
+    otherwise the data root is looked in first, then the offline mirrors.
+    """
+    default = data_root()
+    if root is not None and Path(root) != default:
+        return Path(root) / name
+    for candidate in (default, *offline_mirrors()):
+        if (candidate / name).is_dir():
+            return candidate / name
+    return default / name
+
+
+def require(name: str, root: str | os.PathLike[str] | None = None) -> Path:
+    """The folder of dataset ``name`` (see :func:`locate`); when it is missing, the error names the fetch command."""
+    folder = locate(name, root)
+    if not folder.is_dir():
+        from data_pipeline.manifest import fetch_command
+
+        command = fetch_command(name, root if root is not None and Path(root) != data_root() else None)
+        raise DatasetMissingError(f"dataset {name} is not in {folder.parent}: fetch it with `{command}`")
+    return folder
+
+
+def dataset_file(
+    relative: str | os.PathLike[str], root: str | os.PathLike[str] | None = None, required: bool = True
+) -> Path:
+    """``DATASET/path/in/it`` resolved through the dataset's folder (:func:`require`, or :func:`locate` when the
+    file is optional)."""
+    name, *rest = Path(relative).parts
+    return (require(name, root) if required else locate(name, root)).joinpath(*rest)
 
 
 def sample_corpus(root: str | os.PathLike[str] | None = None) -> CorpusFiles:
-    """The UniRef sample under ``data_root(root)`` as builder inputs, after checking its files are there."""
-    folder = data_root(root) / SAMPLE_FOLDER
+    """The UniRef sample (under ``root``, or found by :func:`require`) as builder inputs, after checking its files."""
+    folder = require(SAMPLE_FOLDER, root)
     missing = [name for name in SAMPLE_FILES.values() if not (folder / name).is_file()]
     if missing:
-        raise FileNotFoundError(
-            f"{folder}: missing {', '.join(missing)}; point --data (or $ESM_JAX_DATA) at the shared data folder or "
-            "pass --dataset with an already built dataset (esm-jax build-data)"
+        raise DatasetMissingError(
+            f"{folder}: missing {', '.join(missing)}; fetch the sample again with "
+            f"`esm-jax data fetch {SAMPLE_FOLDER} --force` or pass --dataset with an already built dataset"
         )
     return CorpusFiles(
         uniref50_fastas=(str(folder / SAMPLE_FILES["uniref50"]),),
         member_fastas=(str(folder / SAMPLE_FILES["members"]),),
         mapping_tsv=str(folder / SAMPLE_FILES["mapping"]),
     )
+
+
+def source_key(files: CorpusFiles) -> str:
+    """A short digest of build inputs (paths, sizes, modification times): datasets built from other inputs get
+    another cache folder, so ``--data DIR`` never silently reuses a dataset built from somewhere else."""
+    paths = [*files.uniref50_fastas, *files.member_fastas, *([files.mapping_tsv] if files.mapping_tsv else [])]
+    digest = hashlib.sha256()
+    for path in paths:
+        stat = Path(path).stat()
+        digest.update(f"{Path(path).resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
 
 
 def dataset_folder(out_dir: str | os.PathLike[str], config: str) -> Path:

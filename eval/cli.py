@@ -26,7 +26,7 @@ def _add_common(parser: argparse.ArgumentParser, checkpoint_required: bool = Tru
         "--data",
         type=Path,
         default=None,
-        help="data folder (default: $ESM_JAX_DATA, $ESM_JAX_SHARED_DATA or ../shared/data)",
+        help="data folder (default: $ESM_JAX_DATA, else ~/.cache/esm_jax/data; esm-jax data fetch fills it)",
     )
     parser.add_argument(
         "--out", type=Path, default=Path("eval_results"), help="results folder (default: ./eval_results)"

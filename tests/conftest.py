@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# The tests' offline data mirror (data_pipeline.layout reads it when no --data is given); children inherit it.
+os.environ.setdefault("ESM_JAX_SHARED_DATA", str(REPO_ROOT.parent / "shared" / "data"))
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -14,20 +14,28 @@ from data_pipeline import layout
 from esm_jax.alphabet import STANDARD_AMINO_ACIDS
 
 
-def test_data_root_prefers_an_explicit_path_then_the_variables_then_the_folder_beside_the_repository(
-    tmp_path, monkeypatch
-):
-    monkeypatch.delenv("ESM_JAX_DATA", raising=False)
-    monkeypatch.delenv("ESM_JAX_SHARED_DATA", raising=False)
-    repository = tmp_path / "repo"
-    repository.mkdir()
-    monkeypatch.chdir(repository)
-    assert layout.data_root() == tmp_path / "shared" / "data"
-    monkeypatch.setenv("ESM_JAX_SHARED_DATA", str(tmp_path / "shared_variable"))
-    assert layout.data_root() == tmp_path / "shared_variable"
+def test_data_root_is_the_flag_then_esm_jax_data_then_the_cache_and_mirrors_are_read_in_place(tmp_path, monkeypatch):
+    for variable in ("ESM_JAX_DATA", *layout.MIRROR_VARIABLES):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("ESM_JAX_CACHE", str(tmp_path / "cache"))
+    assert layout.data_root() == tmp_path / "cache" / "data"
     monkeypatch.setenv("ESM_JAX_DATA", str(tmp_path / "data_variable"))
     assert layout.data_root() == tmp_path / "data_variable"
     assert layout.data_root(tmp_path / "given") == tmp_path / "given"
+    (tmp_path / "shared" / "ss8_netsurfp2").mkdir(parents=True)
+    monkeypatch.setenv("ESM_JAX_SHARED_DATA", str(tmp_path / "shared"))
+    assert layout.require("ss8_netsurfp2") == tmp_path / "shared" / "ss8_netsurfp2"
+    with pytest.raises(layout.DatasetMissingError, match="esm-jax data fetch ss8_netsurfp2 --data"):
+        layout.require("ss8_netsurfp2", tmp_path / "given")
+
+
+def test_the_held_out_dataset_cache_is_keyed_by_its_source(sample_root, tmp_path):
+    key = layout.source_key(layout.sample_corpus(sample_root))
+    other = tmp_path / "other"
+    (other / layout.SAMPLE_FOLDER).mkdir(parents=True)
+    for path in (sample_root / layout.SAMPLE_FOLDER).iterdir():
+        (other / layout.SAMPLE_FOLDER / path.name).write_bytes(path.read_bytes())
+    assert layout.source_key(layout.sample_corpus(other)) != key
 
 
 def test_importing_the_layout_does_not_import_tensorflow():
@@ -84,6 +92,9 @@ def test_a_dataset_of_another_version_is_refused_and_never_used_instead(sample_r
 
 
 def test_missing_inputs_and_unfinished_folders_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match=f"esm-jax data fetch {layout.SAMPLE_FOLDER} --data"):
+        layout.ensure_dataset("ur50_s", tmp_path / "empty_root", tmp_path / "cache")
+    (tmp_path / "empty_root" / layout.SAMPLE_FOLDER).mkdir(parents=True)
     with pytest.raises(FileNotFoundError, match=f"missing {layout.SAMPLE_FILES['uniref50']}"):
         layout.ensure_dataset("ur50_s", tmp_path / "empty_root", tmp_path / "cache")
     unfinished = layout.dataset_folder(tmp_path / "cache", "ur100")

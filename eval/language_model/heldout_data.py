@@ -19,8 +19,13 @@ from esm_jax.alphabet import Alphabet
 
 
 def find_or_build(data_root: Path, cache: Path, config: str = "ur50_s") -> Path:
-    """The ``config`` dataset built from the UniRef sample in ``data_root``, built into ``cache`` on first use."""
-    return layout.ensure_dataset(config, data_root, cache)
+    """The ``config`` dataset built from the UniRef sample in ``data_root``, built into ``cache`` on first use.
+
+    The cache folder is keyed by the sample's files (:func:`data_pipeline.layout.source_key`), so another
+    ``--data`` builds and uses its own dataset instead of one built from elsewhere.
+    """
+    files = layout.sample_corpus(data_root)
+    return layout.ensure_dataset(config, data_root, Path(cache) / f"source-{layout.source_key(files)}", files=files)
 
 
 def check_dataset(path: Path) -> Path:

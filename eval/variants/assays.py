@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data_pipeline.layout import dataset_file
 from data_pipeline.readers.dms import read_dms_csv
 from data_pipeline.readers.labeled_fasta import read_labeled_fasta
 from esm_jax.inference.mutations import Mutant
@@ -71,9 +72,9 @@ def load_assay(data_dir: str | Path, protein: str, *, max_variants: int = 0, see
     if protein not in ASSAYS:
         raise ValueError(f"unknown assay {protein!r}; known: {', '.join(ASSAYS)}")
     source = ASSAYS[protein]
-    wild_types = {record.id: record.body for record in read_labeled_fasta(data_dir / WILD_TYPES)}
+    wild_types = {record.id: record.body for record in read_labeled_fasta(dataset_file(WILD_TYPES, data_dir))}
     wild_type = wild_types[protein]
-    variants = read_dms_csv(data_dir / source.csv, wild_type, source.fitness_column)
+    variants = read_dms_csv(dataset_file(source.csv, data_dir), wild_type, source.fitness_column)
     mutants = tuple(Mutant(variant.mutant, variant.substitutions, 1) for variant in variants)
     assay = Assay(protein, wild_type, mutants, np.array([variant.score for variant in variants], dtype=np.float64))
     if 0 < max_variants < len(assay):

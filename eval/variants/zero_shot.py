@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data_pipeline.layout import dataset_file
 from esm_jax.inference.rank_correlation import spearman
 from esm_jax.inference.variant_scoring import score_mutants
 from eval.common.charts import grouped_bars_png
@@ -43,7 +44,7 @@ class Options(TaskOptions):
 
 def published_rho(data_dir: Path) -> dict[str, dict[str, float]]:
     """Meier et al.'s per-assay Spearman ρ by published assay name and method (empty if the file is absent)."""
-    path = data_dir / PUBLISHED
+    path = dataset_file(PUBLISHED, data_dir, required=False)
     if not path.is_file():
         return {}
     table: dict[str, dict[str, float]] = {}
