@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from Bio.Align import substitution_matrices
 
 from data_pipeline.layout import dataset_file
 from esm_jax.inference.rank_correlation import spearman
@@ -55,6 +56,19 @@ def published_rho(data_dir: Path) -> dict[str, dict[str, float]]:
     return table
 
 
+def blosum62_scores(assay: Assay) -> np.ndarray:
+    """A baseline that knows no protein: per variant, the sum over its substitutions of BLOSUM62[wild type, mutant]
+    minus BLOSUM62[wild type, wild type] (0 for a synonymous change, like a log-ratio to the wild type)."""
+    matrix = substitution_matrices.load("BLOSUM62")
+    return np.array(
+        [
+            sum(matrix[s.wild_type][s.mutant] - matrix[s.wild_type][s.wild_type] for s in m.substitutions)
+            for m in assay.mutants
+        ],
+        dtype=np.float64,
+    )
+
+
 def _score_assay(model, assay: Assay, options: Options) -> dict:
     results = {}
     for strategy in options.strategies:
@@ -88,6 +102,7 @@ def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
         print(f"{protein}: {len(assay)} variants")
         per_assay[protein] = {
             "ours": _score_assay(model, assay, options),
+            "blosum62": {"rho": spearman(blosum62_scores(assay), assay.fitness), "variants": len(assay)},
             "published_abs_rho": published.get(ASSAYS[protein].published_name, {}),
         }
     results = {
@@ -106,8 +121,9 @@ def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
         title=f"Zero-shot variant scoring ({results['weights']} {backbone.checkpoint})",
         notes=(
             "Spearman ρ of zero-shot scores against measured fitness (all rows of each CSV, synonymous mutants "
-            "included). Published rows: Meier et al. 2021 (ESM-1v paper), per-assay |ρ| from fair-esm's "
-            "examples/variant-prediction/data/rho_pp.csv."
+            "included). Baseline: the BLOSUM62 score of each substitution relative to the wild type, which knows no "
+            "protein; a model adds something only above it. Published rows: Meier et al. 2021 (ESM-1v paper), "
+            "per-assay |ρ| from fair-esm's examples/variant-prediction/data/rho_pp.csv."
         ),
         figures=[figure],
     )
@@ -122,6 +138,11 @@ def _rows(per_assay: dict) -> list[dict]:
             rows.append(
                 {"assay": protein, "method": f"ours: {strategy}", "variants": value["variants"], "rho": value["rho"]}
             )
+        baseline = entry["blosum62"]
+        rows.append(
+            {"assay": protein, "method": "BLOSUM62 substitution score (baseline)", "variants": baseline["variants"]}
+            | {"rho": baseline["rho"]}
+        )
         for method, value in entry["published_abs_rho"].items():
             rows.append(
                 {"assay": protein, "method": f"Meier et al. 2021: {method} (absolute ρ)", "variants": "", "rho": value}
@@ -133,6 +154,7 @@ def _figure(per_assay: dict, path: Path, title: str) -> None:
     """Bars of ρ per assay: each of our strategies beside the published methods."""
     strategies = list(next(iter(per_assay.values()))["ours"]) if per_assay else []
     series = {s: [per_assay[p]["ours"].get(s, {}).get("rho", np.nan) for p in per_assay] for s in strategies}
+    series["BLOSUM62 baseline"] = [per_assay[p]["blosum62"]["rho"] for p in per_assay]
     for method in PUBLISHED_METHODS:
         series[f"{method}, |ρ| (Meier et al. 2021)"] = [
             per_assay[p]["published_abs_rho"].get(method, np.nan) for p in per_assay
