@@ -8,7 +8,7 @@ import pytest
 from data_pipeline.errors import MalformedFileError
 from data_pipeline.readers.alignments import Alignment
 from data_pipeline.readers.structure import read_chain
-from eval.common.splits import random_folds, validation_folds
+from eval.common.splits import grouped_random_folds, random_folds, validation_folds
 from eval.structure.contacts.sets import domain_on_target, from_structure, load_contact_set
 from eval.structure.secondary.data import load_ss8_sets
 
@@ -108,3 +108,13 @@ def test_validation_folds_split_only_the_training_side():
         assert not (set(fit) | set(validation)) & set(test) and len(validation) == 3
     with pytest.raises(ValueError, match="at least 2 training items"):
         validation_folds([(np.array([0]), np.array([1]))])
+
+
+def test_grouped_folds_keep_each_group_in_one_test_set():
+    groups = [(position,) for position in [3, 3, 5, 7, 7, 7, 9, 11, 11, 2]]
+    folds = grouped_random_folds(groups, 3, seed=2)
+    assert sorted(np.concatenate([test for _, test in folds]).tolist()) == list(range(len(groups)))
+    for train, test in folds:
+        assert not {groups[i] for i in train} & {groups[i] for i in test}
+    with pytest.raises(ValueError, match="number of groups"):
+        grouped_random_folds([(1,), (1,)], 2)

@@ -46,3 +46,17 @@ def validation_folds(folds: Sequence[Fold], fraction: float = 0.2, seed: int = 0
         size = max(1, round(fraction * len(train)))
         split.append((np.sort(shuffled[size:]), np.sort(shuffled[:size])))
     return split
+
+
+def grouped_random_folds(groups: Sequence, folds: int, seed: int = 0) -> list[Fold]:
+    """``folds`` folds over items such that all items of a group fall in the same test set (groups seeded at random).
+
+    E.g. variants grouped by mutated position: no test position is ever seen in training.
+    """
+    keys = sorted(set(groups), key=str)
+    if not 2 <= folds <= len(keys):
+        raise ValueError(f"need 2 <= folds <= number of groups, got {folds} folds for {len(keys)} groups")
+    parts = np.array_split(np.random.default_rng(seed).permutation(len(keys)), folds)
+    part_of = {keys[i]: k for k, part in enumerate(parts) for i in part}
+    assigned = np.array([part_of[g] for g in groups])
+    return [(np.flatnonzero(assigned != k), np.flatnonzero(assigned == k)) for k in range(folds)]
