@@ -52,19 +52,14 @@ def load_fair_esm(
     """
     path = Path(path)
     data = torch_reader.load(path)
-    if not isinstance(data, dict) or "model" not in data:
-        raise CheckpointError(f"{path}: no 'model' entry; this is not a fair-esm model checkpoint")
-    state = {fair_esm.strip_prefix(name): tensor for name, tensor in data["model"].items()}
+    state = fair_esm.state_dict(data, str(path))
     config = fair_esm.config_from_checkpoint(data, set(state), str(path))
     config = config.replace(**runtime_options)
     slots = fair_esm.model_slots(config)
     regression_file = fair_esm.regression_path(path)
     has_regression = regression_file.is_file()
     if has_regression:
-        regression = torch_reader.load(regression_file)
-        if not isinstance(regression, dict) or "model" not in regression:
-            raise CheckpointError(f"{regression_file}: no 'model' entry; not a contact-regression file")
-        state.update(regression["model"])
+        state.update(fair_esm.state_dict(torch_reader.load(regression_file), str(regression_file)))
         slots = slots + fair_esm.CONTACT_SLOTS
     elif fair_esm.expects_regression(path):
         warnings.warn(

@@ -60,6 +60,26 @@ def add_prefix(name: str) -> str:
     return HEAD_PREFIX + name if name.startswith("lm_head") else ENCODER_PREFIX + name
 
 
+# Bounds no ESM model comes near; a larger value means a corrupted or crafted file (and would allocate absurdly).
+_INT_FIELD_LIMIT = 1 << 20
+
+
+def state_dict(data: Any, source: str) -> dict[str, Any]:
+    """The ``model`` entry of a fair-esm checkpoint as ``{unprefixed name: tensor}``, its structure checked."""
+    if not isinstance(data, Mapping) or "model" not in data:
+        raise CheckpointError(f"{source}: no 'model' entry; this is not a fair-esm model checkpoint")
+    model = data["model"]
+    if not isinstance(model, Mapping):
+        raise CheckpointError(
+            f"{source}: 'model' is a {type(model).__name__}, not a mapping of tensor names to tensors; "
+            "this is not a fair-esm model checkpoint"
+        )
+    bad = next((key for key in model if not isinstance(key, str)), None)
+    if bad is not None:
+        raise CheckpointError(f"{source}: 'model' has the key {bad!r:.60}, not a tensor name; the file is corrupted")
+    return {strip_prefix(name): tensor for name, tensor in model.items()}
+
+
 def _field(values: Any, *names: str, default: Any = None, source: str) -> Any:
     getter = values.get if isinstance(values, Mapping) else lambda key, fallback: getattr(values, key, fallback)
     for name in names:
@@ -71,21 +91,44 @@ def _field(values: Any, *names: str, default: Any = None, source: str) -> Any:
     raise CheckpointError(f"{source}: model arguments lack {names[0]!r}")
 
 
+def _int_field(values: Any, *names: str, source: str) -> int:
+    value = _field(values, *names, source=source)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= _INT_FIELD_LIMIT:
+        raise CheckpointError(f"{source}: model argument {names[0]!r} is {value!r:.40}, not a positive model size")
+    return value
+
+
+def _bool_field(values: Any, name: str, source: str) -> bool:
+    value = _field(values, name, default=False, source=source)
+    if not isinstance(value, bool | int):
+        raise CheckpointError(f"{source}: model argument {name!r} is {value!r:.40}, not true or false")
+    return bool(value)
+
+
 def config_from_checkpoint(data: Mapping, state_names: set[str], source: str) -> ModelConfig:
     """Build the :class:`ModelConfig` described by a fair-esm checkpoint's ``args`` or ``cfg``."""
+    try:
+        return _config_from_checkpoint(data, state_names, source)
+    except (ValueError, ZeroDivisionError) as exc:
+        if isinstance(exc, CheckpointError):
+            raise
+        raise CheckpointError(f"{source}: the checkpoint's model arguments describe no valid model ({exc})") from None
+
+
+def _config_from_checkpoint(data: Mapping, state_names: set[str], source: str) -> ModelConfig:
     if "cfg" in data:
         cfg = data["cfg"]
         args = cfg.get("model") if isinstance(cfg, Mapping) else getattr(cfg, "model", None)
         if args is None:
             raise CheckpointError(f"{source}: 'cfg' has no 'model' section")
-        embed_dim = int(_field(args, "encoder_embed_dim", source=source))
+        embed_dim = _int_field(args, "encoder_embed_dim", source=source)
         return ModelConfig(
             architecture="esm2",
-            num_layers=int(_field(args, "encoder_layers", source=source)),
+            num_layers=_int_field(args, "encoder_layers", source=source),
             embed_dim=embed_dim,
-            attention_heads=int(_field(args, "encoder_attention_heads", source=source)),
+            attention_heads=_int_field(args, "encoder_attention_heads", source=source),
             ffn_embed_dim=4 * embed_dim,
-            token_dropout=bool(_field(args, "token_dropout", default=False, source=source)),
+            token_dropout=_bool_field(args, "token_dropout", source),
         )
     if "args" in data:
         args = data["args"]
@@ -97,13 +140,13 @@ def config_from_checkpoint(data: Mapping, state_names: set[str], source: str) ->
             )
         return ModelConfig(
             architecture="esm1b",
-            num_layers=int(_field(args, "encoder_layers", "layers", source=source)),
-            embed_dim=int(_field(args, "encoder_embed_dim", "embed_dim", source=source)),
-            attention_heads=int(_field(args, "encoder_attention_heads", "attention_heads", source=source)),
-            ffn_embed_dim=int(_field(args, "encoder_ffn_embed_dim", "ffn_embed_dim", source=source)),
-            max_positions=int(_field(args, "max_positions", source=source)),
+            num_layers=_int_field(args, "encoder_layers", "layers", source=source),
+            embed_dim=_int_field(args, "encoder_embed_dim", "embed_dim", source=source),
+            attention_heads=_int_field(args, "encoder_attention_heads", "attention_heads", source=source),
+            ffn_embed_dim=_int_field(args, "encoder_ffn_embed_dim", "ffn_embed_dim", source=source),
+            max_positions=_int_field(args, "max_positions", source=source),
             emb_layer_norm_before=any(name.startswith("emb_layer_norm_before") for name in state_names),
-            token_dropout=bool(_field(args, "token_dropout", default=False, source=source)),
+            token_dropout=_bool_field(args, "token_dropout", source),
         )
     raise CheckpointError(
         f"{source}: neither 'args' (ESM-1b/1v) nor 'cfg' (ESM-2) found; this is not a fair-esm model checkpoint"

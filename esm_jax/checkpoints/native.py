@@ -7,6 +7,7 @@ never leaves a half-written checkpoint behind.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import jax
@@ -36,11 +37,34 @@ def save(model: ESM, path: str | os.PathLike, *, overwrite: bool = False) -> Non
         "has_contact_regression": bool(model.has_contact_regression),
     }
     state = nnx.to_pure_dict(nnx.state(model))
-    _checkpointer().save(
-        path,
-        args=ocp.args.Composite(state=ocp.args.StandardSave(state), header=ocp.args.JsonSave(header)),
-        force=overwrite,
-    )
+    args = ocp.args.Composite(state=ocp.args.StandardSave(state), header=ocp.args.JsonSave(header))
+    if not path.exists():
+        _checkpointer().save(path, args=args)
+        return
+    staging = path.with_name(f".{path.name}.saving-{os.getpid()}")  # the old checkpoint stays until this is whole
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        _checkpointer().save(staging, args=args)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _swap_into_place(staging, path)
+
+
+def _swap_into_place(new: Path, path: Path) -> None:
+    """Replace the folder (or file) ``path`` by the complete folder ``new``; the old one stays if this fails."""
+    old = path.with_name(f".{path.name}.replaced-{os.getpid()}")
+    shutil.rmtree(old, ignore_errors=True)
+    os.replace(path, old)
+    try:
+        os.replace(new, path)
+    except BaseException:
+        os.replace(old, path)
+        raise
+    if old.is_dir():
+        shutil.rmtree(old)
+    else:
+        old.unlink()
 
 
 def is_checkpoint(path: str | os.PathLike) -> bool:

@@ -14,6 +14,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_dtypes
 import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -67,6 +68,28 @@ def tensor_shape(tensor: Any) -> tuple[int, ...]:
     return tuple(tensor.shape)
 
 
+def _is_float_dtype(dtype: Any) -> bool:
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:
+        return False
+    return dtype.kind == "f" or dtype == np.dtype(ml_dtypes.bfloat16)
+
+
+def _checked_shape(tensor: Any, name: str, source: str) -> tuple[int, ...]:
+    """The shape of a checkpoint tensor, refusing values that are not floating-point tensors."""
+    if not (hasattr(tensor, "shape") and (isinstance(tensor, np.ndarray) or hasattr(tensor, "numpy"))):
+        raise CheckpointError(
+            f"{source}: {name!r} is a {type(tensor).__name__}, not a tensor; the file is not a model checkpoint"
+        )
+    if not _is_float_dtype(getattr(tensor, "dtype", None)):
+        raise CheckpointError(
+            f"{source}: tensor {name!r} has dtype {tensor.dtype}, but model weights are floating point; "
+            "the file is corrupted or not a model checkpoint"
+        )
+    return tensor_shape(tensor)
+
+
 def _expected_external_shape(shape: tuple[int, ...], slot: TensorSlot) -> tuple[int, ...]:
     shape = shape[1:] if slot.per_layer else shape
     return tuple(reversed(shape)) if slot.transpose else shape
@@ -81,7 +104,7 @@ def check_shapes(
         for name in slot.names(num_layers):
             if name not in tensors:
                 raise CheckpointError(f"{source}: tensor {name!r} is missing from the checkpoint")
-            found = tensor_shape(tensors[name])
+            found = _checked_shape(tensors[name], name, source)
             if found != expected:
                 raise CheckpointError(
                     f"{source}: tensor {name!r} has shape {found} but the model described by the "

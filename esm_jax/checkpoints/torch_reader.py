@@ -55,6 +55,13 @@ class StorageType:
         return STORAGE_DTYPES[self.name]
 
 
+_MAX_DIMS = 32
+_MAX_DEPTH = 64
+_MAX_SIZE = 1 << 48
+_MAX_RATIO = 1100  # deflate never expands more than ~1032:1, so a record claiming more is lying
+_MAX_PICKLE_BYTES = 1 << 28  # fair-esm's largest data.pkl is under 1 MB
+
+
 @dataclasses.dataclass
 class StorageRef:
     """A storage not yet read: ``read()`` returns its bytes as a flat array of ``dtype``."""
@@ -63,13 +70,17 @@ class StorageRef:
     dtype: np.dtype
     numel: int
     reader: Callable[[StorageRef], bytes]
+    problem: str | None = None  # why its data cannot be read (missing, wrong size), found before any read
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * self.dtype.itemsize
 
     def read(self) -> np.ndarray:
         data = self.reader(self)
-        expected = self.numel * self.dtype.itemsize
-        if len(data) != expected:
+        if len(data) != self.nbytes:
             raise CheckpointError(
-                f"storage {self.key!r} holds {len(data)} bytes but its tensors need {expected}; "
+                f"storage {self.key!r} holds {len(data)} bytes but its tensors need {self.nbytes}; "
                 "the file is truncated or corrupted, download it again"
             )
         return np.frombuffer(data, dtype=self.dtype)
@@ -77,7 +88,11 @@ class StorageRef:
 
 @dataclasses.dataclass
 class TensorRef:
-    """A tensor inside a checkpoint, read on demand with :meth:`numpy`."""
+    """A tensor inside a checkpoint, read on demand with :meth:`numpy`.
+
+    Its layout was checked when it was unpickled (:func:`_tensor_layout_problem`): every element it
+    views lies inside its storage, so the strided view below never reaches outside the buffer.
+    """
 
     storage: StorageRef
     offset: int
@@ -92,12 +107,6 @@ class TensorRef:
         flat = self.storage.read()
         if any(n == 0 for n in self.shape):
             return np.zeros(self.shape, self.dtype)
-        last = self.offset + sum((n - 1) * s for n, s in zip(self.shape, self.stride, strict=True))
-        if self.offset < 0 or last >= flat.size:
-            raise CheckpointError(
-                f"tensor of shape {self.shape} at offset {self.offset} reaches past the end of "
-                f"storage {self.storage.key!r} ({flat.size} elements); the file is corrupted"
-            )
         item = flat.itemsize
         view = np.lib.stride_tricks.as_strided(
             flat[self.offset :], shape=self.shape, strides=[s * item for s in self.stride], writeable=False
@@ -105,13 +114,70 @@ class TensorRef:
         return np.array(view)
 
 
-def _rebuild_tensor(storage, storage_offset, size, stride, *_unused) -> TensorRef:
+@dataclasses.dataclass(frozen=True)
+class BadStorage:
+    """A storage record whose declaration is malformed; tensors on it become :class:`BadTensor`."""
+
+    key: str
+    problem: str
+
+
+@dataclasses.dataclass(frozen=True)
+class BadTensor:
+    """A tensor record that failed its checks; :func:`load` names it (by its place in the pickle) and refuses."""
+
+    problem: str
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _tensor_layout_problem(storage: StorageRef, offset: Any, size: Any, stride: Any) -> str | None:
+    """Why this (offset, size, stride) view of ``storage`` cannot be read, or None; exact integer arithmetic."""
+    if not (isinstance(size, tuple | list) and isinstance(stride, tuple | list)):
+        return f"has size {size!r:.60} and stride {stride!r:.60}, which are not lists of integers"
+    if not (_is_int(offset) and all(_is_int(n) for n in size) and all(_is_int(s) for s in stride)):
+        return f"has offset {offset!r:.40}, size {tuple(size)!r:.60} or stride {tuple(stride)!r:.60}: not all integers"
+    if len(size) != len(stride) or len(size) > _MAX_DIMS:
+        return f"has {len(size)} sizes but {len(stride)} strides (at most {_MAX_DIMS} dimensions)"
+    if offset < 0 or any(n < 0 for n in size) or any(s < 0 for s in stride):
+        return f"has a negative offset, size or stride (offset {offset}, size {tuple(size)}, stride {tuple(stride)})"
+    if any(n > _MAX_SIZE for n in size):
+        return f"has size {tuple(size)}, beyond any real tensor"
+    if any(n == 0 for n in size):
+        return None
+    elements = 1
+    for n in size:
+        elements *= n
+    last = offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True))
+    if last >= storage.numel:
+        return (
+            f"(offset {offset}, size {tuple(size)}, stride {tuple(stride)}) reaches element {last} but its storage "
+            f"{storage.key!r} holds {storage.numel}"
+        )
+    if elements > storage.numel:
+        return (
+            f"has {elements} elements but its storage {storage.key!r} holds only {storage.numel} (overlapping strides)"
+        )
+    return None
+
+
+def _rebuild_tensor(storage, storage_offset, size, stride, *_unused) -> TensorRef | BadTensor:
+    if isinstance(storage, BadStorage):
+        return BadTensor(f"is on storage {storage.key!r}, which {storage.problem}")
     if not isinstance(storage, StorageRef):
-        raise CheckpointError("a tensor in the checkpoint does not point at a storage")
-    return TensorRef(storage, int(storage_offset), tuple(int(n) for n in size), tuple(int(s) for s in stride))
+        return BadTensor("does not point at a storage")
+    problem = _tensor_layout_problem(storage, storage_offset, size, stride)
+    if problem is not None:
+        return BadTensor(problem)
+    stride = tuple(0 if n == 1 else s for n, s in zip(size, stride, strict=True))  # a size-1 dimension never steps
+    return TensorRef(storage, storage_offset, tuple(size), stride)
 
 
-def _rebuild_tensor_v3(storage, storage_offset, size, stride, requires_grad, hooks, dtype, *_unused) -> TensorRef:
+def _rebuild_tensor_v3(
+    storage, storage_offset, size, stride, requires_grad, hooks, dtype, *_unused
+) -> TensorRef | BadTensor:
     return _rebuild_tensor(storage, storage_offset, size, stride)
 
 
@@ -161,15 +227,29 @@ class _RestrictedUnpickler(pickle.Unpickler):
         return self._persistent_load(pid)
 
 
-def _storage_from_pid(pid: Any, path: Path, reader: Callable[[StorageRef], bytes], cache: dict) -> StorageRef:
-    if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
+def _storage_from_pid(
+    pid: Any, path: Path, reader: Callable[[StorageRef], bytes], cache: dict
+) -> StorageRef | BadStorage:
+    if not (isinstance(pid, tuple) and len(pid) in (5, 6) and pid[0] == "storage"):
         raise UnsafeCheckpointError(f"{path}: unexpected persistent object {pid!r:.80} in the pickle")
-    storage_type, key, numel = pid[1], str(pid[2]), int(pid[4])
+    storage_type, key, numel = pid[1], pid[2], pid[4]
+    if not isinstance(key, str | int) or isinstance(key, bool) or len(str(key)) > 64:
+        return BadStorage(f"{key!r:.40}", "has a malformed key")
+    key = str(key)
     if not isinstance(storage_type, StorageType):
-        raise CheckpointError(f"{path}: storage {key!r} has an unknown type {storage_type!r}")
+        return BadStorage(key, f"has an unknown type {storage_type!r:.60}")
+    if not _is_int(numel) or not 0 <= numel <= _MAX_SIZE:
+        return BadStorage(key, f"declares {numel!r:.40} elements")
+    if len(pid) == 6 and pid[5] is not None:
+        return BadStorage(key, "is a view of another storage (not supported)")
     if key not in cache:
         cache[key] = StorageRef(key, storage_type.dtype, numel, reader)
-    return cache[key]
+    stored = cache[key]
+    if (stored.dtype, stored.numel) != (storage_type.dtype, numel):
+        return BadStorage(
+            key, f"is declared twice, as {stored.numel} × {stored.dtype} and as {numel} × {storage_type.dtype}"
+        )
+    return stored
 
 
 def _unpickle(data: io.BufferedIOBase, path: Path, persistent_load: Callable[[tuple], Any]) -> Any:
@@ -177,7 +257,19 @@ def _unpickle(data: io.BufferedIOBase, path: Path, persistent_load: Callable[[tu
         return _RestrictedUnpickler(data, path, persistent_load).load()
     except CheckpointError:
         raise
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        MemoryError,
+        OverflowError,
+        RecursionError,
+        UnicodeDecodeError,
+    ) as exc:
         raise CheckpointError(
             f"{path}: the checkpoint's pickle is truncated or corrupted ({type(exc).__name__}: {exc}); "
             "download or export the file again"
@@ -192,20 +284,34 @@ def _load_zip(path: Path) -> Any:
             f"{path}: not a readable zip archive ({exc}); the file is truncated or corrupted, download it again"
         ) from None
     names = archive.namelist()
+    file_size = path.stat().st_size
     pickles = [name for name in names if name.endswith("/data.pkl") or name == "data.pkl"]
     if len(pickles) != 1:
         raise CheckpointError(f"{path}: expected one data.pkl record in the archive, found {len(pickles)}")
     prefix = pickles[0][: -len("data.pkl")]
-    byteorder = "little"
-    if f"{prefix}byteorder" in names:
-        byteorder = archive.read(f"{prefix}byteorder").decode()
+    byteorder = _byteorder(archive, f"{prefix}byteorder", path)
+
+    def record_problem(storage: StorageRef) -> str | None:
+        name = f"{prefix}data/{storage.key}"
+        if name not in names:
+            return f"has no data: record {name!r} is missing from the archive"
+        info = archive.getinfo(name)
+        declared = info.file_size
+        if info.header_offset + info.compress_size > file_size or declared > _MAX_RATIO * info.compress_size + 1024:
+            return f"has a record {name!r} claiming {declared} bytes that the archive cannot hold"
+        if declared != storage.nbytes:
+            return (
+                f"needs {storage.numel} × {storage.dtype} = {storage.nbytes} bytes but record {name!r} holds {declared}"
+            )
+        return None
 
     def read_record(storage: StorageRef) -> bytes:
         name = f"{prefix}data/{storage.key}"
+        problem = record_problem(storage)
+        if problem is not None:
+            raise CheckpointError(f"{path}: storage {storage.key!r} {problem}; the file is truncated or corrupted")
         try:
             data = archive.read(name)
-        except KeyError:
-            raise CheckpointError(f"{path}: record {name!r} is missing; the file is truncated or corrupted") from None
         except (zipfile.BadZipFile, OSError, EOFError) as exc:
             raise CheckpointError(f"{path}: record {name!r} is corrupted ({exc}); download the file again") from None
         if byteorder != "little":
@@ -213,11 +319,33 @@ def _load_zip(path: Path) -> Any:
         return data
 
     cache: dict[str, StorageRef] = {}
+    if archive.getinfo(pickles[0]).file_size > _MAX_PICKLE_BYTES:
+        raise CheckpointError(
+            f"{path}: the pickle record declares {archive.getinfo(pickles[0]).file_size} bytes, far more than "
+            "a checkpoint's; the file is corrupted or not a checkpoint"
+        )
     try:
         pickled = archive.read(pickles[0])
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
         raise CheckpointError(f"{path}: the pickle record is corrupted ({exc}); download the file again") from None
-    return _unpickle(io.BytesIO(pickled), path, lambda pid: _storage_from_pid(pid, path, read_record, cache))
+    result = _unpickle(io.BytesIO(pickled), path, lambda pid: _storage_from_pid(pid, path, read_record, cache))
+    for storage in cache.values():
+        storage.problem = record_problem(storage)
+    return result
+
+
+def _byteorder(archive: zipfile.ZipFile, name: str, path: Path) -> str:
+    if name not in archive.namelist():
+        return "little"
+    if archive.getinfo(name).file_size > 16:
+        raise CheckpointError(f"{path}: the byteorder record is {archive.getinfo(name).file_size} bytes; corrupted")
+    try:
+        byteorder = archive.read(name).decode("ascii", errors="replace").strip()
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise CheckpointError(f"{path}: the byteorder record is corrupted ({exc}); download the file again") from None
+    if byteorder not in ("little", "big"):
+        raise CheckpointError(f"{path}: unknown byte order {byteorder!r:.40} in the archive; the file is corrupted")
+    return byteorder
 
 
 def _legacy_header_has_no_storages(pid: Any) -> Any:
@@ -230,6 +358,8 @@ def _load_legacy(path: Path) -> Any:
     cache: dict[str, StorageRef] = {}
 
     def read_storage(storage: StorageRef) -> bytes:
+        if storage.problem is not None or storage.key not in offsets:
+            raise CheckpointError(f"{path}: storage {storage.key!r} {storage.problem or 'is missing'}; corrupted")
         with open(path, "rb") as stream:
             stream.seek(offsets[storage.key])
             return stream.read(storage.numel * storage.dtype.itemsize)
@@ -243,17 +373,69 @@ def _load_legacy(path: Path) -> Any:
         if isinstance(sys_info, dict) and not sys_info.get("little_endian", True):
             raise CheckpointError(f"{path}: big-endian legacy checkpoints are not supported")
         result = _unpickle(handle, path, lambda pid: _storage_from_pid(pid, path, read_storage, cache))
-        for key in _unpickle(handle, path, _legacy_header_has_no_storages):
+        keys = _unpickle(handle, path, _legacy_header_has_no_storages)
+        if not isinstance(keys, list):
+            raise CheckpointError(f"{path}: malformed legacy checkpoint (no list of storage keys)")
+        for key in keys:
             size_bytes = handle.read(8)
-            if len(size_bytes) != 8 or str(key) not in cache:
-                raise CheckpointError(f"{path}: storage {key!r} is missing; the file is truncated or corrupted")
-            storage = cache[str(key)]
+            if len(size_bytes) != 8:
+                break
+            storage = cache.get(str(key))
+            if storage is None:
+                raise CheckpointError(f"{path}: storage {key!r:.40} is stored but never used; the file is corrupted")
             (numel,) = struct.unpack("<q", size_bytes)
             offsets[storage.key] = handle.tell()
-            handle.seek(numel * storage.dtype.itemsize, os.SEEK_CUR)
-        if handle.tell() > os.path.getsize(path):
-            raise CheckpointError(f"{path}: the file ends inside its tensor data; it is truncated, download it again")
+            if numel != storage.numel:
+                storage.problem = f"holds {numel} elements but its record declares {storage.numel}"
+                break
+            handle.seek(storage.nbytes, os.SEEK_CUR)
+    size = os.path.getsize(path)
+    for storage in cache.values():
+        if storage.problem is None and storage.key not in offsets:
+            storage.problem = "has no data: it is missing from the file's storages"
+        elif storage.problem is None and offsets[storage.key] + storage.nbytes > size:
+            storage.problem = f"needs {storage.nbytes} bytes but the file ends first; it is truncated"
     return result
+
+
+def _children(node: Any) -> list[tuple[str, Any]]:
+    """The (name, value) pairs inside a container of the unpickled tree, or [] for a leaf."""
+    if isinstance(node, dict):
+        return [(str(key)[:200], value) for key, value in node.items()]
+    if isinstance(node, argparse.Namespace):
+        return list(vars(node).items())
+    if isinstance(node, list | tuple | set | frozenset):
+        return [(str(i), value) for i, value in enumerate(node)]
+    return []
+
+
+def _checked(tree: Any, path: Path) -> Any:
+    """Refuse the tree if a tensor record failed its checks or it nests deeper than any checkpoint.
+
+    The walk is iterative and visits each object once, so neither deep nesting nor heavily shared
+    substructures (a "billion laughs" pickle) can exhaust the stack or the time.
+    """
+    stack: list[tuple[Any, str, int]] = [(tree, "", 0)]
+    seen: set[int] = set()
+    while stack:
+        node, name, depth = stack.pop()
+        if isinstance(node, BadTensor):
+            raise CheckpointError(f"{path}: tensor {name or '(top level)'!r} {node.problem}; the file is corrupted")
+        if isinstance(node, TensorRef) and node.storage.problem is not None:
+            raise CheckpointError(
+                f"{path}: tensor {name!r} {node.storage.problem}; the file is truncated or corrupted, download it again"
+            )
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        children = _children(node)
+        if children and depth >= _MAX_DEPTH:
+            raise CheckpointError(
+                f"{path}: the pickle nests containers more than {_MAX_DEPTH} deep (at {name[:200]!r}); "
+                "this is not a checkpoint"
+            )
+        stack.extend((value, f"{name}.{key}" if name else key, depth + 1) for key, value in children)
+    return tree
 
 
 def load(path: str | os.PathLike) -> Any:
@@ -264,7 +446,7 @@ def load(path: str | os.PathLike) -> Any:
     with open(path, "rb") as stream:
         head = stream.read(4)
     if head[:2] == b"PK":
-        return _load_zip(path)
+        return _checked(_load_zip(path), path)
     if head[:1] == b"\x80":
-        return _load_legacy(path)
+        return _checked(_load_legacy(path), path)
     raise CheckpointError(f"{path}: not a PyTorch checkpoint (neither zip nor legacy pickle format)")

@@ -19,7 +19,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from esm_jax.alphabet import Alphabet
-from esm_jax.errors import CheckpointError
+from esm_jax.errors import CheckpointError, EsmJaxError
 from esm_jax.masking_rule import MaskingRule
 from esm_jax.mesh import batch_shard_count, batch_sharding
 from esm_jax.model.block import TransformerBlock
@@ -34,6 +34,12 @@ from esm_jax.sharding import HIDDEN_AXES, ROW_AXES, constrain
 MASK_RATIO_TRAIN = MaskingRule().mask_ratio
 
 _ALPHABET = Alphabet()
+
+
+class InvalidTokenError(EsmJaxError, ValueError):
+    """A token batch given to the model holds something other than the alphabet's integer ids."""
+
+
 _REMAT = {
     "full": jax.checkpoint_policies.nothing_saveable,
     "dots": jax.checkpoint_policies.checkpoint_dots,
@@ -134,6 +140,7 @@ class ESM(nnx.Module):
                 "weights; place the '<model>-contact-regression.pt' file next to the checkpoint "
                 "and load it again"
             )
+        self.check_tokens(tokens)
         if not isinstance(tokens, jax.Array):
             tokens = np.asarray(tokens, dtype=np.int32)
         if segment_ids is not None:
@@ -179,6 +186,28 @@ class ESM(nnx.Module):
     def mesh_context(self) -> contextlib.AbstractContextManager:
         """The context a jitted call over this model's state runs in: its mesh set, if it has one."""
         return contextlib.nullcontext() if self.mesh is None else jax.set_mesh(self.mesh)
+
+    def check_tokens(self, tokens) -> None:
+        """Refuse a concrete batch that is not (B, T) integer ids of the alphabet, naming the first bad entry.
+
+        An id outside the embedding table would silently give NaN (too large) or another token's
+        embedding (negative). Traced or multi-host inputs cannot be checked cheaply and pass unchecked.
+        """
+        if isinstance(tokens, jax.core.Tracer) or (isinstance(tokens, jax.Array) and not tokens.is_fully_addressable):
+            return
+        values = np.asarray(tokens)
+        if values.ndim != 2 or values.dtype.kind not in "iu":
+            raise InvalidTokenError(
+                f"tokens must be a (batch, length) array of integer token ids, got shape {values.shape} and dtype "
+                f"{values.dtype}; build them with alphabet.get_batch_converter()"
+            )
+        outside = (values < 0) | (values >= self.config.vocab_size)
+        if outside.any():
+            row, position = (int(i) for i in np.argwhere(outside)[0])
+            raise InvalidTokenError(
+                f"tokens[{row}, {position}] is {values[row, position]}, not a token id of the alphabet "
+                f"(0 to {self.config.vocab_size - 1}); build tokens with alphabet.get_batch_converter()"
+            )
 
     def check_segments(self, tokens, segment_ids, return_contacts: bool = False) -> None:
         """Refuse packed rows this model cannot run, with the row and position at fault."""
