@@ -18,8 +18,9 @@ from pathlib import Path
 
 import ml_collections
 
-from data_pipeline.layout import SAMPLE_FILES, SAMPLE_FOLDER, data_root
+from data_pipeline.layout import SAMPLE_FILES, SAMPLE_FOLDER, locate
 from esm_jax.model.named import NAMED_MODELS
+from esm_jax.pretrained import cache_dir
 from esm_jax.sharding import DEFAULT_RULES
 
 # Rives et al. 2021 (PNAS), Table 1 and Methods: ESM-1b is 33 layers, width 1280, 20 heads,
@@ -60,7 +61,7 @@ PODS: dict[str, dict] = {
 
 
 def _shared_sample() -> Path:
-    return data_root() / SAMPLE_FOLDER
+    return locate(SAMPLE_FOLDER)
 
 
 def _parse(arg: str | None) -> dict[str, str]:
@@ -89,7 +90,7 @@ def _data(name: str, tiny: bool, packed: bool) -> ml_collections.ConfigDict:
             factory="data_pipeline.input.training:mlm_batches",
             dataset=DATASETS[name],
             dataset_dir="",
-            build_dir=str(Path("~/.cache/esm_jax/datasets").expanduser()),
+            build_dir=str(cache_dir() / "datasets"),
             uniref50_fasta=[str(sample / SAMPLE_FILES["uniref50"])],
             member_fasta=[] if name == "ur50s" else [str(sample / SAMPLE_FILES["members"])],
             mapping_tsv="" if name == "ur50s" else str(sample / SAMPLE_FILES["mapping"]),

@@ -43,12 +43,24 @@ class FastaRecord:
         return words[0] if words else ""
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+# Other compressions a FASTA file may come in, which are refused with what to do.
+OTHER_COMPRESSIONS = {b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd", b"PK\x03\x04": "zip"}
+
+
 @contextmanager
 def open_text(path: str | os.PathLike[str]) -> Iterator[tuple[io.TextIOBase, io.BufferedReader]]:
-    """Open plain or gzip UTF-8 text; also returns the raw byte stream, whose offset tells how much was read."""
+    """Open plain or gzip UTF-8 text; also returns the raw byte stream, whose offset tells how much was read.
+
+    Gzip is recognised by its first bytes, not the file name, so a gzip file named ``.fasta`` is read too.
+    """
     raw = open(path, "rb")  # noqa: SIM115 - closed below together with the text wrapper
     try:
-        stream = gzip.GzipFile(fileobj=raw) if str(path).endswith(".gz") else raw
+        start = raw.peek(8)[:8]
+        for magic, kind in OTHER_COMPRESSIONS.items():
+            if start.startswith(magic):
+                raise FastaError(f"{path}: {kind}-compressed; decompress it, or compress it with gzip instead")
+        stream = gzip.GzipFile(fileobj=raw) if start.startswith(GZIP_MAGIC) else raw
         yield io.TextIOWrapper(stream, encoding="utf-8", newline=None), raw
     finally:
         raw.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -215,3 +217,96 @@ def test_embed_sequences_keeps_input_order_and_drops_padding():
     for sequence, residues, mean in zip(sequences, per_residue, means, strict=True):
         assert residues.shape == (len(sequence), 320)
         np.testing.assert_allclose(mean, residues.mean(axis=0), rtol=1e-6)
+
+
+def test_files_are_named_after_the_first_word_and_index_keeps_the_whole_header(tmp_path):
+    records = [
+        ("contig_1 # 2 # 181 # 1 # ID=1_1;partial=00", "MKTAYIAKQRQ"),
+        ("contig_1 # 190 # 400 # -1 # ID=1_2", "MKV"),
+        ("Contig_1", "MKVL"),
+        ("contig_1-2 already taken", "MKL"),
+        ("", "MK"),
+    ]
+    assert output_names([label for label, _ in records]) == [
+        "contig_1", "contig_1-2", "Contig_1-3", "contig_1-2-4", "unnamed",
+    ]  # fmt: skip
+    model = build_model(ModelConfig("esm2", 1, 32, 4, 64), seed=0)
+    summary = extract(model, records, tmp_path, show_progress=False)
+    index = (tmp_path / "index.tsv").read_text().splitlines()
+    assert index[1:] == [f"{path.name}\t{label}" for label, path in summary.files.items()]
+    assert index[1] == "contig_1.npz\tcontig_1 # 2 # 181 # 1 # ID=1_1;partial=00"
+    assert load_extracted(tmp_path / "contig_1-2.npz")["label"] == "contig_1 # 190 # 400 # -1 # ID=1_2"
+
+
+def test_window_starts_cover_every_residue_with_half_window_steps():
+    from esm_jax.inference.extract import window_starts
+
+    assert window_starts(50, 62) == [0] and window_starts(50, None) == [0]
+    assert window_starts(150, 62) == [0, 31, 62, 88]
+    for length in range(1, 300, 7):
+        starts = window_starts(length, 20)
+        covered = np.zeros(length, int)
+        for start in starts:
+            covered[start : start + 20] += 1
+        assert covered.min() >= 1 and starts[-1] + min(20, length) == length
+
+
+def _window_outputs(model, sequence):
+    tokens = np.array([[0] + model.alphabet.encode(sequence) + [2]], np.int32)
+    out = model.embed(tokens, repr_layers=[0, 2], return_contacts=True)
+    return {layer: np.asarray(out["representations"][layer][0]) for layer in (0, 2)}, np.asarray(out["contacts"][0])
+
+
+def test_sliding_windows_equal_the_whole_model_on_a_protein_shorter_than_a_window(tmp_path):
+    model = build_model(ModelConfig("esm2", 2, 32, 4, 64), seed=3)
+    records = [("short", _random_protein(40))]
+    include = ("per_tok", "mean", "bos", "contacts")
+    runs = {
+        long: load_extracted(
+            extract(model, records, tmp_path / long, repr_layers=[0, 2], include=include, long=long,
+                    show_progress=False).files["short"]
+        )
+        for long in ("truncate", "sliding")
+    }  # fmt: skip
+    representations, contacts = _window_outputs(model, records[0][1])
+    np.testing.assert_allclose(runs["sliding"]["representations"][2], representations[2][1:-1], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(runs["sliding"]["contacts"], contacts, rtol=1e-5, atol=1e-5)
+    for group in ("representations", "mean_representations", "bos_representations"):
+        np.testing.assert_array_equal(runs["sliding"][group][2], runs["truncate"][group][2])
+
+
+def test_sliding_windows_average_overlapping_windows_on_a_long_protein(tmp_path):
+    config = ModelConfig("esm1b", 2, 32, 4, 64, emb_layer_norm_before=True, max_positions=40)
+    model = build_model(config, seed=4)
+    sequence = _random_protein(100)
+    window, starts = 38, [0, 19, 38, 57, 62]  # the model takes 40 tokens: 38 residues and BOS and EOS
+    summary = extract(
+        model, [("long", sequence)], tmp_path, repr_layers=[0, 2], include=("per_tok", "mean", "bos", "contacts"),
+        long="sliding", toks_per_batch=128, show_progress=False,
+    )  # fmt: skip
+    got = load_extracted(summary.files["long"])
+    total, cover = np.zeros((100, 32)), np.zeros(100)
+    contacts, pairs, bos = np.zeros((100, 100)), np.zeros((100, 100)), []
+    for start in starts:
+        representations, window_contacts = _window_outputs(model, sequence[start : start + window])
+        total[start : start + window] += representations[2][1:-1]
+        cover[start : start + window] += 1
+        contacts[start : start + window, start : start + window] += window_contacts
+        pairs[start : start + window, start : start + window] += 1
+        bos.append(representations[2][0])
+    expected = total / cover[:, None]
+    assert got["representations"][2].shape == (100, 32) and got["contacts"].shape == (100, 100)
+    np.testing.assert_allclose(got["representations"][2], expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got["mean_representations"][2], expected.mean(axis=0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got["bos_representations"][2], np.mean(bos, axis=0), rtol=1e-4, atol=1e-5)
+    held = pairs > 0
+    np.testing.assert_allclose(got["contacts"][held], (contacts / np.where(held, pairs, 1))[held], rtol=1e-4, atol=1e-5)
+    assert np.isnan(got["contacts"][0, 99]) and np.isnan(got["contacts"][~held]).all()
+    assert json.loads((tmp_path / "extract.json").read_text())["long"] == "sliding"
+
+
+def test_negative_truncation_is_refused(tmp_path):
+    model = build_model(ModelConfig("esm2", 1, 32, 4, 64), seed=0)
+    with pytest.raises(ValueError, match="truncation_seq_length must be positive"):
+        extract(model, PROTEINS, tmp_path / "out", truncation_seq_length=-5, show_progress=False)
+    assert not (tmp_path / "out").exists()

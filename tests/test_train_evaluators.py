@@ -7,7 +7,7 @@ import json
 import pytest
 
 from configs.pretrain import get_config
-from esm_jax.cli.configuration import apply_overrides
+from esm_jax.cli.configuration import ConfigError, apply_overrides
 from esm_jax.errors import EsmJaxError
 from esm_jax.train.trainer import train
 from eval.cli import main as eval_main
@@ -87,5 +87,5 @@ def test_command_line_overrides_add_an_evaluator_and_change_one():
     )
     assert config.evals.contacts_linear.to_dict() == {"every": 50, "layers": "last"}
     assert config.evals.heldout.every == 7
-    with pytest.raises(SystemExit, match="expects a dict"):
+    with pytest.raises(ConfigError, match="expects a dict"):
         apply_overrides(get_config("tiny"), ["evals.contacts_linear=50"])

@@ -79,7 +79,7 @@ def test_random_weights_of_a_released_shape(tmp_path, capsys):
     out = tmp_path / "scored.csv"
     assert main(_args(["esm2_t6_8M_UR50D"], source, out, "--random-weights", "--seed", "3")) == 0
     with open(out, newline="") as handle:
-        assert list(csv.DictReader(handle))[0]["esm2_t6_8M_UR50D"]
+        assert list(csv.DictReader(handle))[0]["esm2_t6_8M_UR50D (random weights)"]
 
 
 @pytest.mark.parametrize(

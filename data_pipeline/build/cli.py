@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command; returns the exit status (0 success, 1 data error, 2 usage error)."""
+    """Run the command; returns the exit status (0 success, 2 for a data or usage error, as every esm-jax command)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     from data_pipeline.errors import DataPipelineError
@@ -146,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _build_one(args, config)
     except (DataPipelineError, ValueError, OSError) as error:
         print(f"esm-jax build-data: error: {error}", file=sys.stderr)
-        return 1
+        return 2
     return 0
 
 

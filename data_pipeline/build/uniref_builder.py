@@ -48,6 +48,7 @@ _DESCRIPTIONS = {
     "ur100": "UR100: every member sequence of every cluster.",
 }
 
+
 @dataclasses.dataclass(eq=False)
 class UnirefConfig(tfds.core.BuilderConfig):
     corpus: str = REPRESENTATIVES
@@ -70,6 +71,9 @@ class UnirefMlm(tfds.core.GeneratorBasedBuilder):
         self.bad_records = BadRecordLog(self.options.on_bad_record)
         super().__init__(**kwargs)
         self._original_state.update(files=self.files, options=self.options)
+
+    def _log_download_bytes(self) -> None:
+        """Say nothing: TFDS's "Downloading and preparing dataset Unknown size" is wrong here, nothing is downloaded."""
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(

@@ -5,15 +5,18 @@ from __future__ import annotations
 import argparse
 import functools
 import shlex
+import sys
 
 from esm_jax.cli.models import MODEL_HELP, add_model_options, load_model, model_identity
 from esm_jax.cli.processes import add_process_options, process_share_options
+from esm_jax.errors import EsmJaxError
 from esm_jax.fasta import read_fasta
-from esm_jax.inference.extract import INCLUDE_CHOICES, OUTPUT_FORMATS, extract
+from esm_jax.inference.extract import INCLUDE_CHOICES, LONG_MODES, OUTPUT_FORMATS, extract, truncation_warning
 
 DESCRIPTION = """\
 Compute ESM representations for each protein in a FASTA file and save one .npz file per
-protein (named after its FASTA header) in OUTPUT_DIR, plus index.tsv listing them.
+protein (named after the first word of its FASTA header; clashes get -N appended) in OUTPUT_DIR,
+plus index.tsv pairing each file with the whole header.
 
 What to save (--include, one or more):
   mean      the average of the per-residue vectors: one vector per protein (for clustering, search)
@@ -25,6 +28,12 @@ Outputs (--format):
   npz       one file per protein, as fair-esm writes them (load one with esm_jax.inference.extract.load_extracted)
   shards    a few large memory-mappable arrays in OUTPUT_DIR/shards (for millions of proteins; read them with
             esm_jax.inference.sharded_outputs.ExtractedShards(OUTPUT_DIR), which gives fair-esm's dict per protein)
+
+Proteins longer than --truncation-seq-length (1022 residues, the ESM-1b limit) are cut to it, as
+fair-esm does, with a warning naming how many; --long sliding covers them whole instead: windows of
+that many residues, each starting half a window after the last, each residue's vectors averaged over
+the windows holding it (the mean is taken from those), each contact averaged over the windows holding
+both residues; pairs further apart than any window holds are NaN.
 
 Batches are split over every device of this process (--mesh). On several hosts, or several
 processes on one, give each process --num-processes N --process-id I (or --distributed auto on a
@@ -76,7 +85,15 @@ def add_parser(subcommands, name: str) -> None:
         dest="truncation_seq_length",
         type=int,
         default=1022,
-        help="residues kept from the start of longer proteins (default: 1022, the ESM-1b maximum)",
+        help="residues kept from the start of longer proteins, or the window of --long sliding; 0 keeps whole "
+        "proteins (default: 1022, the ESM-1b maximum)",
+    )
+    parser.add_argument(
+        "--long",
+        choices=LONG_MODES,
+        default="truncate",
+        help="proteins longer than --truncation-seq-length: truncate them, or cover them with overlapping windows "
+        "and average (see above) (default: truncate)",
     )
     parser.add_argument(
         "--pack",
@@ -116,8 +133,12 @@ def add_parser(subcommands, name: str) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.runner == "beam":
         return _run_beam(args)
+    _check_lengths(args)
     process_id, num_processes = process_share_options(args)
     records = read_fasta(args.fasta_file, strip_stop=args.strip_stop)
+    warning = truncation_warning(records, args.truncation_seq_length) if args.long == "truncate" else None
+    if warning:
+        print(f"esm-jax extract: warning: {warning}", file=sys.stderr)
     model = load_model(args.model_location, args)
     summary = extract(
         model,
@@ -134,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
         process_id=process_id,
         num_processes=num_processes,
         model_name=model_identity(args),
+        long=args.long,
     )
     done = summary.sequences - summary.computed
     print(
@@ -145,15 +167,30 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_lengths(args: argparse.Namespace) -> None:
+    """Refuse sizes that would silently change what is computed."""
+    if args.truncation_seq_length < 0:
+        raise EsmJaxError(
+            f"--truncation-seq-length {args.truncation_seq_length}: give a positive number of residues (0 keeps "
+            "whole proteins)"
+        )
+    for option, value in (("--toks-per-batch", args.toks_per_batch), ("--residues-per-shard", args.residues_per_shard)):
+        if value <= 0:
+            raise EsmJaxError(f"{option} {value}: give a positive number")
+
+
 def _run_beam(args: argparse.Namespace) -> int:
     """The extraction as an Apache Beam pipeline (:mod:`esm_jax.inference.beam_extract`)."""
+    _check_lengths(args)
+    if args.output_format != "shards" or args.num_processes or args.process_id or args.distributed:
+        raise EsmJaxError("--runner beam writes --format shards and splits the work itself; drop the other options")
+    if args.long != "truncate":
+        raise EsmJaxError("--long sliding runs with --runner jax only; drop --runner beam or --long")
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from esm_jax.inference.beam_extract import extract_pipeline
 
-    if args.output_format != "shards" or args.num_processes or args.process_id or args.distributed:
-        raise SystemExit("error: --runner beam writes --format shards and splits the work itself; drop other options")
     options = {
         "repr_layers": args.repr_layers, "include": args.include, "num_shards": args.beam_shards,
         "toks_per_batch": args.toks_per_batch, "truncation_seq_length": args.truncation_seq_length,

@@ -14,8 +14,8 @@ from esm_jax.inference.variant_scoring import STRATEGIES, score_mutants
 DESCRIPTION = """\
 Label a deep mutational scan (a CSV with one mutant per row, e.g. H24C or A42G:C50T) with zero-shot
 scores from one or more ESM models, as fair-esm's examples/variant-prediction/predict.py does. The output
-is the input CSV with one new column per model (named after --model-location); higher scores mean the
-model finds the mutant more likely than the wild type.
+is the input CSV with one new column per model (named after --model-location, with " (random weights)"
+after it for --random-weights); higher scores mean the model finds the mutant more likely than the wild type.
 
 Scoring strategies (Meier et al. 2021, ESM-1v):
   wt-marginals      log p(mutant) - log p(wild type) at each mutated position, one pass over the wild type
@@ -71,6 +71,11 @@ def add_parser(subcommands, name: str) -> None:
     add_model_options(parser)
 
 
+def score_column(location: str, args: argparse.Namespace) -> str:
+    """The output column of one model: its name, marked when its weights are random rather than the real ones."""
+    return f"{location} (random weights)" if args.random_weights else location
+
+
 def run(args: argparse.Namespace) -> int:
     if len(set(args.model_location)) != len(args.model_location):
         raise DmsTableError(f"--model-location names a model twice: {args.model_location}")
@@ -96,6 +101,6 @@ def run(args: argparse.Namespace) -> int:
             rho, count = finite_spearman(scores, measured)
             line += f"; Spearman rho = {rho:.4f} against {args.score_col!r} over {count} variants"
         print(line)
-        table.set_column(location, [repr(float(score)) for score in scores])
+        table.set_column(score_column(location, args), [repr(float(score)) for score in scores])
     print(f"wrote {write_dms_table(table, args.dms_output)}")
     return 0

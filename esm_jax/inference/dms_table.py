@@ -66,22 +66,34 @@ def read_dms_table(path: str | os.PathLike) -> DmsTable:
     path = Path(path)
     if not path.is_file():
         raise DmsTableError(f"{path}: no such CSV file")
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        if not header:
-            raise DmsTableError(f"{path}: empty file; a DMS CSV starts with a header line naming its columns")
-        rows, lines = [], []
-        for row in reader:
-            if not row:
-                continue
-            if len(row) > len(header):
-                raise DmsTableError(
-                    f"{path}: line {reader.line_num}: {len(row)} fields but the header names {len(header)} columns"
-                )
-            rows.append(row + [""] * (len(header) - len(row)))
-            lines.append(reader.line_num)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            header, rows, lines = _read_rows(path, csv.reader(handle))
+    except UnicodeDecodeError as error:
+        raise DmsTableError(
+            f"{path}: not UTF-8 text (byte {error.object[error.start : error.start + 1]!r} at offset {error.start}); "
+            "save it as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+        ) from None
+    except csv.Error as error:
+        raise DmsTableError(f"{path}: not a readable CSV file ({error})") from None
     return DmsTable(path, header, rows, lines)
+
+
+def _read_rows(path: Path, reader) -> tuple[list[str], list[list[str]], list[int]]:
+    header = next(reader, None)
+    if not header:
+        raise DmsTableError(f"{path}: empty file; a DMS CSV starts with a header line naming its columns")
+    rows, lines = [], []
+    for row in reader:
+        if not row:
+            continue
+        if len(row) > len(header):
+            raise DmsTableError(
+                f"{path}: line {reader.line_num}: {len(row)} fields but the header names {len(header)} columns"
+            )
+        rows.append(row + [""] * (len(header) - len(row)))
+        lines.append(reader.line_num)
+    return header, rows, lines
 
 
 def write_dms_table(table: DmsTable, path: str | os.PathLike) -> Path:

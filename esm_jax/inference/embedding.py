@@ -19,6 +19,7 @@ from tqdm import tqdm
 from esm_jax.alphabet import Alphabet
 from esm_jax.inference.batching import Batch, PackedBatch, default_row_width, plan_batches, plan_packed_batches
 from esm_jax.model import ESM, attention_kernels
+from esm_jax.progress import progress_bar
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,7 +118,8 @@ def embed_sequences(
     (layer,) = model.normalize_layers([layer])
     results: list[np.ndarray | None] = [None] * len(sequences)
     total = sum(len(ids) for ids in encoded)
-    with tqdm(total=total, unit="res", unit_scale=True, desc="embed", disable=not show_progress) as bar:
+    bar = progress_bar(total=total, unit="res", unit_scale=True, desc="embed", disable=not show_progress)
+    with bar:
         pack = packs_by_default(model) if pack is None else pack
         for outputs in iter_outputs(model, encoded, [layer], toks_per_batch=toks_per_batch, pack=pack, progress=bar):
             values = outputs.residues[layer]

@@ -1,11 +1,12 @@
 """Extract per-residue and per-sequence representations and contact maps, as fair-esm's extract.py.
 
-Each sequence is written to ``<output_dir>/<label>.npz`` with fair-esm's keys flattened:
-``label``, ``representations/<layer>`` (L, D), ``mean_representations/<layer>`` (D,),
-``bos_representations/<layer>`` (D,) and ``contacts`` (L, L), where L is the number of
-residues after truncation. :func:`load_extracted` turns a file back into fair-esm's nested dict.
-``output_format="shards"`` writes the same arrays as a few large memory-mappable shards instead
-(:mod:`esm_jax.inference.sharded_outputs`).
+Each sequence is written to ``<output_dir>/<name>.npz``, ``name`` being the first word of its
+FASTA header (:func:`output_names`; ``index.tsv`` pairs each file with the whole header), with
+fair-esm's keys flattened: ``label`` (the whole header), ``representations/<layer>`` (L, D),
+``mean_representations/<layer>`` (D,), ``bos_representations/<layer>`` (D,) and ``contacts``
+(L, L), where L is the number of residues after truncation. :func:`load_extracted` turns a file
+back into fair-esm's nested dict. ``output_format="shards"`` writes the same arrays as a few large
+memory-mappable shards instead (:mod:`esm_jax.inference.sharded_outputs`).
 
 Runs scale out and resume:
 
@@ -16,6 +17,13 @@ Runs scale out and resume:
 * Every file or shard is written whole and renamed into place. Rerunning the same command after a
   crash or kill skips what is already there and computes the rest. ``extract.json`` records what
   the folder was made with; a rerun asking for something else stops before writing anything.
+
+Proteins longer than ``truncation_seq_length`` are cut to it (``long="truncate"``, as fair-esm does), or
+covered whole by overlapping windows (``long="sliding"``, :func:`window_starts`): windows of
+``truncation_seq_length`` residues (at most the model's limit), each starting half a window after the last;
+each residue's representation is the average over the windows holding it, the mean and BOS vectors
+are taken from those (BOS averaged over windows), and each contact is averaged over the windows holding both
+residues; pairs further apart than any window holds are NaN (not predicted).
 """
 
 from __future__ import annotations
@@ -37,9 +45,11 @@ from esm_jax.files import atomic_output, write_json_atomically, write_text_atomi
 from esm_jax.inference.embedding import SequenceOutputs, encode_records, iter_outputs, packs_by_default
 from esm_jax.inference.sharded_outputs import ShardWriter
 from esm_jax.model import ESM
+from esm_jax.progress import progress_bar
 
 INCLUDE_CHOICES = ("mean", "per_tok", "bos", "contacts")
 OUTPUT_FORMATS = ("npz", "shards")
+LONG_MODES = ("truncate", "sliding")
 MANIFEST = "extract.json"
 _MAX_NAME_BYTES = 200
 
@@ -60,20 +70,85 @@ class ExtractionSummary:
 
 
 def output_names(labels: Sequence[str]) -> list[str]:
-    """File stems for ``labels``: path separators replaced, long names shortened, clashes numbered."""
+    """File stems for ``labels``: the header's first word (gene callers append ``# 2 # 181 # ...;`` after it).
+
+    Path separators are replaced and long names shortened. Names that clash (also when they differ only in
+    case, as on macOS and Windows file systems) get ``-<record number>`` appended; ``index.tsv`` pairs every
+    file with its whole header.
+    """
     names, used = [], set()
     for number, label in enumerate(labels, start=1):
-        name = label.replace(os.sep, "_").replace("\0", "_").replace("\t", "_") or "unnamed"
-        if name in (".", ".."):
-            name = f"_{name}"
-        if len(name.encode()) > _MAX_NAME_BYTES:
-            digest = hashlib.sha1(label.encode()).hexdigest()[:12]
-            name = name.encode()[: _MAX_NAME_BYTES - 13].decode(errors="ignore") + "-" + digest
-        if name in used:
+        name = _file_stem(label)
+        while name.casefold() in used:
             name = f"{name}-{number}"
-        used.add(name)
+        used.add(name.casefold())
         names.append(name)
     return names
+
+
+def _file_stem(label: str) -> str:
+    words = label.split(None, 1)
+    name = (words[0] if words else "").replace("/", "_").replace(os.sep, "_").replace("\0", "_") or "unnamed"
+    if name in (".", ".."):
+        name = f"_{name}"
+    if len(name.encode()) > _MAX_NAME_BYTES:
+        digest = hashlib.sha1(label.encode()).hexdigest()[:12]
+        name = name.encode()[: _MAX_NAME_BYTES - 13].decode(errors="ignore") + "-" + digest
+    return name
+
+
+def truncation_warning(records: Sequence[tuple[str, str]], truncation_seq_length: int | None) -> str | None:
+    """One line saying how many proteins truncation cuts, and the longest; ``None`` when it cuts none."""
+    if not truncation_seq_length:
+        return None
+    long = [(len(sequence), label) for label, sequence in records if len(sequence) > truncation_seq_length]
+    if not long:
+        return None
+    length, label = max(long)
+    return (
+        f"{len(long)} of {len(records)} proteins are longer than {truncation_seq_length} residues (longest: "
+        f"{label.split(None, 1)[0]!r}, {length:,}); only their first {truncation_seq_length} are used; "
+        "--long sliding covers them whole"
+    )
+
+
+def sliding_window(model: ESM, truncation_seq_length: int | None) -> int | None:
+    """Residues per window of ``long="sliding"``: ``truncation_seq_length``, at most what the model takes."""
+    widest = model.config.max_batch_width
+    limits = [n for n in (truncation_seq_length, None if widest is None else widest - 2) if n]
+    return min(limits) if limits else None
+
+
+def window_starts(length: int, window: int | None) -> list[int]:
+    """Where the windows covering ``length`` residues start: every half window, the last ending at the end."""
+    if window is None or length <= window:
+        return [0]
+    return [*range(0, length - window, max(1, window // 2)), length - window]
+
+
+def _averaged(parts: Sequence[tuple[int, SequenceOutputs]], index: int, length: int) -> SequenceOutputs:
+    """One sequence's outputs from its windows ``(start, outputs)``: each value averaged over the windows holding it."""
+    if len(parts) == 1:
+        return dataclasses.replace(parts[0][1], index=index)
+    cover = np.zeros(length)
+    residues = {layer: np.zeros((length, values.shape[1])) for layer, values in parts[0][1].residues.items()}
+    for start, outputs in parts:
+        for layer, values in outputs.residues.items():
+            residues[layer][start : start + len(values)] += values
+        cover[start : start + len(values)] += 1
+    dtype = next(iter(parts[0][1].residues.values())).dtype
+    residues = {layer: (total / cover[:, None]).astype(dtype) for layer, total in residues.items()}
+    bos = {layer: np.mean([outputs.bos[layer] for _, outputs in parts], axis=0) for layer in residues}
+    contacts = None
+    if parts[0][1].contacts is not None:
+        total, pairs = np.zeros((length, length)), np.zeros((length, length))
+        for start, outputs in parts:
+            stop = start + len(outputs.contacts)
+            total[start:stop, start:stop] += outputs.contacts
+            pairs[start:stop, start:stop] += 1
+        with np.errstate(invalid="ignore"):
+            contacts = (total / pairs).astype(parts[0][1].contacts.dtype)
+    return SequenceOutputs(index, residues, bos, contacts)
 
 
 def process_share(lengths: Sequence[int], process_id: int, num_processes: int) -> list[int]:
@@ -173,6 +248,7 @@ def extract(
     num_processes: int = 1,
     model_name: str | None = None,
     show_progress: bool = True,
+    long: str = "truncate",
 ) -> ExtractionSummary:
     """Run ``model`` over this process's share of ``records`` and write their outputs into ``output_dir``.
 
@@ -183,29 +259,41 @@ def extract(
     length-sorted one to a row. The outputs are the same either way. ``output_format`` is ``npz``
     (one file per record) or ``shards`` (runs of ``residues_per_shard`` residues); records or shards
     already in the folder are kept, not recomputed. ``model_name`` goes into ``extract.json`` so a
-    rerun with another model is refused.
+    rerun with another model is refused. ``long`` says what becomes of proteins longer than
+    ``truncation_seq_length``: ``truncate`` or ``sliding`` (see the module's description).
     """
     unknown = set(include) - set(INCLUDE_CHOICES)
     if unknown or not include:
         raise ValueError(f"include must name some of {INCLUDE_CHOICES}, got {list(include)}")
     if output_format not in OUTPUT_FORMATS:
         raise ValueError(f"output_format must be one of {OUTPUT_FORMATS}, got {output_format!r}")
+    if long not in LONG_MODES:
+        raise ValueError(f"long must be one of {LONG_MODES}, got {long!r}")
+    if truncation_seq_length is not None and truncation_seq_length < 0:
+        raise ValueError(
+            f"truncation_seq_length must be positive (or 0 or None: no truncation), got {truncation_seq_length}"
+        )
     layers = model.normalize_layers(repr_layers)
-    encoded = encode_records(records, truncation_seq_length, upper_case)
+    window = sliding_window(model, truncation_seq_length) if long == "sliding" else None
+    encoded = encode_records(records, None if long == "sliding" else truncation_seq_length, upper_case)
     lengths = [len(ids) for ids in encoded]
     share = process_share(lengths, process_id, num_processes)
     output_dir = Path(output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise EsmJaxError(f"{output_dir}: a file, not a folder; give a folder for the outputs")
     output_dir.mkdir(parents=True, exist_ok=True)
     manifest = {
         "model": model_name, "config": _output_config(model), "include": sorted(include), "repr_layers": list(layers),
         "truncation_seq_length": truncation_seq_length, "format": output_format, "records": _fingerprint(records),
         "processes": num_processes, "residues_per_shard": residues_per_shard if output_format == "shards" else None,
     }  # fmt: skip
+    if long == "sliding":
+        manifest["long"] = long
     _check_manifest(output_dir, manifest)
-    run = Run(model, encoded, records, output_dir, layers, include, toks_per_batch, pack, row_width)
+    run = Run(model, encoded, records, output_dir, layers, include, toks_per_batch, pack, row_width, window)
     start = time.perf_counter()
     residues = sum(lengths[i] for i in share)
-    with tqdm(total=residues, unit="res", unit_scale=True, desc="extract", disable=not show_progress) as bar:
+    with progress_bar(total=residues, unit="res", unit_scale=True, desc="extract", disable=not show_progress) as bar:
         if output_format == "npz":
             computed, files = run.to_files(share, bar)
             index_rows = [f"{path.name}\t{label}" for label, path in files.items()]
@@ -220,9 +308,9 @@ def extract(
 class Run:
     """One extraction's settings, and the two ways of writing its outputs."""
 
-    def __init__(self, model, encoded, records, output_dir, layers, include, toks_per_batch, pack, row_width):
+    def __init__(self, model, encoded, records, output_dir, layers, include, toks_per_batch, pack, row_width, window):
         self.model, self.encoded, self.records, self.output_dir = model, encoded, records, output_dir
-        self.layers, self.include = layers, include
+        self.layers, self.include, self.window = layers, include, window
         self.names = output_names([label for label, _ in records])
         self.options = {
             "return_contacts": "contacts" in include,
@@ -231,12 +319,29 @@ class Run:
             "row_width": row_width,
         }
 
+    def windows(self, indices: Sequence[int]) -> list[tuple[int, int, list[int]]]:
+        """``(record index, start, token ids)`` of the windows covering each record (one, if the record fits)."""
+        pieces = []
+        for index in indices:
+            ids = self.encoded[index]
+            for start in window_starts(len(ids), self.window):
+                pieces.append((index, start, ids[start : start + self.window] if self.window else ids))
+        return pieces
+
     def outputs(self, indices: Sequence[int], bar: tqdm | None) -> Iterator[tuple[int, dict]]:
-        """``(record index, arrays)`` of every record of ``indices``, in batch order."""
-        for sequence in iter_outputs(self.model, [self.encoded[i] for i in indices], self.layers, **self.options):
-            index = indices[sequence.index]
+        """``(record index, arrays)`` of every record of ``indices``, in batch order (windows averaged)."""
+        pieces = self.windows(indices)
+        windows = [ids for _, _, ids in pieces]
+        parts: dict[int, list[tuple[int, SequenceOutputs]]] = {}
+        for window in iter_outputs(self.model, windows, self.layers, **self.options):
+            index, start, _ = pieces[window.index]
+            parts.setdefault(index, []).append((start, window))
+            length = len(self.encoded[index])
+            if len(parts[index]) < len(window_starts(length, self.window)):
+                continue
+            sequence = _averaged(sorted(parts.pop(index), key=lambda part: part[0]), index, length)
             if bar is not None:
-                bar.update(len(self.encoded[index]))
+                bar.update(length)
             yield index, _sequence_arrays(self.records[index][0], sequence, self.include)
 
     def to_files(self, share: Sequence[int], bar: tqdm) -> tuple[int, dict[str, Path]]:

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from esm_jax.errors import EsmJaxError
+from esm_jax.files import current_umask
 
 RECORDS_FILE = "records.tsv"
 _GROUPS = ("representations", "mean_representations", "bos_representations")
@@ -39,6 +40,7 @@ class ShardWriter:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.staging = Path(tempfile.mkdtemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".partial"))
+        self.staging.chmod(0o777 & ~current_umask())  # as mkdir would make it, not mkdtemp's 0700
         self.labels, self.lengths = list(labels), np.asarray(lengths, np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(self.lengths)])
         self.contact_offsets = np.concatenate([[0], np.cumsum(self.lengths**2)])

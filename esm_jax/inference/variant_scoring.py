@@ -38,12 +38,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from tqdm import tqdm
 
 from esm_jax.alphabet import Alphabet
 from esm_jax.inference.batching import plan_batches
 from esm_jax.inference.mutations import Mutant, MutantError
 from esm_jax.model import ESM
+from esm_jax.progress import progress_bar
 
 STRATEGIES = ("wt-marginals", "masked-marginals", "pseudo-ppl")
 _ALPHABET = Alphabet()
@@ -100,7 +100,7 @@ def _query_log_probs(
     """``(len(query.read), V)`` log-probabilities for every query, in order."""
     graphdef, state = nnx.split(model)
     queries = iter(queries)
-    with tqdm(total=total, unit="row", desc=desc, disable=not show_progress) as bar:
+    with progress_bar(total=total, unit="row", desc=desc, disable=not show_progress) as bar:
         while chunk := list(islice(queries, _ROWS_PER_CHUNK)):
             results: list[np.ndarray | None] = [None] * len(chunk)
             rows = [query.residues for query in chunk]
