@@ -117,6 +117,10 @@ def test_logged_metrics_are_reported_without_loading_checkpoints(tmp_path, capsy
     ]
     assert results["evaluator_options"] == {"structure-vs-lm": {"every": 2, "ss_train": 8}}
     assert "read from the run's metrics.jsonl" in (out / "structure-vs-lm.md").read_text()
+    # Fig. 6's line: SS8 rises by 0.1 for every 3 points of ECE lost, exactly
+    trend = results["trend"]["ss8_accuracy"]
+    assert trend["slope"] == pytest.approx(-1 / 30) and trend["r"] == pytest.approx(-1.0) and trend["points"] == 3
+    assert "slope per unit of ECE" in (out / "structure-vs-lm.md").read_text()
     assert (out / "structure-vs-lm.png").stat().st_size > 0
     assert "structure-vs-lm step " not in capsys.readouterr().out
     assert _run(run, out, steps="2,6").metrics["ece"] == 12.0

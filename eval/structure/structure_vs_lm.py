@@ -26,6 +26,7 @@ from esm_jax.model import ESM
 from esm_jax.train.evaluators import HELDOUT
 from eval.common import charts
 from eval.common.report import write_results
+from eval.common.statistics import linear_trend
 from eval.common.task import Backbone, Result, Task, option
 from eval.language_model import heldout_data
 from eval.language_model.masked_lm import ece
@@ -276,6 +277,9 @@ def _report_logged(workdir: Path, rows: list[dict], out: Path) -> Result:
 def _write(out: Path, results: dict, contact_column: str, notes: str) -> Result:
     """The results files, table and figure; the headline is the last step's numbers."""
     checkpoints = results["checkpoints"]
+    ece = [row["ece"] for row in checkpoints]
+    results["trend"] = {key: linear_trend(ece, [row[key] for row in checkpoints]) for key in PROBE_METRICS}
+    notes += " " + _trend_note(results["trend"])
     figure = _figure(out, checkpoints)
     rows = [
         {
@@ -288,6 +292,21 @@ def _write(out: Path, results: dict, contact_column: str, notes: str) -> Result:
     ]
     write_results(out, NAME, results, rows, title="Structure vs language modelling", notes=notes, figures=[figure.name])
     return Result({key: checkpoints[-1][key] for key in ("step", "ece", "ss8_accuracy", "contact_long_p_at_l")})
+
+
+def _trend_note(trend: dict) -> str:
+    """One sentence per probe metric: its least-squares slope against ECE and Pearson r, with 95% intervals."""
+
+    def shown(fit: dict, name: str) -> str:
+        interval = fit.get(f"{name}_ci95")
+        return f"{fit[name]:.3g}" + (f" [{interval[0]:.3g}, {interval[1]:.3g}]" if interval else "")
+
+    parts = [f"{key}: slope per unit of ECE {shown(fit, 'slope')}, r {shown(fit, 'r')}" for key, fit in trend.items()]
+    points = next(iter(trend.values()))["points"]
+    return (
+        f"Linear fit over the {points} checkpoints (95% bootstrap intervals over checkpoints; the paper's Fig. 6 finds "
+        f"probe quality rising as ECE falls, i.e. a negative slope): " + "; ".join(parts) + "."
+    )
 
 
 def _figure(out: Path, checkpoints: list[dict]) -> Path:

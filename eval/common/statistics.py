@@ -1,0 +1,50 @@
+"""Intervals for reported numbers: percentile bootstrap over the units measured (proteins, checkpoints)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+RESAMPLES = 2000
+
+
+def bootstrap_mean(values: Sequence[float], seed: int = 0, resamples: int = RESAMPLES) -> dict[str, float]:
+    """The mean of ``values`` and its 95% percentile-bootstrap interval (NaNs ignored)."""
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        raise ValueError("no finite value to average")
+    draws = np.random.default_rng(seed).integers(0, values.size, size=(resamples, values.size))
+    means = values[draws].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return {"mean": float(values.mean()), "ci95_low": float(low), "ci95_high": float(high), "n": int(values.size)}
+
+
+def linear_trend(x: Sequence[float], y: Sequence[float], seed: int = 0, resamples: int = RESAMPLES) -> dict:
+    """Least-squares slope of ``y`` on ``x`` and Pearson r, each with a 95% bootstrap interval over the points.
+
+    Resamples whose ``x`` (or ``y``) are all equal have no slope (or no r) and are left out; with fewer than three
+    points no interval is given.
+    """
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if x.shape != y.shape or x.ndim != 1 or x.size < 2:
+        raise ValueError(f"need two equal-length series of at least 2 points, got {x.shape} and {y.shape}")
+    slope, r = _slope_and_r(x, y)
+    result = {"points": int(x.size), "slope": slope, "r": r}
+    if x.size >= 3:
+        draws = np.random.default_rng(seed).integers(0, x.size, size=(resamples, x.size))
+        fits = np.array([_slope_and_r(x[d], y[d]) for d in draws])
+        for name, column in (("slope", fits[:, 0]), ("r", fits[:, 1])):
+            finite = column[np.isfinite(column)]
+            if finite.size:
+                result[f"{name}_ci95"] = [float(v) for v in np.percentile(finite, [2.5, 97.5])]
+    return result
+
+
+def _slope_and_r(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    dx, dy = x - x.mean(), y - y.mean()
+    sxx, syy = float(dx @ dx), float(dy @ dy)
+    slope = float(dx @ dy) / sxx if sxx > 0 else float("nan")
+    r = float(dx @ dy) / np.sqrt(sxx * syy) if sxx > 0 and syy > 0 else float("nan")
+    return slope, float(r)
