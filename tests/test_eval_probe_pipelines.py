@@ -59,6 +59,8 @@ def test_contacts_linear_on_casp12(tiny_checkpoint, shared_data, tmp_path):
     assert set(validation) == {"0", "2"} and str(entry["best_layer"]) == max(validation, key=validation.get)
     assert "chosen on validation" in (tmp_path / "contacts-linear.md").read_text()
     assert 0.0 < entry["random_ranking"]["long P@L"] < 0.2
+    low, high = entry["per_layer"]["2"]["long P@L ci95"]
+    assert low <= entry["per_layer"]["2"]["long P@L"] <= high
     assert "random ranking (chance)" in (tmp_path / "contacts-linear.md").read_text()
 
 

@@ -25,6 +25,7 @@ from eval.common.linear_probes import BilinearContactProbe, bilinear_forward
 from eval.common.report import write_results
 from eval.common.representations import parse_layers
 from eval.common.splits import validation_folds
+from eval.common.statistics import bootstrap_mean
 from eval.common.task import Backbone, Result, Task, option
 from eval.structure.contacts.metrics import contact_precisions, mean_precisions, random_ranking_precisions
 from eval.structure.contacts.plans import Plan, PlanOptions, aligned_subplan, build_plans, embed_all
@@ -141,8 +142,11 @@ def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
         sweep = {}
         for layer in layers:
             features = [embeddings[p.name][layer] for p in plan.proteins]
-            sweep[layer] = mean_precisions(probe_precisions(plan, features, options))
-            print(f"{NAME} {plan.name} layer {layer}: long P@L {sweep[layer]['long P@L']:.3f}", flush=True)
+            per_protein = probe_precisions(plan, features, options)
+            interval = bootstrap_mean([row["long P@L"] for row in per_protein], seed=options.seed)
+            low, high = interval["ci95_low"], interval["ci95_high"]
+            sweep[layer] = mean_precisions(per_protein) | {"long P@L ci95": [low, high]}
+            print(f"{NAME} {plan.name} layer {layer}: long P@L {sweep[layer]['long P@L']:.3f} [{low:.3f}, {high:.3f}]")
         validation = validation_sweep(plan, embeddings, layers, options)
         best = max(validation, key=validation.__getitem__) if validation else layers[0]
         entry = {"scheme": plan.scheme, "proteins": plan.tested, "per_layer": sweep}
@@ -175,6 +179,7 @@ def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
         "Precision of true contacts (CB-CB < 8 Å, CA for Gly) among the top L/k scored pairs per separation band, "
         "averaged over proteins; each protein scored by the fold that held it out. The layer marked 'chosen on "
         "validation' has the best long P@L on proteins split off the training folds (20%), never on test proteins. "
+        "The JSON gives each layer's long P@L with a 95% bootstrap interval over proteins ('long P@L ci95'). "
         "Potts: CCMpred-style "
         "pseudo-likelihood on at most --msa-max-sequences rows."
     )
