@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from extract_throughput import rounds_summary
+
 from esm_jax.fasta import bundled_proteome, read_fasta
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,13 +95,11 @@ def main() -> None:
         for name, commands in variants.items():
             shutil.rmtree(work / "out", ignore_errors=True)
             seconds[name].append(_timed(commands, environment))
-    single = seconds["esm-jax, 1 process"][1:]
     print("| run | median s | median residues/s | ratio to 1 esm-jax process (min–max) |")
     print("|---|---|---|---|")
     for name, times in seconds.items():
-        ratios = [one / mine for one, mine in zip(single, times[1:], strict=True)]
-        print(f"| {name} | {statistics.median(times[1:]):.1f} | {residues / statistics.median(times[1:]):,.0f} | "
-              f"{statistics.median(ratios):.2f}× ({min(ratios):.2f}–{max(ratios):.2f}) |", flush=True)  # fmt: skip
+        summary = rounds_summary(times, seconds["esm-jax, 1 process"], residues)
+        print(f"| {name} | {statistics.median(times[1:]):.1f} | {summary} |", flush=True)
     shutil.rmtree(work, ignore_errors=True)
 
 

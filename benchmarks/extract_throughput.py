@@ -104,13 +104,21 @@ def timed_extractions(
                 start = time.perf_counter()
                 run(Path(folder))
                 seconds[name].append(time.perf_counter() - start)
-    reference_seconds = seconds["fair-esm extract.py"][1:]
     print("| run | first pass s | median residues/s | ratio to fair-esm (min–max) |")
     print("|---|---|---|---|")
     for name, times in seconds.items():
-        ratios = [theirs / mine for theirs, mine in zip(reference_seconds, times[1:], strict=True)]
-        print(f"| {name} | {times[0]:.1f} | {residues / statistics.median(times[1:]):,.0f} | "
-              f"{statistics.median(ratios):.2f}× ({min(ratios):.2f}–{max(ratios):.2f}) |", flush=True)  # fmt: skip
+        summary = rounds_summary(times, seconds["fair-esm extract.py"], residues)
+        print(f"| {name} | {times[0]:.1f} | {summary} |", flush=True)
+
+
+def rounds_summary(times: list[float], baseline: list[float], residues: int) -> str:
+    """``median residues/s | median ratio× (min–max)`` table cells of the timed rounds (every time but the first,
+    the warm-up), each ratio being ``baseline``'s time over ``times``' in the same round."""
+    ratios = [theirs / mine for theirs, mine in zip(baseline[1:], times[1:], strict=True)]
+    return (
+        f"{residues / statistics.median(times[1:]):,.0f} | "
+        f"{statistics.median(ratios):.2f}× ({min(ratios):.2f}–{max(ratios):.2f})"
+    )
 
 
 def main() -> None:

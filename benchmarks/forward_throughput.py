@@ -46,21 +46,16 @@ def _seconds(call) -> float:
 
 
 def reference_model(name: str) -> torch.nn.Module:
+    """fair-esm's model of the released shape ``name``, with fair-esm's own initialisation under seed 0."""
     config = named_config(name)
     torch.manual_seed(0)
     if config.architecture == "esm2":
         model = ESM2(config.num_layers, config.embed_dim, config.attention_heads)
     else:
-        args = argparse.Namespace(
-            arch="roberta_large",
-            layers=config.num_layers,
-            embed_dim=config.embed_dim,
-            ffn_embed_dim=config.ffn_embed_dim,
-            attention_heads=config.attention_heads,
-            max_positions=config.max_positions,
-            token_dropout=True,
-            emb_layer_norm_before=True,
-        )
+        # The arguments fair-esm's loader makes of the header esm-jax writes: 'encoder_' prefixes dropped.
+        header = vars(fair_esm.checkpoint_header(config)["args"])
+        fields = {key.removeprefix("encoder_"): value for key, value in header.items()}
+        args = argparse.Namespace(**fields, emb_layer_norm_before=config.emb_layer_norm_before)
         model = ProteinBertModel(args, esm.Alphabet.from_architecture("ESM-1b"))
     return model.eval()
 

@@ -11,6 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from flax import nnx
+
+from esm_jax.checkpoints import fair_esm
+from esm_jax.checkpoints.tensor_map import export_from
+from esm_jax.model import ESM, ModelConfig
 
 torch = pytest.importorskip("torch")
 esm = pytest.importorskip("esm")
@@ -42,8 +47,26 @@ def _randomise(model: torch.nn.Module, seed: int) -> None:
                 parameter.add_(1.0)
 
 
+def fair_esm_model(config: ModelConfig) -> ESM2 | ProteinBertModel:
+    """fair-esm's module of ``config``'s shape, with fair-esm's own initialisation, written out independently of
+    esm-jax's checkpoint code so the tests check that code against fair-esm."""
+    if config.architecture == "esm2":
+        return ESM2(config.num_layers, config.embed_dim, config.attention_heads, token_dropout=config.token_dropout)
+    args = argparse.Namespace(
+        arch="roberta_large",
+        layers=config.num_layers,
+        embed_dim=config.embed_dim,
+        ffn_embed_dim=config.ffn_embed_dim,
+        attention_heads=config.attention_heads,
+        max_positions=config.max_positions,
+        token_dropout=config.token_dropout,
+        emb_layer_norm_before=config.emb_layer_norm_before,
+    )
+    return ProteinBertModel(args, esm.Alphabet.from_architecture("ESM-1b"))
+
+
 def esm2_model(num_layers: int, embed_dim: int, heads: int, *, seed: int = 0, fp16_inv_freq: bool = True) -> ESM2:
-    model = ESM2(num_layers=num_layers, embed_dim=embed_dim, attention_heads=heads, token_dropout=True)
+    model = fair_esm_model(ModelConfig("esm2", num_layers, embed_dim, heads, 4 * embed_dim))
     _randomise(model, seed)
     if fp16_inv_freq:
         for layer in model.layers:
@@ -62,17 +85,10 @@ def esm1b_model(
     max_positions: int = 128,
     seed: int = 0,
 ) -> ProteinBertModel:
-    args = argparse.Namespace(
-        arch="roberta_large",
-        layers=num_layers,
-        embed_dim=embed_dim,
-        ffn_embed_dim=ffn,
-        attention_heads=heads,
-        max_positions=max_positions,
-        token_dropout=True,
-        emb_layer_norm_before=before,
+    config = ModelConfig(
+        "esm1b", num_layers, embed_dim, heads, ffn, max_positions=max_positions, emb_layer_norm_before=before
     )
-    model = ProteinBertModel(args, esm.Alphabet.from_architecture("ESM-1b"))
+    model = fair_esm_model(config)
     _randomise(model, seed)
     with torch.no_grad():
         model.embed_tokens.weight[model.mask_idx].zero_()  # fair-esm zeroes it when loading ESM-1b
@@ -141,3 +157,44 @@ def relative_error(ours, reference) -> float:
     ours, reference = np.asarray(ours, dtype=np.float64), np.asarray(reference, dtype=np.float64)
     assert ours.shape == reference.shape, (ours.shape, reference.shape)
     return float(np.max(np.abs(ours - reference)) / max(np.max(np.abs(reference)), 1e-30))
+
+
+def masked_lm_inputs(tokens: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``tokens`` with about 30% of the residues replaced by <mask>, and where: the inputs of a masked-LM loss."""
+    rng = np.random.default_rng(seed)
+    selected = (tokens >= 4) & (tokens <= 30) & (rng.random(tokens.shape) < 0.3)
+    return np.where(selected, 32, tokens), selected
+
+
+def reference_mlm_gradients(
+    model: torch.nn.Module, inputs: np.ndarray, targets: np.ndarray, selected: np.ndarray, reduction: str = "mean"
+) -> tuple[float, dict[str, np.ndarray]]:
+    """fair-esm's cross-entropy of ``targets`` at the ``selected`` positions, and the gradient of each parameter."""
+    model.zero_grad()
+    logits = model(torch.from_numpy(inputs.astype(np.int64)))["logits"]
+    picked = torch.from_numpy(selected)
+    loss = torch.nn.functional.cross_entropy(
+        logits[picked], torch.from_numpy(targets.astype(np.int64))[picked], reduction=reduction
+    )
+    loss.backward()
+    return loss.item(), {name: p.grad.numpy() for name, p in model.named_parameters() if p.grad is not None}
+
+
+def exported_gradients(model: ESM, grads: nnx.State) -> dict[str, np.ndarray]:
+    """``grads`` of ``model``'s parameters under fair-esm's tensor names (the contact head excluded)."""
+    graphdef, _, rest = nnx.split(model, nnx.Param, ...)
+    return export_from(nnx.merge(graphdef, grads, rest), fair_esm.model_slots(model.config), model.num_layers)
+
+
+def gradient_errors(ours: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> dict[str, float]:
+    """Per tensor of both: max |ours - reference| over the tensor's largest reference value.
+
+    Some gradients are zero in exact arithmetic (a key bias shifts every score of a query equally) and hold only
+    rounding noise, so each scale is at least 1e-2 of the model's largest reference gradient.
+    """
+    floor = 1e-2 * max(np.abs(g).max() for g in reference.values())
+    return {
+        name: float(np.abs(value - reference[name]).max() / max(np.abs(reference[name]).max(), floor))
+        for name, value in ours.items()
+        if name in reference
+    }

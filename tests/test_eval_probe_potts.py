@@ -24,6 +24,16 @@ def gibbs_sample(fields: np.ndarray, couplings: np.ndarray, count: int, sweeps: 
     return x
 
 
+def planted_logistic_data(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(x, y, truth): 2000 rows of 12 normal features whose labels follow a logistic model of the first three."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(2000, 12))
+    truth = np.zeros(12)
+    truth[:3] = [2.0, -1.5, 1.0]
+    y = rng.random(2000) < 1 / (1 + np.exp(-(x @ truth - 0.5)))
+    return x, y, truth
+
+
 def test_pseudo_likelihood_recovers_a_planted_coupling():
     length, states = 7, 3
     rng = np.random.default_rng(1)
@@ -71,11 +81,7 @@ def test_sequence_weights_and_profile_by_hand():
 
 def test_l1_logistic_regression_matches_scikit_learn():
     linear_model = pytest.importorskip("sklearn.linear_model")
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(2000, 12))
-    truth = np.zeros(12)
-    truth[:3] = [2.0, -1.5, 1.0]
-    y = rng.random(2000) < 1 / (1 + np.exp(-(x @ truth - 0.5)))
+    x, y, _ = planted_logistic_data(seed=0)
     weights, intercept = fit_l1_logistic(x, y, c=0.05, iterations=4000)
     reference = linear_model.LogisticRegression(l1_ratio=1.0, C=0.05, solver="saga", tol=1e-10, max_iter=100000)
     reference.fit(x, y)
@@ -92,11 +98,7 @@ def test_l1_logistic_regression_reaches_the_optimum_on_tiny_offset_features():
     """Attention-map-like columns (values ~1e-3 around an offset) beside the intercept: the fit still moves off zero
     and its objective is no worse than scikit-learn's."""
     linear_model = pytest.importorskip("sklearn.linear_model")
-    rng = np.random.default_rng(1)
-    x = rng.normal(size=(2000, 12))
-    truth = np.zeros(12)
-    truth[:3] = [2.0, -1.5, 1.0]
-    y = rng.random(2000) < 1 / (1 + np.exp(-(x @ truth - 0.5)))
+    x, y, truth = planted_logistic_data(seed=1)
     tiny = 0.01 + 0.002 * x
     weights, intercept = fit_l1_logistic(tiny, y, c=5.0, iterations=4000)
     reference = linear_model.LogisticRegression(l1_ratio=1.0, C=5.0, solver="saga", tol=1e-12, max_iter=200000)

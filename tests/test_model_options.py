@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from esm_jax import Alphabet, ModelConfig, build_model
 from esm_jax.checkpoints import fair_esm
 from esm_jax.model import NAMED_MODELS, abstract_model
 from esm_jax.sharding import DEFAULT_RULES, LOGICAL_AXES, logical_axes
-from tests.fair_esm_reference import relative_error
+from tests.fair_esm_reference import fair_esm_model, relative_error, torch
 
 SEQUENCES = [("a", "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEKAVQVKV"), ("b", "MKL<mask>AGHHTTK")]
 TOKENS = Alphabet().get_batch_converter()(SEQUENCES)[2]
@@ -74,24 +73,10 @@ def test_every_variable_carries_known_logical_axes():
 
 
 def test_named_shapes_match_the_released_fair_esm_models():
-    torch = pytest.importorskip("torch")
-    esm = pytest.importorskip("esm")
     for name, config in NAMED_MODELS.items():
+        released = config.replace(emb_layer_norm_before=config.architecture == "esm1b")  # as every ESM-1b/1v file
         with torch.device("meta"):
-            if config.architecture == "esm2":
-                reference = esm.model.esm2.ESM2(config.num_layers, config.embed_dim, config.attention_heads)
-            else:
-                args = argparse.Namespace(
-                    arch="roberta_large",
-                    layers=config.num_layers,
-                    embed_dim=config.embed_dim,
-                    ffn_embed_dim=config.ffn_embed_dim,
-                    attention_heads=config.attention_heads,
-                    max_positions=config.max_positions,
-                    token_dropout=True,
-                    emb_layer_norm_before=True,
-                )
-                reference = esm.model.esm1.ProteinBertModel(args, esm.Alphabet.from_architecture("ESM-1b"))
+            reference = fair_esm_model(released)
         expected = {key: tuple(value.shape) for key, value in reference.state_dict().items()}
         model = abstract_model(config)
         pure = nnx.to_pure_dict(nnx.state(model))

@@ -10,17 +10,18 @@ import pytest
 from flax import nnx
 
 from esm_jax import pretrained
-from esm_jax.checkpoints import fair_esm
-from esm_jax.checkpoints.tensor_map import export_from
 from tests.fair_esm_reference import (
     esm1b_model,
     esm2_model,
+    exported_gradients,
+    gradient_errors,
     load_reference,
+    masked_lm_inputs,
+    reference_mlm_gradients,
     reference_tokens,
     relative_error,
     run_reference,
     save_official,
-    torch,
 )
 
 TOLERANCE = 1e-4
@@ -80,25 +81,11 @@ def test_token_dropout_rescales_masked_inputs_like_fair_esm(pair):
     assert relative_error(got["logits"], expected["logits"]) < TOLERANCE
 
 
-def _masked_lm_targets(tokens: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    residues = (tokens >= 4) & (tokens <= 30)
-    selected = residues & (rng.random(tokens.shape) < 0.3)
-    masked = np.where(selected, 32, tokens)
-    return masked, selected
-
-
 def test_masked_lm_gradients_match_fair_esm(pair):
     reference, ours = pair
     tokens = reference_tokens()
-    inputs, selected = _masked_lm_targets(tokens)
-
-    reference.zero_grad()
-    logits = reference(torch.from_numpy(inputs.astype(np.int64)))["logits"]
-    picked = torch.from_numpy(selected)
-    loss = torch.nn.functional.cross_entropy(logits[picked], torch.from_numpy(tokens.astype(np.int64))[picked])
-    loss.backward()
-    expected = {name: p.grad.numpy() for name, p in reference.named_parameters() if p.grad is not None}
+    inputs, selected = masked_lm_inputs(tokens)
+    loss, expected = reference_mlm_gradients(reference, inputs, tokens, selected)
 
     def loss_fn(model):
         out = model.forward(jnp.asarray(inputs))
@@ -106,19 +93,11 @@ def test_masked_lm_gradients_match_fair_esm(pair):
         return jnp.sum(per_token * selected) / selected.sum()
 
     our_loss, grads = nnx.value_and_grad(loss_fn)(ours)
-    assert abs(float(our_loss) - loss.item()) < TOLERANCE * abs(loss.item())
-    graphdef, _, rest = nnx.split(ours, nnx.Param, ...)
-    grad_model = nnx.merge(graphdef, grads, rest)
-    slots = fair_esm.model_slots(ours.config)
-    got = {n: g for n, g in export_from(grad_model, slots, ours.num_layers).items() if not n.endswith("inv_freq")}
+    assert abs(float(our_loss) - loss) < TOLERANCE * abs(loss)
+    got = {n: g for n, g in exported_gradients(ours, grads).items() if not n.endswith("inv_freq")}
     assert set(got) == set(expected) - {"contact_head.regression.weight", "contact_head.regression.bias"}
-    # Some gradients are zero in exact arithmetic (a key bias shifts every score of a query
-    # equally) and hold only rounding noise, so each tensor's error is scaled by at least 1e-2
-    # of the largest gradient of the model.
-    floor = 1e-2 * max(np.abs(g).max() for g in expected.values())
-    for name, value in got.items():
-        scale = max(np.abs(expected[name]).max(), floor)
-        assert np.abs(value - expected[name]).max() / scale < TOLERANCE, name
+    errors = gradient_errors(got, expected)
+    assert all(error < TOLERANCE for error in errors.values()), errors
 
 
 def test_rotary_frequencies_come_from_the_checkpoint(tmp_path):

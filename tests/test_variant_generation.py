@@ -16,8 +16,7 @@ TEMPLATE = "MKTA<mask><mask>IAKQRQ<mask>SFVKSH"
 
 @pytest.fixture(scope="module")
 def model():
-    config = ModelConfig(architecture="esm2", num_layers=1, embed_dim=32, attention_heads=2, ffn_embed_dim=64)
-    return build_model(config, seed=9)
+    return build_model(ModelConfig("esm2", 1, 32, 2, 64), seed=9)
 
 
 def test_the_same_key_gives_the_same_sequences_and_another_key_others(model):

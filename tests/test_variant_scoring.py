@@ -32,16 +32,7 @@ def esm2():
 @pytest.fixture(scope="module")
 def esm1b_short():
     """An ESM-1b model whose learned positions cover only 40 tokens: 38-residue window, shorter than WILD_TYPE."""
-    config = ModelConfig(
-        architecture="esm1b",
-        num_layers=1,
-        embed_dim=32,
-        attention_heads=2,
-        ffn_embed_dim=64,
-        max_positions=40,
-        emb_layer_norm_before=True,
-    )
-    return build_model(config, seed=6)
+    return build_model(ModelConfig("esm1b", 1, 32, 2, 64, max_positions=40, emb_layer_norm_before=True), seed=6)
 
 
 def _slice(indices, length, window):

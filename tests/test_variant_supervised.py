@@ -17,7 +17,13 @@ from eval.cli import main as eval_main
 from eval.common.splits import random_folds
 from eval.variants.assays import Assay
 from eval.variants.folds import fraction_size, training_subset
-from eval.variants.protocol import FinetuneLearner, FrozenLearner, cross_validation, leave_one_protein_out
+from eval.variants.protocol import (
+    FinetuneLearner,
+    FrozenLearner,
+    PreparedAssay,
+    cross_validation,
+    leave_one_protein_out,
+)
 from eval.variants.regression import TrainConfig, VariantInputs, fit_head, predict, standardiser
 from eval.variants.sites import build_sites, site_hidden
 
@@ -27,8 +33,7 @@ WILD_TYPE = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEKAVQVKVKALPDAQF
 
 @pytest.fixture(scope="module")
 def model():
-    config = ModelConfig(architecture="esm2", num_layers=1, embed_dim=32, attention_heads=2, ffn_embed_dim=128)
-    return build_model(config, seed=4)
+    return build_model(ModelConfig("esm2", 1, 32, 2, 128), seed=4)
 
 
 @pytest.fixture(scope="module")
@@ -191,4 +196,39 @@ def test_zero_shot_task_reports_each_strategy_beside_the_published_numbers(share
     results = json.loads((tmp_path / "zero-shot-variants.json").read_text())["assays"]["BLAT_ECOLX"]
     assert results["ours"]["masked-marginals"]["variants"] == 4996 and results["ours"]["pseudo-ppl"]["variants"] == 2
     assert results["published_abs_rho"]["ESM-1v (zero shot)"] == pytest.approx(0.7251, abs=1e-4)
+    # the substitution-matrix baseline that knows no protein
+    assert results["blosum62"]["rho"] == pytest.approx(0.2682, abs=1e-4) and results["blosum62"]["variants"] == 4996
     assert (tmp_path / "zero-shot-variants_rho.png").is_file()
+
+
+class _PositionMemoriser:
+    """Predicts a variant's fitness as the mean training fitness at its mutated positions: pure site memory."""
+
+    def fit_predict(self, parts, test_part, key):
+        (prepared, train), (_, test) = parts[0], test_part
+        seen: dict[int, list[float]] = {}
+        for index in train:
+            for substitution in prepared.assay.mutants[index].substitutions:
+                seen.setdefault(substitution.position, []).append(prepared.assay.fitness[index])
+        overall = float(np.mean(prepared.assay.fitness[train]))
+        return np.array(
+            [
+                np.mean([np.mean(seen.get(s.position, [overall])) for s in prepared.assay.mutants[index].substitutions])
+                for index in test
+            ]
+        )
+
+
+def test_position_held_out_folds_leave_site_memory_nothing_to_recall():
+    """Random folds reward remembering per-position effects; folds that hold out whole positions do not."""
+    singles = Assay("synthetic", WILD_TYPE, *_singles_only(_synthetic_assay("synthetic", 400, seed=4)))
+    prepared = PreparedAssay(singles, None, None)
+    random_cv = cross_validation(_PositionMemoriser(), prepared, 5, seed=0)
+    position_cv = cross_validation(_PositionMemoriser(), prepared, 5, seed=0, by_position=True)
+    assert random_cv["rho_mean"] > 0.3
+    assert not np.nanmean(np.abs(position_cv["rho_folds"])) > 0.2
+
+
+def _singles_only(assay: Assay) -> tuple[tuple, np.ndarray]:
+    keep = [i for i, mutant in enumerate(assay.mutants) if len(mutant.substitutions) == 1]
+    return tuple(assay.mutants[i] for i in keep), assay.fitness[keep]

@@ -78,24 +78,20 @@ def duplicate(record: FastaRecord, first: tuple[str, int]) -> BadRecord:
 
 
 def duplicate_mapping(row: MappingRow, first: MappingRow) -> BadRecord:
-    return BadRecord(
+    """``row`` maps a member that an earlier line, ``first``, already mapped."""
+    return _bad_row(
         Reason.DUPLICATE_MAPPING,
-        row.path,
-        row.line,
-        row.member_id,
+        row,
         f"member listed under cluster {row.cluster_id!r} but line {first.line} already put it in {first.cluster_id!r}",
-        unit="line",
     )
 
 
 def mapping_without_sequence(row: MappingRow) -> BadRecord:
-    return BadRecord(
+    """``row`` maps a member that no member FASTA holds."""
+    return _bad_row(
         Reason.MAPPING_WITHOUT_SEQUENCE,
-        row.path,
-        row.line,
-        row.member_id,
+        row,
         f"cluster {row.cluster_id!r} lists this member but no member FASTA has a record with that id",
-        unit="line",
     )
 
 
@@ -105,3 +101,7 @@ def member_without_cluster(record: FastaRecord) -> BadRecord:
 
 def _bad(reason: Reason, record: FastaRecord, detail: str) -> BadRecord:
     return BadRecord(reason, record.path, record.number, record.record_id, detail)
+
+
+def _bad_row(reason: Reason, row: MappingRow, detail: str) -> BadRecord:
+    return BadRecord(reason, row.path, row.line, row.member_id, detail, unit="line")

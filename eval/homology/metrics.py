@@ -63,26 +63,18 @@ def embedding_search(
     if len(embeddings) != len(labels):
         raise ValueError(f"{len(embeddings)} embeddings but {len(labels)} SCOP labels; give one label per domain")
     queries = query_indices(level, labels)
-    query_labels = labels.subset(queries).as_tuple()
+    search = {
+        "metric": metric,
+        "query_labels": labels.subset(queries).as_tuple(),
+        "database_labels": labels.as_tuple(),
+        "show_progress": show_progress,
+    }
     _, neighbours = nearest_neighbors.top_k_neighbors(
-        embeddings[queries],
-        embeddings,
-        k,
-        metric=metric,
-        query_labels=query_labels,
-        database_labels=labels.as_tuple(),
-        ignore=scop_pairs.ignore_rule(level),
-        show_progress=show_progress,
+        embeddings[queries], embeddings, k, ignore=scop_pairs.ignore_rule(level), **search
     )
     hits = ranking.hit_at_k(_positive_flags(level, labels, queries, neighbours), k)
     aucs = nearest_neighbors.per_query_auc(
-        embeddings[queries],
-        embeddings,
-        metric=metric,
-        query_labels=query_labels,
-        database_labels=labels.as_tuple(),
-        categories=scop_pairs.category_rule(level),
-        show_progress=show_progress,
+        embeddings[queries], embeddings, categories=scop_pairs.category_rule(level), **search
     )
     return QueryScores(queries, hits, aucs)
 

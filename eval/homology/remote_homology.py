@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data_pipeline.layout import dataset_file
 from data_pipeline.readers.scope import EXCLUDED_FOLDS, ScopeDomain, read_astral_fasta
 from esm_jax.inference.embedding import embed_sequences
 from eval.common import charts, published
@@ -62,7 +63,7 @@ def load_domains(path: Path, limit: int, seed: int) -> list[ScopeDomain]:
 
 
 def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
-    path = Path(options.astral) if options.astral else Path(data) / ASTRAL_FILE
+    path = Path(options.astral) if options.astral else dataset_file(ASTRAL_FILE, data)
     domains = load_domains(path, options.limit, options.seed)
     labels = scop_pairs.parse_sccs([d.sccs for d in domains], [d.sid for d in domains])
     model = backbone.model
