@@ -68,6 +68,9 @@ def test_remote_homology_task_end_to_end(astral, tmp_path):
             assert 0.0 <= summary["hit10"] <= 1.0 and 0.0 <= summary["auc"] <= 1.0
     assert results["hmm_searched"] == 6
     assert "phmmer (phmmer queries)" in results["summary"]
+    chance = results["summary"]["chance: cosine, SCOP labels shuffled"]
+    assert all(0.0 <= chance[level]["auc"] <= 1.0 for level in scop_pairs.LEVELS)
+    assert "labels shuffled" in (out / "remote-homology.md").read_text()
     assert (out / "remote-homology.png").stat().st_size > 0
     assert "Hit-10 fold" in (out / "remote-homology.md").read_text()
     assert results["published"] == published.REMOTE_HOMOLOGY.as_json()

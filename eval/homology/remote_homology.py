@@ -87,6 +87,7 @@ def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
     }
     hmm = _hmm_baseline(options, domains, labels)
     summary = _summaries(searches, options.metrics, hmm)
+    summary |= _shuffled_labels(embeddings, labels, options)
     results = {
         **backbone.report_fields(),
         "astral": str(path),
@@ -146,6 +147,18 @@ def _summaries(searches: dict, metrics: Sequence[str], hmm: dict | None) -> dict
     return summary
 
 
+def _shuffled_labels(embeddings, labels: scop_pairs.ScopLabels, options: Options) -> dict[str, dict]:
+    """Chance level: the first metric's search with every domain's SCOP labels given to another (seeded)."""
+    metric = options.metrics[0]
+    shuffled = labels.subset(np.random.default_rng(options.seed).permutation(len(labels)))
+    return {
+        f"chance: {metric}, SCOP labels shuffled": {
+            level: homology_metrics.embedding_search(embeddings, shuffled, level, metric).summary()
+            for level in scop_pairs.LEVELS
+        }
+    }
+
+
 def _hmm_baseline(options: Options, domains: list[ScopeDomain], labels: scop_pairs.ScopLabels) -> dict | None:
     if options.hmm_queries == 0:
         return None
@@ -175,8 +188,9 @@ def _notes(results: dict) -> str:
         f"{results['domains']:,} domains after excluding folds {', '.join(results['excluded_folds'])}; queries "
         f"with a positive: {results['queries']['fold']:,} (fold), {results['queries']['superfamily']:,} "
         f"(superfamily). Fold level: positive = same fold, other superfamily; negative = other fold; same "
-        f"superfamily ignored. Superfamily level: positive = same superfamily, other family; negative = other "
-        f"fold; same family and same fold/other superfamily ignored. AUC is per query, averaged. Embedding "
+        f"superfamily ignored. Superfamily level: positive = same superfamily, other family; negative = any other "
+        f"superfamily; same family ignored (Rives et al. 2021). AUC is per query, averaged (not pooled over "
+        f"queries). The chance row shuffles the SCOP labels among the domains. Embedding "
         f"took {results['embed_seconds']:.0f} s ({results['truncated_domains']} domains truncated to "
         f"{TRUNCATION} residues).{hmm} The paper's Table 2 used HHblits as its alignment baseline; its "
         "fold-level Hit-10 values are listed below."
