@@ -24,14 +24,16 @@ def save_png(figure, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
-def contact_map_png(contacts: np.ndarray, path: str | os.PathLike, title: str) -> Path:
-    """Predicted contact probabilities (L, L) as a heat map."""
+def contact_map_png(
+    contacts: np.ndarray, path: str | os.PathLike, title: str, colour_label: str = "contact probability"
+) -> Path:
+    """A residue-pair map (L, L) as a heat map: contact probabilities, or another score named by ``colour_label``."""
     figure, axis = plt.subplots(figsize=(5, 5))
     image = axis.imshow(contacts, cmap="Blues", vmin=float(np.min(contacts)), vmax=float(np.max(contacts)))
     axis.set_title(title, fontsize=9)
     axis.set_xlabel("residue")
     axis.set_ylabel("residue")
-    figure.colorbar(image, ax=axis, fraction=0.046, label="contact probability")
+    figure.colorbar(image, ax=axis, fraction=0.046, label=colour_label)
     return save_png(figure, path)
 
 

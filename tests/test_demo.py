@@ -6,7 +6,7 @@ import json
 
 from esm_jax.cli.main import main
 
-REPORT_FILES = ("summary.md", "metrics.json", "learning_curve.png", "contact_map.png", "embedding_projection.png")
+REPORT_FILES = ("summary.md", "metrics.json", "learning_curve.png", "attention_map.png", "embedding_projection.png")
 
 
 def test_demo_writes_every_report_file_and_beats_the_unigram_baseline(tmp_path, capsys):

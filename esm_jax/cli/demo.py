@@ -2,8 +2,10 @@
 
 Builds TFRecords from a protein FASTA (by default the 2,100-protein bacterial proteome that
 ships inside the pyhmmer wheel), pretrains the tiny config with the MLM objective, checkpoints,
-measures held-out ECE against the unigram baseline, extracts embeddings and contacts with the
-trained model, and writes Markdown, JSON and PNG results.
+measures held-out ECE against the unigram baseline, extracts embeddings with the trained model,
+and writes Markdown, JSON and PNG results. The demo fits no contact regression, so its map is the
+unsupervised APC-corrected attention map (Rao et al. 2021), labelled as such, not a contact
+prediction. Rerunning it in the same folder reuses the finished run (or extends it to more --steps).
 """
 
 from __future__ import annotations
@@ -14,20 +16,30 @@ import shutil
 import time
 from pathlib import Path
 
+import jax.numpy as jnp
 import numpy as np
 
+from esm_jax.alphabet import Alphabet
 from esm_jax.cli.configuration import apply_overrides, load_config_file
+from esm_jax.errors import EsmJaxError
 from esm_jax.fasta import bundled_proteome, read_fasta
 from esm_jax.files import write_json_atomically, write_text_atomically
 from esm_jax.inference.extract import extract, load_extracted
+from esm_jax.model import ESM
+from esm_jax.model.heads import attention_contact_maps
 from esm_jax.plots import contact_map_png, projection_png
+
+MIN_PROTEINS = 20  # enough for a non-empty held-out split
+HELDOUT_PROTEINS = 10  # small corpora hold out a larger fraction so that about this many proteins are held out
+ATTENTION_TITLE = "APC-corrected attention, mean over layers and heads (unsupervised, not a fitted contact predictor)"
 
 DESCRIPTION = """\
 Run esm-jax end to end and write a report: build training data from a protein FASTA, pretrain the
 tiny model for a few minutes, compare its held-out ECE with the unigram baseline, then embed
 proteins and predict contacts with it. With no arguments it uses the 2,100-protein bacterial
 proteome that ships with pyhmmer (terminal '*' stop codons are removed) and finishes in about
-10 minutes on 2 CPU cores.
+10 minutes on 2 CPU cores. The FASTA needs at least 20 proteins, each with a name after '>'.
+Running it again with the same --workdir reuses the finished run, or trains on if --steps grew.
 
 Example with your own proteins:
   esm-jax demo --fasta my_proteins.fasta --workdir demo_run --steps 600
@@ -54,10 +66,52 @@ def default_config_spec() -> str:
     return f"{spec.origin}:tiny"
 
 
-def _write_corpus(source: Path, destination: Path) -> int:
+def _check_arguments(args: argparse.Namespace) -> None:
+    for flag, value in (("--steps", args.steps), ("--num-proteins", args.num_proteins)):
+        if value < 1:
+            raise EsmJaxError(f"{flag} must be at least 1, got {value}")
+
+
+def _corpus_records(source: Path) -> list[tuple[str, str]]:
+    """The FASTA's ``(first word of the header, sequence)`` pairs, refusing what the data build cannot use."""
     records = read_fasta(source, strip_stop=True)
-    write_text_atomically(destination, "".join(f">{label.split()[0]}\n{sequence}\n" for label, sequence in records))
-    return len(records)
+    names: dict[str, int] = {}
+    for number, (label, _) in enumerate(records, start=1):
+        if not label.split():
+            raise EsmJaxError(f"{source}: record {number} has an empty header; give every protein a name after '>'")
+        name = label.split()[0]
+        if name in names:
+            raise EsmJaxError(
+                f"{source}: records {names[name]} and {number} share the name {name!r} (the header's first word); "
+                "make the names unique"
+            )
+        names[name] = number
+    if len(records) < MIN_PROTEINS:
+        raise EsmJaxError(
+            f"{source} holds {len(records)} protein(s); the demo needs at least {MIN_PROTEINS} to train on some and "
+            "hold some out for the held-out ECE"
+        )
+    return [(label.split()[0], sequence) for label, sequence in records]
+
+
+def _write_corpus(records: list[tuple[str, str]], destination: Path) -> None:
+    write_text_atomically(destination, "".join(f">{name}\n{sequence}\n" for name, sequence in records))
+
+
+def attention_map(model: ESM, sequence: str) -> np.ndarray:
+    """The unsupervised contact signal of ``sequence`` (L, L): APC(A + Aᵀ) of the attention averaged over every
+    layer and head, with BOS/EOS removed as the contact head's inputs are (Rao et al. 2021). Not probabilities."""
+    alphabet = Alphabet()
+    ids = [alphabet.cls_idx, *alphabet.encode(sequence), alphabet.eos_idx]
+    tokens = jnp.asarray([ids], jnp.int32)
+    attentions = model.forward(tokens, (), need_head_weights=True)["attentions"]  # (1, layers, heads, T, T)
+    probs = attentions.mean(axis=(1, 2))[:, None]
+    return np.asarray(attention_contact_maps(tokens, probs, alphabet.eos_idx, alphabet.padding_idx))[0, 0]
+
+
+def _heldout_fraction(proteins: int, default: float) -> float:
+    """The config's fraction, raised for a small corpus so that about ``HELDOUT_PROTEINS`` are held out."""
+    return max(default, min(0.5, HELDOUT_PROTEINS / proteins))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,20 +119,26 @@ def run(args: argparse.Namespace) -> int:
     from esm_jax.train.trainer import train
 
     started = time.perf_counter()
+    _check_arguments(args)
     workdir = Path(args.workdir).absolute()
     source = Path(args.fasta) if args.fasta else bundled_proteome()
     corpus = workdir / "data" / "corpus.fasta"
-    proteins = _write_corpus(source, corpus)
+    corpus_records = _corpus_records(source)
+    proteins = len(corpus_records)
+    _write_corpus(corpus_records, corpus)
     config = load_config_file(args.config or default_config_spec())
     apply_overrides(config, [
         f"data.uniref50_fasta=['{corpus}']", "data.member_fasta=[]", "data.mapping_tsv=", "data.dataset=ur50_s",
         "data.dataset_dir=", f"data.build_dir={workdir / 'data'}", f"train.total_steps={args.steps}",
         f"evals.heldout.every={max(args.steps // 3, 1)}", f"train.checkpoint_every={max(args.steps // 3, 1)}",
     ])  # fmt: skip
+    config.data.heldout_fraction = _heldout_fraction(proteins, config.data.heldout_fraction)
     result = train(config, workdir / "run")
+    if result.last_heldout is None:
+        raise EsmJaxError(f"{workdir / 'run'} has no held-out evaluation; remove the folder and rerun the demo")
     model = load_trained_model(workdir / "run")
     records = read_fasta(source, strip_stop=True, limit=args.num_proteins)
-    summary = extract(model, records, workdir / "embeddings", include=("mean", "contacts"), repr_layers=[-1])
+    summary = extract(model, records, workdir / "embeddings", include=("mean",), repr_layers=[-1])
     _report(workdir, records, summary, result, model, source, proteins, time.perf_counter() - started)
     print(f"report written to {workdir / 'report'}")
     return 0
@@ -90,8 +150,9 @@ def _report(workdir: Path, records, summary, result, model, source: Path, protei
     extracted = [load_extracted(summary.files[label]) for label, _ in records]
     means = np.stack([item["mean_representations"][model.num_layers] for item in extracted])
     lengths = np.array([len(sequence) for _, sequence in records])
-    first = records[0][0].split()[0]
-    contact_map_png(extracted[0]["contacts"], report / "contact_map.png", f"predicted contacts: {first}")
+    first, sequence = records[0][0].split()[0], records[0][1]
+    contact_map_png(attention_map(model, sequence), report / "attention_map.png", f"{ATTENTION_TITLE}\n{first}",
+                    "APC-corrected attention (not a probability)")  # fmt: skip
     projection_png(means, report / "embedding_projection.png", "mean embeddings of the trained model (PCA)",
                    lengths, "protein length")  # fmt: skip
     shutil.copyfile(workdir / "run" / "learning_curve.png", report / "learning_curve.png")
@@ -119,6 +180,10 @@ def _report(workdir: Path, records, summary, result, model, source: Path, protei
         f"the {heldout['target_unigram_ece']:.2f} of a unigram (amino-acid frequency) model fitted to those very "
         "held-out targets, the best any unigram scores on them.\n\n"
         f"| item | value |\n|---|---|\n{rows}\n\n"
-        "![learning curve](learning_curve.png)\n\n![contact map](contact_map.png)\n\n"
+        "![learning curve](learning_curve.png)\n\n"
+        "The map below is the trained model's attention averaged over every layer and head, symmetrised and "
+        "APC-corrected: an unsupervised contact signal (Rao et al. 2021). No contact regression was fitted, so it "
+        "is not a contact prediction and its values are not probabilities.\n\n"
+        "![APC-corrected attention map](attention_map.png)\n\n"
         "![embedding projection](embedding_projection.png)\n",
     )

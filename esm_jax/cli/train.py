@@ -11,8 +11,9 @@ from esm_jax.cli.configuration import add_config_arguments, load_config
 DESCRIPTION = """\
 Pretrain an ESM model with the masked-language-model objective. The run lives in --workdir
 (checkpoints, TensorBoard events, metrics.jsonl, learning_curve.png, summary.json); running the
-same command again resumes exactly where it stopped. SIGTERM (e.g. a preemption) saves a
-checkpoint before exiting.
+same command again resumes exactly where it stopped. A finished run is left as it is (raise
+--config.train.total_steps to train on); a config of another model is refused before anything is
+written. SIGTERM (e.g. a preemption) stops at the next step boundary and saves a checkpoint.
 
 Examples:
   esm-jax train --config configs/pretrain.py:tiny --workdir runs/tiny

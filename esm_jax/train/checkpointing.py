@@ -91,6 +91,10 @@ class RunCheckpoints:
         nnx.replace_by_pure_dict(state, restored["state"])
         return state, restored["data"], restored["meta"]
 
+    def meta(self, step: int) -> dict:
+        """The run metadata saved with ``step`` (its model config among it), without reading the state."""
+        return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+
     def preemption_due(self, step: int) -> bool:
         """Whether the job received a preemption notice that all hosts agree to act on now."""
         return self.manager.reached_preemption(step)

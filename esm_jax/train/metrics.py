@@ -21,6 +21,7 @@ import jax
 import numpy as np
 from tensorboardX import SummaryWriter
 
+from esm_jax.files import write_text_atomically
 from esm_jax.model import AnyModelConfig
 
 # Dense bfloat16 peak FLOP/s per chip, from the vendors' data sheets.
@@ -71,20 +72,57 @@ def _measured_gemm_flops(size: int = 1024, repeats: int = 5) -> float:
     return 2 * size**3 / best * jax.device_count()
 
 
+def read_history(path: str | Path, last_step: int) -> list[dict]:
+    """The records of ``metrics.jsonl`` up to ``last_step``, skipping a line cut short by a killed process."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= last_step:
+            records.append(record)
+    return records
+
+
+def _truncate_history(path: Path, last_step: int) -> list[dict]:
+    """Drop (rewriting the file atomically) records logged after the checkpoint a run resumes from."""
+    records = read_history(path, last_step)
+    if path.is_file() and len(path.read_text().splitlines()) != len(records):
+        write_text_atomically(path, "".join(json.dumps(record) + "\n" for record in records))
+    return records
+
+
 class MetricsLog:
     """Collects per-step device metrics; every ``flush`` turns them into numbers and writes them.
 
     Writes TensorBoard events and ``metrics.jsonl`` in ``workdir`` (process 0 only) and keeps
-    the history for the learning-curve plot.
+    the history for the learning-curve plot. A run resumed from ``resume_step`` first drops what was
+    logged after that step (it is trained again), so every step is recorded once and the history
+    covers the whole run.
     """
 
-    def __init__(self, workdir: str | Path, model_config: AnyModelConfig, peak_flops_total: float, write: bool = True):
+    def __init__(
+        self,
+        workdir: str | Path,
+        model_config: AnyModelConfig,
+        peak_flops_total: float,
+        write: bool = True,
+        resume_step: int = 0,
+    ):
         self.workdir = Path(workdir)
         self.model_config = model_config
         self.peak_flops_total = peak_flops_total
-        self.writer = SummaryWriter(str(self.workdir / "tensorboard")) if write else None
-        self.jsonl = open(self.workdir / "metrics.jsonl", "a") if write else None  # noqa: SIM115
         self.history: list[dict] = []
+        self.writer = self.jsonl = None
+        if write:
+            self.history = _truncate_history(self.workdir / "metrics.jsonl", resume_step)
+            purge = resume_step + 1 if (self.workdir / "tensorboard").is_dir() else None
+            self.writer = SummaryWriter(str(self.workdir / "tensorboard"), purge_step=purge)
+            self.jsonl = open(self.workdir / "metrics.jsonl", "a")  # noqa: SIM115
         self._pending: list[tuple[int, int, dict]] = []
         self._since = time.perf_counter()
 

@@ -9,6 +9,7 @@ package never imports the data pipeline itself.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -17,17 +18,20 @@ import jax
 import ml_collections
 import optax
 from flax import nnx
+from jax.experimental import multihost_utils
 from tqdm import tqdm
 
+from esm_jax.checkpoints.training_run import CHECKPOINTS
 from esm_jax.errors import EsmJaxError
 from esm_jax.files import write_json_atomically, write_text_atomically
 from esm_jax.mesh import batch_sharding, build_mesh
 from esm_jax.model import AnyModelConfig, config_from_dict
 from esm_jax.plots import learning_curve_png
+from esm_jax.progress import progress_bar
 from esm_jax.sharding import axis_rules, state_shardings, with_shardings
 from esm_jax.train.checkpointing import RunCheckpoints, StopRequest
 from esm_jax.train.evaluators import HELDOUT, RunContext, build_evaluators, global_batch, load_factory
-from esm_jax.train.metrics import MetricsLog, peak_flops
+from esm_jax.train.metrics import MetricsLog, peak_flops, read_history
 from esm_jax.train.optimizer import learning_rate_schedule, make_optimizer
 from esm_jax.train.state import abstract_state, initialise, large_unsharded
 from esm_jax.train.step import make_eval_step, make_train_step
@@ -57,13 +61,77 @@ def _run_meta(config: ml_collections.ConfigDict, step: int) -> dict:
     return {"step": step, "model": config.model.to_dict(), "process_count": jax.process_count()}
 
 
-def _check_compatible(meta: dict, config: ml_collections.ConfigDict, workdir: Path) -> None:
-    saved = config_from_dict(meta["model"])
-    wanted = model_config_of(config)
-    if type(saved) is not type(wanted) or any(getattr(saved, f) != getattr(wanted, f) for f in wanted.SHAPE_FIELDS):
+def _model_differences(saved_model: dict, config: ml_collections.ConfigDict) -> list[str]:
+    """``field saved -> wanted`` for each shape field (or the model kind) in which the two models differ."""
+    saved, wanted = config_from_dict(saved_model), model_config_of(config)
+    if type(saved) is not type(wanted):
+        return [f"model kind {type(saved).__name__} -> {type(wanted).__name__}"]
+    fields = [field for field in wanted.SHAPE_FIELDS if getattr(saved, field) != getattr(wanted, field)]
+    return [f"{field} {getattr(saved, field)} -> {getattr(wanted, field)}" for field in fields]
+
+
+def _check_compatible(saved_model: dict, config: ml_collections.ConfigDict, where: Path) -> None:
+    """Refuse, in one line naming the differing fields, a config whose model cannot continue the saved run."""
+    if differences := _model_differences(saved_model, config):
         raise EsmJaxError(
-            f"{workdir} holds checkpoints of a different model ({saved}); use a new --workdir for this config"
+            f"{where} belongs to a run of a different model ({', '.join(differences)}); nothing was changed. "
+            "Use a new --workdir for this config, or the saved model settings to resume that run"
         )
+
+
+def _saved_config_model(workdir: Path) -> dict | None:
+    """The ``model`` entry of the run's saved ``config.json``, if there is one."""
+    path = workdir / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        model = json.loads(path.read_text())["model"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise EsmJaxError(f"{path} is not a training config ({error}); restore it or use a new --workdir") from None
+    if not isinstance(model, dict):
+        raise EsmJaxError(f"{path}: its 'model' entry is not a mapping; restore the file or use a new --workdir")
+    return model
+
+
+def _inspect_workdir(config: ml_collections.ConfigDict, workdir: Path) -> int | None:
+    """The run's newest checkpoint step, after checking (without writing anything) that ``config`` continues it."""
+    if (saved := _saved_config_model(workdir)) is not None:
+        _check_compatible(saved, config, workdir / "config.json")
+    if not (workdir / CHECKPOINTS).is_dir():
+        return None
+    cfg = config.train
+    checkpoints = RunCheckpoints(workdir, cfg.checkpoint_every, cfg.keep_checkpoints)
+    try:
+        step = checkpoints.latest_step()
+        if step is not None:
+            _check_compatible(checkpoints.meta(step)["model"], config, checkpoints.directory / str(step))
+        return step
+    finally:
+        checkpoints.close()
+
+
+def run_summary(step: int, history: list[dict], stopped_early: bool) -> dict:
+    """``summary.json``: the step, the newest training record and the newest record of every evaluator."""
+    newest = {record["split"]: record for record in history}
+    train = newest.pop("train", None)
+    evals = {split: _values(record) for split, record in newest.items()}
+    return {
+        "step": step,
+        "train": {key: value for key, value in train.items() if key != "split"} if train else None,
+        HELDOUT: evals.get(HELDOUT),
+        "evals": evals,
+        "stopped_early": stopped_early,
+    }
+
+
+def _values(record: dict) -> dict:
+    return {key: value for key, value in record.items() if key not in ("split", "step")}
+
+
+def _write_results(workdir: Path, history: list[dict], summary: dict) -> None:
+    """The learning curve over the whole run and ``summary.json``."""
+    learning_curve_png(history, workdir / "learning_curve.png")
+    write_json_atomically(workdir / "summary.json", summary)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,11 +174,15 @@ def step_setup(
 def train(
     config: ml_collections.ConfigDict, workdir: str | os.PathLike, stop: StopRequest | None = None
 ) -> TrainResult:
-    """Train (or resume) the run in ``workdir`` until ``config.train.total_steps`` or a stop request."""
+    """Train (or resume) the run in ``workdir`` until ``config.train.total_steps`` or a stop request.
+
+    A run already at ``total_steps`` is left exactly as it is; a config of another model is refused before
+    anything in ``workdir`` is written.
+    """
     workdir = Path(workdir)
-    if jax.process_index() == 0:
-        workdir.mkdir(parents=True, exist_ok=True)
-        write_text_atomically(workdir / "config.json", config.to_json(indent=2) + "\n")
+    saved_step = _inspect_workdir(config, workdir)
+    if jax.process_count() > 1:  # every process looks at the folder before process 0 writes to it
+        multihost_utils.sync_global_devices("esm_jax: workdir inspected")
     mesh = build_mesh(dict(config.mesh))
     cfg = config.train
     setup = step_setup(
@@ -118,6 +190,11 @@ def train(
         cfg.accumulation_steps,
     )  # fmt: skip
     with jax.set_mesh(mesh), axis_rules(dict(config.sharding_rules)):  # activations follow the same rules
+        if saved_step is not None and saved_step >= cfg.total_steps:
+            return _finished_run(config, workdir, setup, saved_step)
+        if jax.process_index() == 0:
+            workdir.mkdir(parents=True, exist_ok=True)
+            write_text_atomically(workdir / "config.json", config.to_json(indent=2) + "\n")
         run = _Run(config, workdir, mesh, setup)
         stop = stop or StopRequest().install()
         try:
@@ -125,6 +202,26 @@ def train(
         finally:
             run.close()
             stop.uninstall()
+
+
+def _finished_run(config: ml_collections.ConfigDict, workdir: Path, setup: StepSetup, step: int) -> TrainResult:
+    """The result of a run that already reached ``total_steps``; its files stay as they are (missing ones are
+    written from ``metrics.jsonl``)."""
+    cfg = config.train
+    checkpoints = RunCheckpoints(workdir, cfg.checkpoint_every, cfg.keep_checkpoints)
+    try:
+        state, _, _ = checkpoints.restore(step, with_shardings(setup.abstract, setup.shardings))
+    finally:
+        checkpoints.close()
+    history = read_history(workdir / "metrics.jsonl", step)
+    summary = run_summary(step, history, stopped_early=False)
+    if jax.process_index() == 0:
+        print(f"{workdir} already finished at step {step} (total_steps {cfg.total_steps}); its files are left as "
+              "they are. Raise --config.train.total_steps to train further")  # fmt: skip
+        if not ((workdir / "summary.json").is_file() and (workdir / "learning_curve.png").is_file()):
+            _write_results(workdir, history, summary)
+    train_summary, evals = summary["train"], summary["evals"]
+    return TrainResult(step, False, train_summary, evals.get(HELDOUT), evals, workdir, state)
 
 
 class _Run:
@@ -149,7 +246,7 @@ class _Run:
         else:
             target = with_shardings(setup.abstract, self.shardings)
             self.state, data_state, meta = self.checkpoints.restore(self.step, target)
-            _check_compatible(meta, config, workdir)
+            _check_compatible(meta["model"], config, self.checkpoints.directory / str(self.step))
             if self.lead:
                 print(f"resuming {workdir} from step {self.step}")
 
@@ -158,7 +255,7 @@ class _Run:
         context = RunContext(config, setup.graphdef, mesh, workdir, self.lead)
         self.evaluators = build_evaluators(config, context, setup.eval_step, self.batch_sharding)
         peak = peak_flops(jax.devices()[0], cfg.peak_flops_per_device or None) * jax.device_count()
-        self.log = MetricsLog(workdir, setup.model_config, peak, write=self.lead)
+        self.log = MetricsLog(workdir, setup.model_config, peak, write=self.lead, resume_step=self.step)
 
     def save(self, force: bool = False) -> None:
         """Check the steps since the last flush were finite, then start saving this step."""
@@ -171,12 +268,15 @@ class _Run:
     def loop(self, stop: StopRequest) -> TrainResult:
         """Stage 4: train, log, evaluate and checkpoint until done or asked to stop."""
         cfg = self.config.train
-        last_train, last_evals, stopped_early = None, {}, False
-        with tqdm(initial=self.step, total=cfg.total_steps, desc="train", unit="step", disable=not self.lead) as bar:
+        stopped_early, in_flight = False, None
+        bar = progress_bar(initial=self.step, total=cfg.total_steps, desc="train", unit="step", disable=not self.lead)
+        with bar:
             while self.step < cfg.total_steps:
                 local = next(self.train_batches)
                 batch = global_batch(local, self.batch_sharding, cfg.accumulation_steps, self.mesh)
                 self.state, metrics = self.train_step(self.state, batch)
+                jax.block_until_ready(in_flight)  # at most one step queued: a stop request takes effect at once
+                in_flight = metrics
                 self.step += 1
                 self.log.add(self.step, metrics)
                 bar.update()
@@ -187,7 +287,7 @@ class _Run:
                                     tok_s=f"{last_train['tokens_per_second']:,.0f}")  # fmt: skip
                 for evaluator in self.evaluators:
                     if evaluator.due(self.step, cfg.total_steps):
-                        last_evals[evaluator.name] = self._evaluate(evaluator, bar)
+                        self._evaluate(evaluator, bar)
                 if stop.requested or self.checkpoints.preemption_due(self.step):
                     self.save(force=True)
                     stopped_early = True
@@ -198,20 +298,13 @@ class _Run:
         if not stopped_early:
             self.save(force=True)
         self.checkpoints.wait()
+        summary = run_summary(self.step, self.log.history, stopped_early)
         if self.lead:
-            learning_curve_png(self.log.history, self.workdir / "learning_curve.png")
-            summary = {
-                "step": self.step,
-                "train": last_train,
-                HELDOUT: last_evals.get(HELDOUT),
-                "evals": last_evals,
-                "stopped_early": stopped_early,
-            }
-            write_json_atomically(self.workdir / "summary.json", summary)
-        heldout = last_evals.get(HELDOUT)
-        return TrainResult(self.step, stopped_early, last_train, heldout, last_evals, self.workdir, self.state)
+            _write_results(self.workdir, self.log.history, summary)
+        train, evals = summary["train"], summary["evals"]
+        return TrainResult(self.step, stopped_early, train, evals.get(HELDOUT), evals, self.workdir, self.state)
 
-    def _evaluate(self, evaluator, bar: tqdm) -> dict[str, float]:
+    def _evaluate(self, evaluator, bar: tqdm) -> None:
         """Run one evaluator on the current state and log its numbers under its name."""
         metrics = evaluator.run(self.state, self.step)
         self.log.write(evaluator.name, self.step, metrics)
@@ -221,7 +314,6 @@ class _Run:
         else:
             shown = ", ".join(f"{key} {value:.3f}" for key, value in list(metrics.items())[:4])
             bar.write(f"step {self.step}: {evaluator.name}: {shown}")
-        return metrics
 
     def close(self) -> None:
         self.checkpoints.close()
