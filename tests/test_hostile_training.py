@@ -18,22 +18,10 @@ from esm_jax.cli.main import main
 from esm_jax.errors import EsmJaxError
 from esm_jax.train import trainer
 from esm_jax.train.trainer import train
-from tests.train_helpers import REPO, run_python, tiny_config
+from tests.train_helpers import REPO, run_python, tiny_cli_overrides, tiny_config
 
 STOP_AT = "ESM_JAX_TEST_SIGTERM_AT_BATCH"
-CLI_OVERRIDES = [
-    "--config.model.num_layers=2",
-    "--config.model.embed_dim=32",
-    "--config.model.attention_heads=2",
-    "--config.model.ffn_embed_dim=64",
-    "--config.data.factory=tests.synthetic_batches:batches",
-    "--config.optimizer.warmup_steps=1",
-    "--config.train.total_steps=3",
-    "--config.train.log_every=1",
-    "--config.evals.heldout.every=1000",
-    "--config.train.checkpoint_every=2",
-    "--config.train.peak_flops_per_device=1e11",
-]
+CLI_OVERRIDES = tiny_cli_overrides(total_steps=3)
 
 
 def self_terminating_batches(data, split: str, state: dict | None = None):

@@ -15,21 +15,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from tests.train_helpers import REPO
+from tests.train_helpers import REPO, tiny_cli_overrides
 
-OVERRIDES = [
-    "--config.model.num_layers=2",
-    "--config.model.embed_dim=32",
-    "--config.model.attention_heads=2",
-    "--config.model.ffn_embed_dim=64",
-    "--config.data.factory=tests.synthetic_batches:batches",
-    "--config.optimizer.warmup_steps=1",
-    "--config.train.total_steps=8",
-    "--config.train.log_every=1",
-    "--config.evals.heldout.every=1000",
-    "--config.train.checkpoint_every=2",
-    "--config.train.peak_flops_per_device=1e11",
-]
+OVERRIDES = tiny_cli_overrides(total_steps=8)
 
 
 def _command(workdir: Path) -> list[str]:

@@ -27,6 +27,23 @@ def tiny_config(eval_every: int = 1000, **train) -> ml_collections.ConfigDict:
     return config
 
 
+def tiny_cli_overrides(total_steps: int, checkpoint_every: int = 2) -> list[str]:
+    """``--config.*`` overrides that make ``configs/pretrain.py:tiny`` the 2-layer model on synthetic batches."""
+    return [
+        "--config.model.num_layers=2",
+        "--config.model.embed_dim=32",
+        "--config.model.attention_heads=2",
+        "--config.model.ffn_embed_dim=64",
+        "--config.data.factory=tests.synthetic_batches:batches",
+        "--config.optimizer.warmup_steps=1",
+        f"--config.train.total_steps={total_steps}",
+        "--config.train.log_every=1",
+        "--config.evals.heldout.every=1000",
+        f"--config.train.checkpoint_every={checkpoint_every}",
+        "--config.train.peak_flops_per_device=1e11",
+    ]
+
+
 def cpu_environment(devices: int, **env) -> dict[str, str]:
     """This process's environment for a child with ``devices`` CPU devices that imports from the repository."""
     return {
