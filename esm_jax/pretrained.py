@@ -82,7 +82,10 @@ def _zero_mask_row(state: dict, source: str) -> np.ndarray:
     """fair-esm zeroes the ``<mask>`` embedding of ESM-1b/1v on load (token dropout); so do we."""
     if "embed_tokens.weight" not in state:
         raise CheckpointError(f"{source}: tensor 'embed_tokens.weight' is missing from the checkpoint")
-    table = np.array(as_numpy(state["embed_tokens.weight"]), dtype=np.float32)
+    weight = state["embed_tokens.weight"]
+    if not (isinstance(weight, np.ndarray) or hasattr(weight, "numpy")):
+        raise CheckpointError(f"{source}: 'embed_tokens.weight' is a {type(weight).__name__}, not a tensor")
+    table = np.array(as_numpy(weight), dtype=np.float32)
     mask_idx = Alphabet().mask_idx
     if table.ndim == 2 and table.shape[0] > mask_idx:
         table[mask_idx] = 0.0

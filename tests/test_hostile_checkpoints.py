@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import io
+import json
 import os
 import pickle
 import struct
@@ -26,7 +27,7 @@ import numpy as np
 import pytest
 
 from esm_jax import build_model, pretrained
-from esm_jax.checkpoints import fair_esm, torch_reader
+from esm_jax.checkpoints import fair_esm, safetensors_reader, torch_reader
 from esm_jax.checkpoints.tensor_map import export_from
 from esm_jax.cli.main import main
 from esm_jax.errors import CheckpointError, UnsafeCheckpointError
@@ -575,3 +576,43 @@ def test_valid_and_traced_tokens_still_run(tiny_model):
     logits = tiny_model(tokens)["logits"]
     traced = jax.jit(lambda t: tiny_model.forward(t)["logits"])(jnp.asarray(tokens))
     np.testing.assert_allclose(np.asarray(traced), np.asarray(logits), rtol=1e-5, atol=1e-5)
+
+
+def _safetensors(path: Path, header: object, data: bytes = b"\0" * 16) -> Path:
+    encoded = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(encoded)) + encoded + data)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        ([1, 2], "header is a list, not a table of tensors"),
+        ({"w": {"dtype": "F32", "shape": [2], "data_offsets": [-8, 0]}}, "must be non-negative whole numbers"),
+        ({"w": {"dtype": "F32", "shape": [-2], "data_offsets": [0, 8]}}, "must be non-negative whole numbers"),
+        ({"w": {"dtype": "F32", "shape": [2.5], "data_offsets": [0, 8]}}, "must be non-negative whole numbers"),
+        ({"w": {"dtype": "F32", "shape": [2], "data_offsets": [8, 0]}}, "ends \\(byte 0\\) before it begins"),
+        ({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0]}}, "two offsets"),
+        ({"w": {"dtype": "F32", "shape": [2**62, 2**62], "data_offsets": [0, 8]}}, "does not fit its byte range"),
+        ({"w": {"dtype": "F32", "shape": [8], "data_offsets": [0, 32]}}, "does not fit its byte range"),
+        ({"w": {"dtype": "Q99", "shape": [2], "data_offsets": [0, 8]}}, "malformed header entry"),
+        ({"w": "F32"}, "malformed header entry"),
+    ],
+    ids=[
+        "list",
+        "negative offset",
+        "negative size",
+        "float size",
+        "reversed",
+        "one offset",
+        "overflow",
+        "past end",
+        "dtype",
+        "entry not a dict",
+    ],  # fmt: skip
+)
+def test_crafted_safetensors_headers_are_refused(tmp_path, header, message):
+    path = _safetensors(tmp_path / "model.safetensors", header)
+    with pytest.raises(CheckpointError, match=message) as caught:
+        safetensors_reader.read_header(path)
+    assert str(path) in str(caught.value)

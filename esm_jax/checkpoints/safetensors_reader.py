@@ -7,6 +7,7 @@ Format: an 8-byte little-endian header length, a JSON header mapping each tensor
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 from pathlib import Path
@@ -61,21 +62,37 @@ def read_header(path: str | os.PathLike) -> dict[str, SafetensorsTensor]:
             header = json.loads(stream.read(header_size))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise CheckpointError(f"{path}: unreadable safetensors header ({exc})") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: the safetensors header is a {type(header).__name__}, not a table of tensors")
     data_start = 8 + header_size
     tensors = {}
     for name, entry in header.items():
         if name == "__metadata__":
             continue
-        try:
-            dtype = _DTYPES[entry["dtype"]]
-            shape = tuple(int(n) for n in entry["shape"])
-            begin, end = (int(n) for n in entry["data_offsets"])
-        except (KeyError, TypeError, ValueError):
-            raise CheckpointError(f"{path}: malformed header entry for tensor {name!r}") from None
-        if end - begin != int(np.prod(shape)) * dtype.itemsize or data_start + end > size:
+        dtype, shape, begin, end = _entry(path, name, entry)
+        if end - begin != math.prod(shape) * dtype.itemsize or data_start + end > size:
             raise CheckpointError(
                 f"{path}: tensor {name!r} ({entry['dtype']}{list(shape)}) does not fit its byte range; "
                 "the file is truncated or corrupted"
             )
         tensors[name] = SafetensorsTensor(path, name, dtype, shape, data_start + begin, data_start + end)
     return tensors
+
+
+def _entry(path: Path, name: str, entry: object) -> tuple[np.dtype, tuple[int, ...], int, int]:
+    """A header entry's dtype, shape and byte range, each checked: whole, non-negative numbers in order."""
+    try:
+        dtype = _DTYPES[entry["dtype"]]
+        shape, offsets = list(entry["shape"]), list(entry["data_offsets"])
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(f"{path}: malformed header entry for tensor {name!r}") from None
+    numbers = [*shape, *offsets]
+    if len(offsets) != 2 or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in numbers):
+        raise CheckpointError(
+            f"{path}: tensor {name!r} has shape {shape} and offsets {offsets}; both must be non-negative whole "
+            "numbers (two offsets); the file is corrupted"
+        )
+    begin, end = offsets
+    if end < begin:
+        raise CheckpointError(f"{path}: tensor {name!r} ends (byte {end}) before it begins ({begin}); corrupted")
+    return dtype, tuple(shape), begin, end
