@@ -73,4 +73,4 @@ def test_remote_homology_task_end_to_end(astral, tmp_path):
     assert "labels shuffled" in (out / "remote-homology.md").read_text()
     assert (out / "remote-homology.png").stat().st_size > 0
     assert "Hit-10 fold" in (out / "remote-homology.md").read_text()
-    assert results["published"] == published.REMOTE_HOMOLOGY.as_json()
+    assert results["published"] == [published.REMOTE_HOMOLOGY.as_json(), published.RELATED_MODELS.as_json()]

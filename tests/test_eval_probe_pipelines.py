@@ -20,6 +20,11 @@ def tiny_checkpoint(tmp_path_factory) -> str:
     return str(path)
 
 
+def _published(*tables: published.PublishedFigures) -> list[dict]:
+    """The ``published`` entry a task's JSON carries for ``tables``."""
+    return [table.as_json() for table in tables]
+
+
 def _run(task: str, checkpoint: str, data, out, *options: str) -> dict:
     assert cli.main([task, "--checkpoint", checkpoint, "--data", str(data), "--out", str(out), *options]) == 0
     assert (out / f"{task}.md").is_file()
@@ -46,6 +51,7 @@ def test_secondary_structure_linear(tiny_checkpoint, shared_data, tmp_path):
     assert 0.0 < result["tests"]["CB513"]["majority_class"]["Q8"] < 0.6
     assert "majority class (chance)" in (tmp_path / "secondary-structure-linear.md").read_text()
     assert (tmp_path / "secondary-structure-linear-layers.png").stat().st_size > 0
+    assert result["published"] == _published(published.SECONDARY_STRUCTURE_LINEAR)
 
 
 def test_contacts_linear_on_casp12(tiny_checkpoint, shared_data, tmp_path):
@@ -62,6 +68,7 @@ def test_contacts_linear_on_casp12(tiny_checkpoint, shared_data, tmp_path):
     low, high = entry["per_layer"]["2"]["long P@L ci95"]
     assert low <= entry["per_layer"]["2"]["long P@L"] <= high
     assert "random ranking (chance)" in (tmp_path / "contacts-linear.md").read_text()
+    assert result["published"] == _published(published.CONTACTS_LINEAR)
 
 
 @pytest.mark.slow
@@ -86,7 +93,7 @@ def test_contacts_unsupervised(tiny_checkpoint, shared_data, tmp_path):
     assert result["features"] == 2 * 4 and result["train"]["proteins"] == 3
     assert set(result["fitted_head"]) == {"casp12"}
     assert "checkpoint_head" in result
-    assert result["published"] == published.CONTACTS_UNSUPERVISED.as_json()
+    assert result["published"] == _published(published.CONTACTS_UNSUPERVISED)
 
 
 def test_secondary_structure_deep(tiny_checkpoint, shared_data, tmp_path):
@@ -96,7 +103,8 @@ def test_secondary_structure_deep(tiny_checkpoint, shared_data, tmp_path):
     for features in ("last",):
         q8 = result["features"][features]["CASP12"]["Q8"]
         assert len(q8["runs"]) == 2 and 0.0 <= q8["mean"] <= 1.0
-    assert result["published"] == published.SECONDARY_STRUCTURE_DEEP.as_json()
+    related = (published.RELATED_MODELS, published.RELATED_MODELS_README)
+    assert result["published"] == _published(published.SECONDARY_STRUCTURE_DEEP, *related)
     assert 0.0 < result["majority_class"]["CASP12"]["Q8"] < 0.6
 
 
@@ -108,7 +116,8 @@ def test_contacts_deep(tiny_checkpoint, shared_data, tmp_path):
     assert entry["proteins"] == 2
     assert len(entry["features"]["profile"]["long P@L"]["runs"]) == 2
     assert entry["features"]["-1"] == entry["features"]["last"]  # a negative layer counts back from the end
-    assert result["published"] == published.CONTACTS_DEEP.as_json()
+    related = (published.RELATED_MODELS, published.RELATED_MODELS_README)
+    assert result["published"] == _published(published.CONTACTS_DEEP, *related)
 
 
 @pytest.mark.slow
@@ -118,3 +127,5 @@ def test_feature_combination(tiny_checkpoint, shared_data, tmp_path):
     result = _run("feature-combination", tiny_checkpoint, shared_data, tmp_path, *options)
     labels = set(result["sets"]["kortemme"]["features"])
     assert labels == {"direct", "direct + profile", "avg", "avg + profile", "cov", "cov + profile"}
+    tables = (published.FEATURE_COMBINATION_CONTACTS, published.FEATURE_COMBINATION_SECONDARY_STRUCTURE)
+    assert result["published"] == _published(*tables)

@@ -27,6 +27,11 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | N
     return "\n".join(lines) + "\n"
 
 
+def _published_tables(published: PublishedFigures | Sequence[PublishedFigures]) -> list[PublishedFigures]:
+    """``published`` as a list, so that a task may pass one table or several."""
+    return list(published) if isinstance(published, Sequence) else [published]
+
+
 def write_results(
     out_dir: str | os.PathLike,
     task: str,
@@ -36,21 +41,22 @@ def write_results(
     title: str,
     notes: str = "",
     figures: Sequence[str] = (),
-    published: PublishedFigures | None = None,
+    published: PublishedFigures | Sequence[PublishedFigures] = (),
 ) -> Path:
     """``<task>.json`` (everything in ``results``) and ``<task>.md`` (``rows`` as a table, figures linked).
 
-    ``published`` adds the authors' own figures for the task, in both files, after ours.
+    ``published`` (one table or several) adds the authors' own figures for the task after ours: in the JSON as a
+    list under ``"published"``, in the Markdown as one section per table.
     """
     out_dir = Path(out_dir)
-    if published is not None:
-        results = {**results, "published": published.as_json()}
+    tables = _published_tables(published)
+    if tables:
+        results = {**results, "published": [table.as_json() for table in tables]}
     write_json_atomically(out_dir / f"{task}.json", results)
     parts = [f"# {title}\n", markdown_table(rows)]
     if notes:
         parts.append(notes + "\n")
     parts += [f"![{name}]({name})\n" for name in figures]
-    if published is not None:
-        parts.append(published.markdown())
+    parts += [table.markdown() for table in tables]
     write_text_atomically(out_dir / f"{task}.md", "\n".join(parts))
     return out_dir / f"{task}.md"

@@ -120,7 +120,7 @@ def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
         title="Remote homology, SCOPe 2.07 ASTRAL 40% (paper Table 2)",
         notes=_notes(results),
         figures=[figure.name],
-        published=published.REMOTE_HOMOLOGY,
+        published=(published.REMOTE_HOMOLOGY, published.RELATED_MODELS),
     )
     first = next(iter(summary.values()))
     return Result(

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from eval.common import published
 from eval.common.report import write_results
 from eval.common.task import Backbone, Result, Task, option
 from eval.structure.contacts.deep_runs import ResNetOptions, resnet_runs, summary_row
@@ -69,7 +70,8 @@ def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
         f"cov uses {options.pca}² pair features; dilated ResNet, {options.steps} steps per fold, "
         f"mean ± SD over {options.seeds} seeds."
     )
-    write_results(out, NAME, results, rows, title="Feature combination: contacts", notes=notes)
+    tables = (published.FEATURE_COMBINATION_CONTACTS, published.FEATURE_COMBINATION_SECONDARY_STRUCTURE)
+    write_results(out, NAME, results, rows, title="Feature combination: contacts", notes=notes, published=tables)
     return Result(
         {f"{s} {n}": e["features"][n]["long P@L"]["mean"] for s, e in results["sets"].items() for n in e["features"]}
     )

@@ -64,7 +64,8 @@ def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
         f"Dilated ResNet ({options.blocks} blocks, {options.channels} channels), {options.steps} steps per fold; "
         f"mean ± SD over {options.seeds} seeds; long-range columns shown, all bands in the JSON."
     )
-    write_results(out, NAME, results, rows, title="Contacts: deep head", notes=notes, published=published.CONTACTS_DEEP)
+    tables = (published.CONTACTS_DEEP, published.RELATED_MODELS, published.RELATED_MODELS_README)
+    write_results(out, NAME, results, rows, title="Contacts: deep head", notes=notes, published=tables)
     return Result({f"{s} {n}": e["features"][n]["long P@L"]["mean"] for s, e in results["sets"].items() for n in names})
 
 

@@ -20,6 +20,7 @@ import numpy as np
 from flax import nnx
 
 from esm_jax.files import atomic_output
+from eval.common import published
 from eval.common.charts import curves_png
 from eval.common.linear_probes import BilinearContactProbe, bilinear_forward
 from eval.common.report import write_results
@@ -183,7 +184,16 @@ def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
         "Potts: CCMpred-style "
         "pseudo-likelihood on at most --msa-max-sequences rows."
     )
-    write_results(out, NAME, results, rows, title="Contacts: linear projections", notes=notes, figures=figures)
+    write_results(
+        out,
+        NAME,
+        results,
+        rows,
+        title="Contacts: linear projections",
+        notes=notes,
+        figures=figures,
+        published=published.CONTACTS_LINEAR,
+    )
     return Result({name: entry["per_layer"][layers[-1]]["long P@L"] for name, entry in results["sets"].items()})
 
 

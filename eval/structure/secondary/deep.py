@@ -190,7 +190,7 @@ def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
         rows,
         title="Secondary structure: deep head",
         notes=notes,
-        published=published.SECONDARY_STRUCTURE_DEEP,
+        published=(published.SECONDARY_STRUCTURE_DEEP, published.RELATED_MODELS, published.RELATED_MODELS_README),
     )
     return Result({f"{n} {t} Q8": s[t]["Q8"]["mean"] for n, s in results["features"].items() for t in s})
 

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from eval.common import published
 from eval.common.charts import curves_png
 from eval.common.linear_probes import SoftmaxProbe, softmax_loss
 from eval.common.probe_training import fit_lbfgs
@@ -134,7 +135,14 @@ def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
         "per-residue accuracy over resolved residues."
     )
     write_results(
-        out, NAME, results, rows, title="Secondary structure: linear projections", notes=notes, figures=[figure]
+        out,
+        NAME,
+        results,
+        rows,
+        title="Secondary structure: linear projections",
+        notes=notes,
+        figures=[figure],
+        published=published.SECONDARY_STRUCTURE_LINEAR,
     )
     return Result({name: entry["per_layer"][layers[-1]]["Q8"] for name, entry in results["tests"].items()})
 
