@@ -103,7 +103,7 @@ def test_inference_options_are_refused_with_a_training_config():
     result = subprocess.run(
         command, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True
     )
-    assert result.returncode == 1 and "--mesh: for --inference only" in result.stderr
+    assert result.returncode == 2 and "--mesh: for --inference only" in result.stderr
 
 
 @pytest.mark.slow

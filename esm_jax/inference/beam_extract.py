@@ -63,7 +63,7 @@ class ExtractShard(beam.DoFn):
         settings = self.settings
         encoded = encode_records(records, settings["truncation_seq_length"], settings["upper_case"])
         run = Run(self.model, encoded, records, Path(self.output_dir), self.layers, settings["include"],
-                  settings["toks_per_batch"], settings["pack"], None)  # fmt: skip
+                  settings["toks_per_batch"], settings["pack"], row_width=None, window=None)  # fmt: skip
         path = Path(self.output_dir) / "shards" / name
         if not path.is_dir():
             widths = array_widths(self.model, self.layers, settings["include"])
