@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from esm_jax.cli.main import main
 
 REPORT_FILES = ("summary.md", "metrics.json", "learning_curve.png", "attention_map.png", "embedding_projection.png")
 
 
+@pytest.mark.slow
 def test_demo_writes_every_report_file_and_beats_the_unigram_baseline(tmp_path, capsys):
     assert main(["demo", "--workdir", str(tmp_path), "--steps", "60", "--num-proteins", "8"]) == 0
     report = tmp_path / "report"

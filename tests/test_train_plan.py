@@ -76,6 +76,7 @@ def test_analytic_attention_flops_agree_with_xla_counting_dense_attention(tiny_s
     assert analytic_dense < counted_by_xla < 1.08 * analytic_dense
 
 
+@pytest.mark.slow
 def test_an_esm1b_shaped_config_compiles_fully_sharded_on_a_larger_slice(tmp_path):
     report = _plan(
         tmp_path, "configs/pretrain.py:model=esm1b,data=ur50s,pod=v5e-256", "v5e:4x4",

@@ -8,6 +8,7 @@ from configs.pretrain import get_config
 from esm_jax.train.trainer import train
 
 
+@pytest.mark.slow
 def test_tiny_config_brings_heldout_ece_below_unigram(shared_data, tmp_path, capsys):
     config = get_config("tiny")
     sample = shared_data / "uniref50_ur90_cluster_sample"
