@@ -43,17 +43,21 @@ def projection_png(
     title: str,
     colour: np.ndarray | None = None,
     colour_label: str = "",
+    log_colour: bool = False,
 ) -> Path:
-    """The first two principal components of ``embeddings`` (N, D), optionally coloured by a value."""
+    """The first two principal components of ``embeddings`` (N, D), each axis labelled with the share of variance
+    it explains, optionally coloured by a value (on a log scale with ``log_colour``, e.g. protein lengths)."""
     centred = embeddings - embeddings.mean(axis=0)
-    _, _, components = np.linalg.svd(centred, full_matrices=False)
+    _, singular, components = np.linalg.svd(centred, full_matrices=False)
+    explained = singular**2 / max(float(np.sum(singular**2)), np.finfo(np.float64).tiny)
     points = centred @ components[:2].T
     figure, axis = plt.subplots(figsize=(5.5, 4.5))
-    scatter = axis.scatter(points[:, 0], points[:, 1], c=colour, s=12, cmap="viridis")
+    norm = matplotlib.colors.LogNorm() if log_colour and colour is not None else None
+    scatter = axis.scatter(points[:, 0], points[:, 1], c=colour, s=12, cmap="viridis", norm=norm)
     if colour is not None:
-        figure.colorbar(scatter, ax=axis, label=colour_label)
-    axis.set_xlabel("PC 1")
-    axis.set_ylabel("PC 2")
+        figure.colorbar(scatter, ax=axis, label=colour_label + (" (log scale)" if log_colour else ""))
+    axis.set_xlabel(f"PC 1 ({explained[0]:.0%} of variance)")
+    axis.set_ylabel(f"PC 2 ({explained[1]:.0%} of variance)" if explained.size > 1 else "PC 2")
     axis.set_title(title, fontsize=9)
     return save_png(figure, path)
 

@@ -46,6 +46,18 @@ Example with your own proteins:
 """
 
 
+METRIC_EXPLANATIONS = """What the numbers mean:
+- **heldout_ece** (exponentiated cross-entropy): on proteins the model never saw, 15% of residues are hidden and
+  the model guesses them; ECE is how many amino acids it is effectively choosing between per guess. 1 is perfect,
+  about 20 is a guess that knows only how common each amino acid is, and 25 is a blind guess.
+- **target_unigram_ece**: the same for the best guess that uses only amino-acid frequencies; a model that learned
+  anything about protein sequences scores below it.
+- **heldout_masked_accuracy**: the share of hidden residues the model's first choice gets right.
+- **train_tokens_per_second**, **embedding_residues_per_second**: training and embedding speed on this machine.
+- **proteins_embedded**: proteins whose mean embedding is drawn in the projection below (each point a protein,
+  placed by the two directions along which the embeddings vary most, coloured by its length)."""
+
+
 def add_parser(subcommands, name: str) -> None:
     parser = subcommands.add_parser(
         name, help="train, evaluate and embed on a bundled proteome, and write a report", description=DESCRIPTION,
@@ -154,7 +166,7 @@ def _report(workdir: Path, records, summary, result, model, source: Path, protei
     contact_map_png(attention_map(model, sequence), report / "attention_map.png", f"{ATTENTION_TITLE}\n{first}",
                     "APC-corrected attention (not a probability)")  # fmt: skip
     projection_png(means, report / "embedding_projection.png", "mean embeddings of the trained model (PCA)",
-                   lengths, "protein length")  # fmt: skip
+                   lengths, "protein length (residues)", log_colour=True)  # fmt: skip
     shutil.copyfile(workdir / "run" / "learning_curve.png", report / "learning_curve.png")
     heldout, trained = result.last_heldout, result.last_train
     metrics = {
@@ -180,6 +192,7 @@ def _report(workdir: Path, records, summary, result, model, source: Path, protei
         f"the {heldout['target_unigram_ece']:.2f} of a unigram (amino-acid frequency) model fitted to those very "
         "held-out targets, the best any unigram scores on them.\n\n"
         f"| item | value |\n|---|---|\n{rows}\n\n"
+        f"{METRIC_EXPLANATIONS}\n\n"
         "![learning curve](learning_curve.png)\n\n"
         "The map below is the trained model's attention averaged over every layer and head, symmetrised and "
         "APC-corrected: an unsupervised contact signal (Rao et al. 2021). No contact regression was fitted, so it "
