@@ -226,7 +226,8 @@ def test_position_held_out_folds_leave_site_memory_nothing_to_recall():
     random_cv = cross_validation(_PositionMemoriser(), prepared, 5, seed=0)
     position_cv = cross_validation(_PositionMemoriser(), prepared, 5, seed=0, by_position=True)
     assert random_cv["rho_mean"] > 0.3
-    assert not np.nanmean(np.abs(position_cv["rho_folds"])) > 0.2
+    # unseen positions leave the memoriser one constant prediction per fold: ρ undefined (NaN) or near zero
+    assert all(np.isnan(rho) or abs(rho) < 0.2 for rho in position_cv["rho_folds"])
 
 
 def _singles_only(assay: Assay) -> tuple[tuple, np.ndarray]:
