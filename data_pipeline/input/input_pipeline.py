@@ -65,6 +65,7 @@ class PipelineConfig:
     repeat: bool = True
     masking: MaskingRule = MaskingRule()
     include_ids: bool = False
+    fraction: float = 1.0  # share of the split's UniRef50 clusters read (shard_reader.kept_by_fraction)
 
     def __post_init__(self) -> None:
         if list(self.buckets) != sorted(set(self.buckets)) or self.buckets[-1] < self.max_residues + 2:
@@ -75,11 +76,21 @@ class PipelineConfig:
             raise ValueError("block_records must be positive")
         if self.shapes not in SHAPES:
             raise ValueError(f"shapes must be one of {SHAPES}, got {self.shapes!r}")
+        if not 0.0 < self.fraction <= 1.0:
+            raise DataPipelineError(
+                f"data.fraction must be in (0, 1] (e.g. 0.1, 0.01 or 0.001 for Table 1's reduced-data rows), "
+                f"got {self.fraction}"
+            )
 
     def settings(self) -> dict[str, Any]:
-        """JSON form of the settings that change batches (``include_ids`` only adds a field)."""
+        """JSON form of the settings that change batches (``include_ids`` only adds a field).
+
+        ``fraction`` appears only below 1, so states saved before it existed still restore.
+        """
         data = dataclasses.asdict(self)
         data.pop("include_ids")
+        if self.fraction == 1.0:
+            data.pop("fraction")
         return json.loads(json.dumps(data))
 
 
@@ -115,7 +126,7 @@ class MlmBatchIterator:
         all_shards = split_shards(data_dir, config.split)
         fields = ("sequence", "id") if config.include_ids else ("sequence",)
         mine = shards_for_process(all_shards, self.process_index, self.process_count)
-        self._stream = ProcessStream(mine, config.seed, fields)
+        self._stream = ProcessStream(mine, config.seed, fields, config.fraction)
         self._dataset = {
             "split": config.split,
             "num_examples": sum(s.num_records for s in all_shards),

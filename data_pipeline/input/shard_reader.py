@@ -6,6 +6,11 @@ disjoint files that together cover the split. A process's stream is its shards i
 through the shard lengths recorded by TFDS, so reading can start anywhere without reading what comes before
 the shard. Every shard read is checked: a truncated or corrupted file, or one holding fewer records than its
 metadata says, raises :class:`CorruptShardError` naming the file.
+
+A ``fraction`` below 1 trains on a fixed subset (Table 1's reduced-data rows): a record is kept when the stable hash
+of its UniRef50 cluster id falls below ``fraction`` (:func:`kept_by_fraction`), so the subset depends on nothing but
+the cluster ids (not on seed, shards or hosts) and smaller fractions give nested subsets. The kept records of a
+process's shards are read once and served from memory, so a small subset costs no reading per epoch.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from data_pipeline.errors import CorruptShardError, DataPipelineError
 from data_pipeline.tf_runtime import tensorflow_without_accelerators
 
 _READ_BATCH = 4096
+_TWO_POW_64 = float(1 << 64)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,17 +59,50 @@ def shards_for_process(shards: list[Shard], process_index: int, process_count: i
     return mine
 
 
-class ProcessStream:
-    """The sequence of records one process reads: its shards, reordered every epoch, epochs back to back."""
+def selection_key(cluster_id: str) -> float:
+    """A number in [0, 1) fixed by the cluster id alone; a record belongs to fraction ``f`` when it is below ``f``."""
+    return counter_random.stable_hash64(f"data-fraction\x00{cluster_id}") / _TWO_POW_64
 
-    def __init__(self, shards: list[Shard], seed: int, fields: tuple[str, ...] = ("sequence",)) -> None:
-        self.shards = shards
+
+def kept_by_fraction(cluster_ids: list[str], fraction: float) -> np.ndarray:
+    """Boolean mask of the records kept by ``fraction``: nested in ``fraction``, independent of order and seed."""
+    return np.array([selection_key(cluster_id) < fraction for cluster_id in cluster_ids], dtype=bool)
+
+
+class ProcessStream:
+    """The sequence of records one process reads: its shards, reordered every epoch, epochs back to back.
+
+    With ``fraction < 1`` the shards are filtered once by :func:`kept_by_fraction` and their kept records held in
+    memory; stream positions then count kept records only.
+    """
+
+    def __init__(
+        self, shards: list[Shard], seed: int, fields: tuple[str, ...] = ("sequence",), fraction: float = 1.0
+    ) -> None:
         self.seed = seed
         self.fields = fields
+        self._tf = tensorflow_without_accelerators()
+        self._kept: dict[str, dict[str, list[bytes]]] | None = None
+        if fraction < 1.0:
+            self._kept = {shard.path: self._select(shard, fraction) for shard in shards}
+            shards = [Shard(shard.path, len(self._kept[shard.path][fields[0]])) for shard in shards]
+        self.shards = shards
         self.epoch_records = sum(s.num_records for s in shards)
+        if self.epoch_records == 0 and fraction < 1.0:
+            raise DataPipelineError(
+                f"data.fraction={fraction} keeps none of the records in this process's {len(shards)} shards "
+                f"({shards[0].path}, ...); use a larger fraction"
+            )
         if self.epoch_records == 0:
             raise DataPipelineError("the shards of this process hold no records")
-        self._tf = tensorflow_without_accelerators()
+
+    def _select(self, shard: Shard, fraction: float) -> dict[str, list[bytes]]:
+        """The records of ``shard`` whose cluster is in ``fraction``, every field of this stream, in file order."""
+        columns = self._read_file(shard, 0, shard.num_records, tuple(dict.fromkeys((*self.fields, "cluster_id"))))
+        keep = kept_by_fraction([value.decode("utf-8") for value in columns["cluster_id"]], fraction)
+        return {
+            field: [value for value, kept in zip(columns[field], keep, strict=True) if kept] for field in self.fields
+        }
 
     def shard_order(self, epoch: int) -> np.ndarray:
         stream = counter_random.stable_hash64(f"shard-order\x00{epoch}")
@@ -94,9 +133,15 @@ class ProcessStream:
                     break
 
     def read_shard(self, shard: Shard, skip: int, take: int) -> dict[str, list[bytes]]:
-        """Records ``skip .. skip + take - 1`` of one shard, with the file checked for damage and truncation."""
+        """Records ``skip .. skip + take - 1`` of one shard (of its kept records, with a fraction below 1)."""
+        if self._kept is not None:
+            return {field: values[skip : skip + take] for field, values in self._kept[shard.path].items()}
+        return self._read_file(shard, skip, take, self.fields)
+
+    def _read_file(self, shard: Shard, skip: int, take: int, fields: tuple[str, ...]) -> dict[str, list[bytes]]:
+        """Records ``skip .. skip + take - 1`` of one shard file, checked for damage and truncation."""
         tf = self._tf
-        spec = {field: tf.io.FixedLenFeature([], tf.string) for field in self.fields}
+        spec = {field: tf.io.FixedLenFeature([], tf.string) for field in fields}
         dataset = (
             tf.data.TFRecordDataset(shard.path, buffer_size=1 << 22)
             .skip(skip)
@@ -105,10 +150,10 @@ class ProcessStream:
             .map(lambda serialized: tf.io.parse_example(serialized, spec), num_parallel_calls=tf.data.AUTOTUNE)
             .prefetch(2)
         )
-        out: dict[str, list[bytes]] = {field: [] for field in self.fields}
+        out: dict[str, list[bytes]] = {field: [] for field in fields}
         try:
             for batch in dataset.as_numpy_iterator():
-                for field in self.fields:
+                for field in fields:
                     out[field].extend(batch[field].tolist())
         except (tf.errors.DataLossError, tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as error:
             raise CorruptShardError(
@@ -116,7 +161,7 @@ class ProcessStream:
                 f"({error.message.strip().splitlines()[0]}). The file is truncated or corrupted: rebuild the dataset "
                 "(esm-jax build-data) or restore the file from a good copy."
             ) from error
-        got = len(out[self.fields[0]])
+        got = len(out[fields[0]])
         if got != take:
             raise CorruptShardError(
                 f"{shard.path}: expected records {skip}..{skip + take - 1} but the file ends after {skip + got} "

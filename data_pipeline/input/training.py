@@ -41,6 +41,7 @@ def mlm_batches(data: ml_collections.ConfigDict, split: str, state: dict | None 
     """Masked batches of ``split`` for this process; ``train`` repeats, ``validation`` is one pass.
 
     ``data.shapes`` picks the batch shape policy (:mod:`data_pipeline.input.batch_plan`; ``fixed`` when absent).
+    ``data.fraction`` (1 when absent) keeps that share of the training clusters; held-out data is never reduced.
     """
     training = split == "train"
     config = PipelineConfig(
@@ -52,5 +53,6 @@ def mlm_batches(data: ml_collections.ConfigDict, split: str, state: dict | None 
         max_residues=data.max_residues,
         block_records=data.block_records,
         repeat=training,
+        fraction=data.get("fraction", 1.0) if training else 1.0,
     )
     return MlmBatchIterator(dataset_dir(data), config, state=state)
