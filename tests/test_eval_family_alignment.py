@@ -100,5 +100,7 @@ def test_family_alignment_task_end_to_end(shared_data, tmp_path):
     assert results["per_family"][1]["aligned pairs"] == expected
     for subset in family_alignment.SUBSETS:
         assert 0.0 <= results["mean_auc"][subset] <= 1.0
+        low, high = results["mean_auc_ci95"][subset]
+        assert low <= results["mean_auc"][subset] <= high
     for name in ("family-alignment-distributions.png", "family-alignment-auc.png", "family-alignment.md"):
         assert (out / name).stat().st_size > 0

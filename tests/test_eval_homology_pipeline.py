@@ -66,11 +66,17 @@ def test_remote_homology_task_end_to_end(astral, tmp_path):
             summary = results["summary"][method][level]
             assert summary["queries"] == queries
             assert 0.0 <= summary["hit10"] <= 1.0 and 0.0 <= summary["auc"] <= 1.0
+            for key in ("hit10", "auc", "auc_pooled"):
+                low, high = summary[f"{key}_ci95"]
+                assert low <= summary[key] <= high
     assert results["hmm_searched"] == 6
     assert "phmmer (phmmer queries)" in results["summary"]
     chance = results["summary"]["chance: cosine, SCOP labels shuffled"]
     assert all(0.0 <= chance[level]["auc"] <= 1.0 for level in scop_pairs.LEVELS)
     assert "labels shuffled" in (out / "remote-homology.md").read_text()
     assert (out / "remote-homology.png").stat().st_size > 0
-    assert "Hit-10 fold" in (out / "remote-homology.md").read_text()
+    report = (out / "remote-homology.md").read_text()
+    assert "Hit-10 fold" in report and "AUC fold" in report and "AUC pooled fold" in report
+    assert "compared with Table 2" in report
+    assert set(results["differences_from_phmmer"]) == {"cosine - phmmer", "euclidean - phmmer"}
     assert results["published"] == [published.REMOTE_HOMOLOGY.as_json(), published.RELATED_MODELS.as_json()]

@@ -48,3 +48,28 @@ def _slope_and_r(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     slope = float(dx @ dy) / sxx if sxx > 0 else float("nan")
     r = float(dx @ dy) / np.sqrt(sxx * syy) if sxx > 0 and syy > 0 else float("nan")
     return slope, float(r)
+
+
+def resample_counts(count: int, seed: int = 0, resamples: int = RESAMPLES) -> np.ndarray:
+    """(resamples, count): how often each of ``count`` items is drawn in each bootstrap resample.
+
+    For statistics that are not a mean of per-item values (a pooled AUC): weight each item's contribution.
+    """
+    if count < 1:
+        raise ValueError("no item to resample")
+    draws = np.random.default_rng(seed).integers(0, count, size=(resamples, count))
+    return np.stack([np.bincount(row, minlength=count) for row in draws])
+
+
+def paired_difference(
+    first: Sequence[float], second: Sequence[float], seed: int = 0, resamples: int = RESAMPLES
+) -> dict[str, float | bool]:
+    """Mean of ``first - second`` over the same items, with its 95% bootstrap interval (items resampled in pairs).
+
+    Items where either value is NaN are left out; ``excludes_zero`` says whether the interval lies on one side of 0.
+    """
+    first, second = np.asarray(first, dtype=np.float64), np.asarray(second, dtype=np.float64)
+    if first.shape != second.shape or first.ndim != 1:
+        raise ValueError(f"need two equal-length series over the same items, got {first.shape} and {second.shape}")
+    result = bootstrap_mean(first - second, seed=seed, resamples=resamples)
+    return result | {"excludes_zero": bool(result["ci95_low"] > 0 or result["ci95_high"] < 0)}

@@ -5,7 +5,8 @@ pair of sampled sequences, residue pairs in the same alignment column (aligned) 
 residue pairs drawn from the other combinations (unaligned), by cosine similarity of their representations
 (Rives et al., PNAS 2021, Fig. 3 and Table S1). The AUC of cosine similarity separating aligned from
 unaligned pairs is reported per family: over all pairs, over pairs of the same amino acid, and over pairs of
-different amino acids (so identity of the residues alone cannot explain the separation).
+different amino acids (so identity of the residues alone cannot explain the separation). Means over families carry
+a 95% bootstrap interval over families.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 
 from data_pipeline.readers.alignments import Alignment, read_a3m, read_aligned_fasta, read_stockholm
 from esm_jax.inference.embedding import embed_sequences
-from eval.common import charts, ranking
+from eval.common import charts, ranking, statistics
 from eval.common.report import write_results
 from eval.common.task import Backbone, Result, Task, TaskOptions, option
 from eval.homology import alignment_pairs
@@ -154,18 +155,28 @@ def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
             }
         )
     pooled = {kind: {key: np.concatenate(v) for key, v in values.items()} for kind, values in pooled.items()}
-    means = {subset: float(np.nanmean([row[f"AUC {subset}"] for row in rows])) for subset in SUBSETS}
+    intervals = {
+        subset: statistics.bootstrap_mean([row[f"AUC {subset}"] for row in rows], seed=options.seed)
+        for subset in SUBSETS
+        if np.isfinite([row[f"AUC {subset}"] for row in rows]).any()
+    }
+    means = {subset: intervals[subset]["mean"] if subset in intervals else float("nan") for subset in SUBSETS}
     figures = _figures(Path(out), rows, pooled, str(backbone.checkpoint))
     results = {
         **backbone.report_fields(),
         "families": len(rows),
         "sequences_per_family": options.sequences_per_family,
         "mean_auc": means,
+        "mean_auc_ci95": {subset: [value["ci95_low"], value["ci95_high"]] for subset, value in intervals.items()},
         "per_family": rows,
         "pooled_mean_cosine": {kind: float(np.mean(values["cosine"])) for kind, values in pooled.items()},
     }
     mean_row = {"family": "mean over families", **{f"AUC {subset}": means[subset] for subset in SUBSETS}}
-    summary = [{**dict.fromkeys(rows[0], ""), **mean_row}]
+    interval_row = {
+        "family": "95% interval over families",
+        **{f"AUC {s}": f"[{v['ci95_low']:.3f}, {v['ci95_high']:.3f}]" for s, v in intervals.items()},
+    }
+    summary = [{**dict.fromkeys(rows[0], ""), **row} for row in (mean_row, interval_row)]
     write_results(
         out,
         NAME,

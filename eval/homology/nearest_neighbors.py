@@ -14,7 +14,7 @@ index, as a stable sort of the brute-force scores would.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Literal
 
 import jax
@@ -203,3 +203,38 @@ def per_query_auc(
             aucs[start:stop] = np.where(defined, auc, np.nan)[: stop - start]
             bar.update(stop - start)
     return aucs
+
+
+def _categorised_scores(q, q_labels, d, d_labels, *, metric: str, rule: PairRule):
+    positive, ignored = rule(tuple(a[:, None] for a in q_labels), tuple(a[None, :] for a in d_labels))
+    return _scores(q, d, metric), positive & ~ignored, ignored
+
+
+def score_blocks(
+    queries: np.ndarray,
+    database: np.ndarray,
+    *,
+    metric: Metric,
+    query_labels: Labels,
+    database_labels: Labels,
+    categories: PairRule,
+    query_block: int = 256,
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """``(scores, positive, ignored)`` of successive blocks of queries against the whole database, on the host.
+
+    The same scores and pair categories as :func:`per_query_auc`, for statistics that pool every query's pairs;
+    each block holds under ~64 MB of scores.
+    """
+    q = prepare(queries, metric)
+    d = prepare(database, metric)
+    q_labels = _check_labels(query_labels, q.shape[0], "query")
+    d_labels = tuple(jnp.asarray(a) for a in _check_labels(database_labels, d.shape[0], "database"))
+    rows = max(1, min(query_block, _SCORES_PER_AUC_BLOCK // max(d.shape[0], 1), q.shape[0]))
+    compute = jax.jit(functools.partial(_categorised_scores, metric=metric, rule=categories))
+    d_device = jnp.asarray(d)
+    for start in range(0, q.shape[0], rows):
+        stop = min(start + rows, q.shape[0])
+        block_q = pad_rows(q[start:stop], rows, 0.0)
+        block_l = tuple(pad_rows(a[start:stop], rows, -1) for a in q_labels)
+        scores, positive, ignored = jax.device_get(compute(block_q, block_l, d_device, d_labels))
+        yield scores[: stop - start], positive[: stop - start], ignored[: stop - start]
