@@ -22,6 +22,7 @@ TASK_MODULES: dict[str, str] = {
     "contacts-deep": "eval.structure.contacts.deep",
     "feature-combination": "eval.structure.feature_combination",
     "structure-vs-lm": "eval.structure.structure_vs_lm",
+    "structural-holdout": "eval.structure.holdout",
 }
 
 

@@ -24,6 +24,7 @@ PAPER_TASKS = (
     "secondary-structure-deep",
     "contacts-deep",
     "structure-vs-lm",
+    "structural-holdout",
     "feature-combination",
     "mutational-effect",
     "zero-shot-variants",

@@ -1,0 +1,92 @@
+"""Table 3's structural hold-out: SCOPe labels of PDB chains, group-disjoint folds per level, too-small levels, and
+one end-to-end run on a tiny random model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from data_pipeline.readers.scope import ScopeDomain
+from eval.common.task import Backbone
+from eval.structure.contacts.sets import ContactProtein
+from eval.structure.holdout import TASK, Options, holdout_folds, level_result
+from eval.structure.holdout_sets import LabelledStructure
+from eval.structure.scop_labels import (
+    ASTRAL_FILE,
+    LEVEL_FIELDS,
+    group_at,
+    index_by_chain,
+    label_chain,
+    read_chain_index,
+)
+
+
+def _domain(sid: str, sccs: str, region: str) -> ScopeDomain:
+    return ScopeDomain(sid, sccs, region, "", "ACDE")
+
+
+def test_a_chain_takes_the_sccs_its_domains_share_and_ambiguous_or_absent_chains_get_none():
+    index = index_by_chain(
+        [
+            _domain("d1ahsa_", "b.19.1.1", "A:"),
+            _domain("d2gu3a1", "d.17.1.6", "A:99-161"),
+            _domain("d2gu3a2", "d.17.1.6", "A:34-98"),
+            _domain("d1aqta1", "a.2.10.1", "A:87-136"),
+            _domain("d1aqta2", "b.93.1.1", "A:2-86"),
+        ]
+    )
+    assert label_chain(index, "1AHS", "A") == ("b.19.1.1", "")
+    assert label_chain(index, "2gu3", "A") == ("d.17.1.6", "")
+    assert label_chain(index, "1aqt", "A")[0] is None and "a.2.10.1" in label_chain(index, "1aqt", "A")[1]
+    assert label_chain(index, "1ahs", "B") == (None, "chain not in the ASTRAL set")
+    assert [group_at("a.1.1.2", level) for level in LEVEL_FIELDS] == ["a.1.1.2", "a.1.1", "a.1"]
+
+
+def test_known_pdb_chains_get_their_sccs_from_the_real_astral_file(shared_data):
+    index = read_chain_index(shared_data / ASTRAL_FILE)
+    assert label_chain(index, "1ahs", "A") == ("b.19.1.1", "")  # an MDAnalysis chain
+    assert label_chain(index, "2O37", "A") == ("a.2.3.0", "")  # a Kortemme domain
+    assert label_chain(index, "1lpb", "A")[0] is None
+
+
+@pytest.mark.parametrize("level", list(LEVEL_FIELDS))
+def test_no_group_is_on_both_sides_of_any_fold(level):
+    sccs = [f"{c}.{f}.{s}.{m}" for c in "ab" for f in (1, 2, 3) for s in (1, 2) for m in (1, 2)] * 2
+    groups = [group_at(label, level) for label in sccs]
+    folds = holdout_folds(groups, 5, seed=3)
+    assert len(folds) == 5
+    assert sorted(np.concatenate([test for _, test in folds]).tolist()) == list(range(len(sccs)))
+    for train, test in folds:
+        assert len(test) and not {groups[i] for i in train} & {groups[i] for i in test}
+
+
+def _structure(name: str, sccs: str) -> LabelledStructure:
+    protein = ContactProtein(name, "ACDEFGHIKL", np.zeros((10, 10), bool), np.ones(10, bool))
+    return LabelledStructure(protein, sccs, "HHHCCCEEEC")
+
+
+def test_a_level_with_fewer_groups_than_folds_is_reported_without_numbers():
+    structures = [_structure(f"s{i}", sccs) for i, sccs in enumerate(["a.1.1.1", "a.1.1.2", "a.2.1.1", "b.1.1.1"])]
+    features = [np.zeros((10, 4), np.float32)] * len(structures)
+    entry = level_result("fold", structures, features, Options(folds=5))
+    assert entry["groups"] == 3 and "only 3 distinct fold group(s) for 5 folds" in entry["too_few_groups"]
+    assert "partitions" not in entry and "Q3" not in entry
+    assert holdout_folds([group_at(s.sccs, "family") for s in structures], 5, 0) is None
+
+
+def test_the_task_runs_end_to_end_on_a_tiny_random_model(shared_data, tmp_path: Path):
+    backbone = Backbone("esm2_t6_8M_UR50D", random_weights=True)
+    options = Options(sets="pdb-chains", levels="fold", max_structures=6, steps=2, iterations=2, rank=4)
+    result = TASK.run(backbone, shared_data, tmp_path, options)
+    assert set(result.metrics) == {"fold"}
+    saved = json.loads((tmp_path / "structural-holdout.json").read_text())
+    assert len(saved["labelled"]) == 6 and saved["labelled"]["1ahsA"] == "b.19.1.1"
+    assert saved["unlabelled"]["1lpbA"] == "chain not in the ASTRAL set"
+    fold = saved["levels"]["fold"]
+    assert len(fold["partitions"]) == 5 and fold["Q3"]["partitions"] == 5
+    assert 0.0 <= fold["long P@L"]["mean"] <= 1.0 and 0.0 <= fold["majority-class Q3"]["mean"] <= 1.0
+    report = (tmp_path / "structural-holdout.md").read_text()
+    assert "Q3" in report and "Table 3" in report and "eight-class" in report
