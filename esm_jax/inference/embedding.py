@@ -93,9 +93,11 @@ def packs_by_default(model: ESM) -> bool:
 
     A packed row attends over its whole width. On accelerators that costs less than the padding it
     saves; on CPUs, where attention runs one head at a time, it costs more
-    (``benchmarks/extract_throughput.py``), and one protein per row is faster once compiled.
+    (``benchmarks/extract_throughput.py``), and one protein per row is faster once compiled. A model without
+    attention (the LSTM baselines) has no packed rows.
     """
-    return attention_kernels.resolve(model.config.attention_impl) != "per_head"
+    implementation = getattr(model.config, "attention_impl", None)
+    return implementation is not None and attention_kernels.resolve(implementation) != "per_head"
 
 
 def embed_sequences(

@@ -192,8 +192,12 @@ def _sequence_arrays(label: str, outputs: SequenceOutputs, include: Sequence[str
 
 def array_widths(model: ESM, layers: Sequence[int], include: Sequence[str]) -> dict[str, int]:
     groups = {"per_tok": "representations", "mean": "mean_representations", "bos": "bos_representations"}
-    width = model.config.embed_dim
-    widths = {f"{groups[kind]}/{layer}": width for kind in groups if kind in include for layer in layers}
+    widths = {
+        f"{groups[kind]}/{layer}": model.representation_width(layer)
+        for kind in groups
+        if kind in include
+        for layer in layers
+    }
     return widths | ({"contacts": 0} if "contacts" in include else {})
 
 

@@ -63,7 +63,8 @@ class Backbone:
     def model(self) -> ESM | BiLSTMLM:
         """The named checkpoint (with ``random_weights``: its shape, freshly initialised), on every local device.
 
-        A training run of an LSTM baseline gives a :class:`BiLSTMLM`, which has logits only (language-model task).
+        A training run of an LSTM baseline gives a :class:`BiLSTMLM`: logits and per-layer representations, as
+        :class:`ESM` gives them, but no attention maps or contacts (tasks built on attention refuse it).
         """
         if self.checkpoint is None:
             raise EsmJaxError("this task needs a model: pass --checkpoint")

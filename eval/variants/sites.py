@@ -87,7 +87,7 @@ def site_hidden(
     """
     sites = np.arange(len(table.rows)) if sites is None else np.asarray(sites)
     layer = model.num_layers
-    hidden = np.zeros((len(sites), table.max_substitutions, model.config.embed_dim), dtype=np.float32)
+    hidden = np.zeros((len(sites), table.max_substitutions, model.representation_width(layer)), dtype=np.float32)
     rows = [table.rows[site] for site in sites]
     for outputs in iter_outputs(model, rows, [layer], toks_per_batch=toks_per_batch):
         positions = table.positions[sites[outputs.index]]

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from esm_jax.errors import EsmJaxError
 from esm_jax.inference.embedding import encode_records, iter_outputs
+from esm_jax.model import BiLSTMLM
 from esm_jax.plots import contact_map_png
 from eval.common import published
 from eval.common.linear_probes import contact_pair_mask
@@ -82,7 +84,20 @@ def checkpoint_head(model, sets: dict[str, list[ContactProtein]], toks_per_batch
     return results
 
 
+def skip_reason(backbone: Backbone, options: Options) -> str | None:
+    """Why this task cannot run on ``backbone`` (None: it can): its features are attention maps, which LSTMs lack."""
+    if isinstance(backbone.model, BiLSTMLM):
+        return (
+            f"{NAME} reads attention maps, and {backbone.checkpoint or 'this model'} is an LSTM baseline, which has "
+            "none; run it on a Transformer checkpoint"
+        )
+    return None
+
+
 def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
+    reason = skip_reason(backbone, options)
+    if reason:
+        raise EsmJaxError(reason)
     model = backbone.model
     data = Path(data)
     train = load_contact_set(options.train_set, data, options.train_proteins)
@@ -134,4 +149,4 @@ def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
     return Result({name: precisions["long P@L"] for name, precisions in scored.items()})
 
 
-TASK = Task(NAME, __doc__, Options, run)
+TASK = Task(NAME, __doc__, Options, run, skip_reason=skip_reason)
