@@ -97,6 +97,10 @@ class ESM(nnx.Module):
     def num_layers(self) -> int:
         return self.config.num_layers
 
+    def representation_width(self, layer: int) -> int:
+        """Width of the hidden state ``layer`` returns: every layer of a Transformer has ``embed_dim``."""
+        return self.config.embed_dim
+
     @property
     def alphabet(self) -> Alphabet:
         return _ALPHABET
@@ -355,7 +359,8 @@ class ESM(nnx.Module):
             return x, hidden, (jnp.stack(maps, axis=1) if keep_attentions else None), contact_logits
 
         slots = jnp.array([wanted.index(i + 1) if i + 1 in wanted else len(wanted) for i in range(count)])
-        buffer = jnp.zeros((len(wanted) + 1, *x.shape), x.dtype)
+        # No buffer when no hidden state is kept (training): writing one costs every layer a pass over x.
+        buffer = jnp.zeros((len(wanted) + 1, *x.shape), x.dtype) if wanted else None
         length = tokens.shape[1] - 2
         contact_logits = jnp.zeros((tokens.shape[0], length, length), jnp.float32) if accumulate_contacts else None
 
@@ -365,7 +370,9 @@ class ESM(nnx.Module):
             x, probs, contacts = run_block(x, layer_state, layer)
             if accumulate_contacts:
                 contact_logits = contact_logits + contacts
-            return (x, jax.lax.dynamic_update_index_in_dim(buffer, x, slot, 0), contact_logits), probs
+            if buffer is not None:
+                buffer = jax.lax.dynamic_update_index_in_dim(buffer, x, slot, 0)
+            return (x, buffer, contact_logits), probs
 
         carry = (x, buffer, contact_logits)
         (x, buffer, contact_logits), maps = jax.lax.scan(body, carry, (stacked, slots, jnp.arange(count)))

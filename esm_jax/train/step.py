@@ -94,11 +94,14 @@ def make_train_step(
             (loss, (n, c)), g = grad_fn(params, model_graphdef, rest, micro_batch)
             return (jax.tree.map(jnp.add, grads, g), loss_sum + loss, count + n, correct + c), None
 
-        zeros = jax.tree.map(jnp.zeros_like, params)
-        start = (zeros, jnp.zeros(()), jnp.zeros(()), jnp.zeros(()))
-        (grads, loss_sum, count, correct), _ = jax.lax.scan(
-            micro_step, start, _micro_batches(batch, accumulation_steps)
-        )
+        if accumulation_steps == 1:  # no zero-filled accumulator: on CPUs it costs a pass over every gradient
+            (loss_sum, (count, correct)), grads = grad_fn(params, model_graphdef, rest, batch)
+        else:
+            zeros = jax.tree.map(jnp.zeros_like, params)
+            start = (zeros, jnp.zeros(()), jnp.zeros(()), jnp.zeros(()))
+            (grads, loss_sum, count, correct), _ = jax.lax.scan(
+                micro_step, start, _micro_batches(batch, accumulation_steps)
+            )
         count = jnp.maximum(count, 1.0)
         grads = jax.tree.map(lambda g: g / count, grads)
         loss = loss_sum / count

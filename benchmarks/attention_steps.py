@@ -1,0 +1,95 @@
+"""How many (sequence, head) pairs one step of the CPU per-head attention loop should compute.
+
+``per_head`` attention loops over (sequence, head) pairs; each loop step costs a fixed overhead, and the
+scores of the pairs it computes together should stay in cache. ``PER_HEAD_STEP_BYTES`` bounds the float32
+scores of one step. This times the forward and forward+backward of the kernel at several bounds, beside
+fair-esm's attention core in PyTorch (``bmm``, ``softmax``, ``bmm``, float32), on the shapes of the CPU
+benchmarks (ESM-2 t12 training and scoring rows, t12 and 650M forward rows). Each round times every variant
+once; the table gives medians.
+
+    python benchmarks/attention_steps.py
+    python benchmarks/attention_steps.py --step-bytes 1 1048576 2097152 4194304 --rounds 9
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+
+from esm_jax.model import attention_kernels
+
+SHAPES = ((4, 256, 20, 24), (3, 288, 20, 24), (4, 512, 20, 24), (2, 512, 20, 64), (8, 128, 20, 24))
+
+
+def _timed(call) -> float:
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
+
+
+def jax_calls(shape: tuple, step_bytes: int) -> tuple:
+    """Compiled forward and gradient calls of ``per_head`` attention with ``step_bytes`` per loop step."""
+    rng = np.random.default_rng(0)
+    q, k, v = (jnp.asarray(rng.normal(size=shape), jnp.float32) for _ in range(3))
+    mask = jnp.zeros(shape[:2], bool)
+    attention_kernels.PER_HEAD_STEP_BYTES = step_bytes
+
+    def forward(q, k, v):
+        return attention_kernels.per_head_attention(q, k, v, None, mask, jnp.float32)
+
+    gradient = jax.grad(lambda q, k, v: jnp.sum(forward(q, k, v) ** 2), argnums=(0, 1, 2))
+    compiled = [jax.jit(f).lower(q, k, v).compile() for f in (forward, gradient)]
+    return tuple((lambda f=f: jax.block_until_ready(f(q, k, v))) for f in compiled)
+
+
+def torch_calls(shape: tuple) -> tuple:
+    """fair-esm's attention core on the same shape: (B·H, T, D) batched products and a float32 softmax."""
+    batch, length, heads, dim = shape
+    q, k, v = (torch.randn(batch * heads, length, dim, requires_grad=True) for _ in range(3))
+
+    def forward():
+        with torch.no_grad():
+            return torch.bmm(torch.softmax(torch.bmm(q, k.transpose(1, 2)), dim=-1), v)
+
+    def both():
+        out = torch.bmm(torch.softmax(torch.bmm(q, k.transpose(1, 2)), dim=-1), v)
+        (out**2).sum().backward()
+
+    return forward, both
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--step-bytes", type=int, nargs="+", default=[1, 1 << 20, 2 << 20, 4 << 20, 8 << 20])
+    parser.add_argument("--rounds", type=int, default=7)
+    args = parser.parse_args()
+    print(f"jax {jax.__version__}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+          f"load {os.getloadavg()[0]:.2f}; ms forward / forward+backward, median of {args.rounds}")  # fmt: skip
+    print("| B, T, H, D | PyTorch | " + " | ".join(f"{b >> 10} KiB" for b in args.step_bytes) + " |")
+    print("|---" * (2 + len(args.step_bytes)) + "|")
+    default = attention_kernels.PER_HEAD_STEP_BYTES
+    for shape in SHAPES:
+        variants = {"torch": torch_calls(shape)} | {size: jax_calls(shape, size) for size in args.step_bytes}
+        attention_kernels.PER_HEAD_STEP_BYTES = default
+        times = {name: ([], []) for name in variants}
+        for calls in variants.values():
+            calls[0](), calls[1]()
+        for _ in range(args.rounds):
+            for name, calls in variants.items():
+                for kind in (0, 1):
+                    times[name][kind].append(_timed(calls[kind]))
+        cells = [
+            f"{1e3 * statistics.median(fwd):.1f} / {1e3 * statistics.median(both):.1f}" for fwd, both in times.values()
+        ]
+        print(f"| {', '.join(map(str, shape))} | " + " | ".join(cells) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
