@@ -23,6 +23,7 @@ TASK_MODULES: dict[str, str] = {
     "feature-combination": "eval.structure.feature_combination",
     "structure-vs-lm": "eval.structure.structure_vs_lm",
     "structural-holdout": "eval.structure.holdout",
+    "compare": "eval.compare",
 }
 
 

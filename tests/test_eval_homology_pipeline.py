@@ -79,4 +79,9 @@ def test_remote_homology_task_end_to_end(astral, tmp_path):
     assert "Hit-10 fold" in report and "AUC fold" in report and "AUC pooled fold" in report
     assert "compared with Table 2" in report
     assert set(results["differences_from_phmmer"]) == {"cosine - phmmer", "euclidean - phmmer"}
+    # each query's values by domain id, for `compare`
+    assert results["task"] == "remote-homology"
+    hits = results["per_item"]["cosine fold Hit-10"]
+    assert 0 < len(hits) <= results["queries"]["fold"] and set(hits) <= {d.sid for d in domains}
+    assert set(hits.values()) <= {0.0, 1.0} and "euclidean superfamily AUC" in results["per_item"]
     assert results["published"] == [published.REMOTE_HOMOLOGY.as_json(), published.RELATED_MODELS.as_json()]

@@ -47,6 +47,9 @@ def test_secondary_structure_linear(tiny_checkpoint, shared_data, tmp_path):
         assert entry["proteins"] == 3 and entry["residues_beyond_window"] == 0
         assert set(entry["per_layer"]) == {"0", "2"}
         assert all(0.0 <= v <= 1.0 for layer in entry["per_layer"].values() for v in layer.values())
+        for metric in ("Q8", "Q3"):
+            per_protein = result["per_item"][f"{name} {metric} (last layer)"]
+            assert len(per_protein) == 3 and all(0.0 <= v <= 1.0 for v in per_protein.values())
     assert result["dropped_train"] == ["1wfb-A"]
     assert 0.0 < result["tests"]["CB513"]["majority_class"]["Q8"] < 0.6
     assert "majority class (chance)" in (tmp_path / "secondary-structure-linear.md").read_text()
@@ -67,6 +70,9 @@ def test_contacts_linear_on_casp12(tiny_checkpoint, shared_data, tmp_path):
     assert 0.0 < entry["random_ranking"]["long P@L"] < 0.2
     low, high = entry["per_layer"]["2"]["long P@L ci95"]
     assert low <= entry["per_layer"]["2"]["long P@L"] <= high
+    per_protein = result["per_item"]["casp12 long P@L (last layer)"]
+    assert len(per_protein) == 2
+    assert sum(per_protein.values()) / 2 == pytest.approx(entry["per_layer"]["2"]["long P@L"])
     assert "random ranking (chance)" in (tmp_path / "contacts-linear.md").read_text()
     assert result["published"] == _published(published.CONTACTS_LINEAR)
 

@@ -88,5 +88,9 @@ def test_the_task_runs_end_to_end_on_a_tiny_random_model(shared_data, tmp_path: 
     fold = saved["levels"]["fold"]
     assert len(fold["partitions"]) == 5 and fold["Q3"]["partitions"] == 5
     assert 0.0 <= fold["long P@L"]["mean"] <= 1.0 and 0.0 <= fold["majority-class Q3"]["mean"] <= 1.0
+    # each structure's values by name, from the partition that tested it, for `compare`
+    assert "per_structure" not in fold and set(saved["per_item"]) == {"fold Q3", "fold long P@L"}
+    for table in saved["per_item"].values():
+        assert table and set(table) <= set(saved["labelled"]) and all(0.0 <= v <= 1.0 for v in table.values())
     report = (tmp_path / "structural-holdout.md").read_text()
     assert "Q3" in report and "Table 3" in report and "eight-class" in report

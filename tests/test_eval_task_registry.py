@@ -28,6 +28,7 @@ PAPER_TASKS = (
     "feature-combination",
     "mutational-effect",
     "zero-shot-variants",
+    "compare",
 )
 
 

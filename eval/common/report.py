@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -27,6 +28,13 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | N
     return "\n".join(lines) + "\n"
 
 
+def per_item(ids: Sequence[str], values: Sequence[float]) -> dict[str, float]:
+    """``{item id: value}`` of one metric, finite values only: the table ``compare`` pairs between two runs."""
+    if len(ids) != len(values):
+        raise ValueError(f"{len(ids)} item ids for {len(values)} values")
+    return {str(item): float(value) for item, value in zip(ids, values, strict=True) if math.isfinite(value)}
+
+
 def _published_tables(published: PublishedFigures | Sequence[PublishedFigures]) -> list[PublishedFigures]:
     """``published`` as a list, so that a task may pass one table or several."""
     return list(published) if isinstance(published, Sequence) else [published]
@@ -46,9 +54,11 @@ def write_results(
     """``<task>.json`` (everything in ``results``) and ``<task>.md`` (``rows`` as a table, figures linked).
 
     ``published`` (one table or several) adds the authors' own figures for the task after ours: in the JSON as a
-    list under ``"published"``, in the Markdown as one section per table.
+    list under ``"published"``, in the Markdown as one section per table. The JSON's ``"task"`` names the task
+    (unless ``results`` gives one), so two results files can be checked to come from the same task.
     """
     out_dir = Path(out_dir)
+    results = {"task": task, **results}
     tables = _published_tables(published)
     if tables:
         results = {**results, "published": [table.as_json() for table in tables]}

@@ -24,7 +24,7 @@ from data_pipeline.layout import dataset_file
 from data_pipeline.readers.scope import EXCLUDED_FOLDS, ScopeDomain, read_astral_fasta
 from esm_jax.inference.embedding import embed_sequences
 from eval.common import charts, published, statistics
-from eval.common.report import write_results
+from eval.common.report import per_item, write_results
 from eval.common.task import Backbone, Result, Task, TaskOptions, option
 from eval.homology import metrics as homology_metrics
 from eval.homology import scop_pairs
@@ -102,6 +102,7 @@ def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
         "hmm_searched": hmm["searched"].size if hmm else 0,
         "summary": summary,
         "differences_from_phmmer": _differences_from_phmmer(searches, options, hmm),
+        "per_item": _per_query(searches, domains),
     }
     rows = [_row(method, values) for method, values in summary.items()]
     figure = _figure(out, summary)
@@ -190,6 +191,16 @@ def _differences_from_phmmer(searches: dict, options: Options, hmm: dict | None)
     return differences
 
 
+def _per_query(searches: dict, domains: list[ScopeDomain]) -> dict[str, dict[str, float]]:
+    """Each query's Hit-10 and AUC by domain id, per metric and level: what ``compare`` pairs between two runs."""
+    table = {}
+    for (level, metric), scores in searches.items():
+        ids = [domains[int(query)].sid for query in scores.queries]
+        for column, values in (("Hit-10", scores.hits), ("AUC", scores.aucs)):
+            table[f"{metric} {level} {column}"] = per_item(ids, values.astype(np.float64))
+    return table
+
+
 def _shuffled_labels(embeddings, labels: scop_pairs.ScopLabels, options: Options) -> dict[str, dict]:
     """Chance level: the first metric's search with every domain's SCOP labels given to another (seeded)."""
     metric = options.metrics[0]
@@ -238,7 +249,8 @@ def _notes(results: dict) -> str:
         "them by distance to the query'), so 'AUC' is the column compared with Table 2's AUC. Brackets: 95% "
         "bootstrap interval over queries (pooled AUC: queries resampled and the AUC recomputed; the JSON gives "
         "its binning error bound as auc_pooled_max_error). The chance row shuffles the SCOP labels among the "
-        "domains; the JSON's differences_from_phmmer pairs each metric with phmmer over the phmmer queries. Embedding "
+        "domains; the JSON's differences_from_phmmer pairs each metric with phmmer over the phmmer queries, and its "
+        "per_item gives each query's Hit-10 and AUC (`esm-jax eval compare` pairs them between runs). Embedding "
         f"took {results['embed_seconds']:.0f} s ({results['truncated_domains']} domains truncated to "
         f"{TRUNCATION} residues).{hmm} The paper's Table 2 used HHblits as its alignment baseline; its "
         "fold-level Hit-10 values are listed below."

@@ -22,7 +22,7 @@ from data_pipeline.layout import dataset_file
 from esm_jax.errors import EsmJaxError
 from eval.common import published
 from eval.common.linear_probes import BilinearContactProbe, bilinear_forward
-from eval.common.report import write_results
+from eval.common.report import per_item, write_results
 from eval.common.representations import parse_layers, per_residue_layers
 from eval.common.splits import Fold, grouped_random_folds
 from eval.common.task import Backbone, Result, Task, TaskOptions, option
@@ -30,7 +30,7 @@ from eval.structure.contacts.metrics import mean_precisions, random_ranking_prec
 from eval.structure.contacts.training import cross_validated_precisions
 from eval.structure.holdout_sets import HOLDOUT_SETS, LabelledStructure, load_holdout_structures
 from eval.structure.scop_labels import ASTRAL_FILE, LEVEL_FIELDS, group_at, read_chain_index
-from eval.structure.secondary.linear import fit_probe, predict
+from eval.structure.secondary.linear import fit_probe, per_protein_accuracy, predict
 from eval.structure.secondary.metrics import SS3_STATES, accuracy, encode_states, majority_accuracy
 
 NAME = "structural-holdout"
@@ -54,21 +54,24 @@ class Options(TaskOptions):
 
 def secondary_structure_scores(
     structures: list[LabelledStructure], features: list[np.ndarray], fold: Fold, options: Options
-) -> dict[str, float]:
+) -> dict[str, float | dict[str, float]]:
     """Q3 of a softmax probe fitted on the fold's training structures with DSSP, and the majority-class Q3.
 
-    NaN when the fold has no DSSP structure on either side.
+    NaN when the fold has no DSSP structure on either side. ``Q3 per structure``: each test structure's Q3.
     """
     train, test = ([i for i in part if structures[i].ss3] for part in fold)
     if not train or not test:
-        return {"Q3": math.nan, "majority-class Q3": math.nan}
+        return {"Q3": math.nan, "majority-class Q3": math.nan, "Q3 per structure": {}}
     x_train, y_train = _residues(structures, features, train)
     x_test, y_test = _residues(structures, features, test)
     every_train, every_test = np.ones(len(y_train), bool), np.ones(len(y_test), bool)
     probe = fit_probe(x_train, y_train, every_train, len(SS3_STATES), options)
+    predicted = predict(probe, x_test)
+    each = per_protein_accuracy(predicted, y_test, every_test, [len(features[i]) for i in test])
     return {
-        "Q3": accuracy(predict(probe, x_test), y_test),
+        "Q3": accuracy(predicted, y_test),
         "majority-class Q3": majority_accuracy(y_train, every_train, y_test, every_test),
+        "Q3 per structure": per_item([structures[i].protein.name for i in test], each),
     }
 
 
@@ -86,8 +89,11 @@ def _residues(
 
 def contact_scores(
     structures: list[LabelledStructure], features: list[np.ndarray], fold: Fold, options: Options
-) -> dict[str, float]:
-    """Long-range P@L of the bilinear probe fitted on the fold's training structures, and of a random ranking."""
+) -> dict[str, float | dict[str, float]]:
+    """Long-range P@L of the bilinear probe fitted on the fold's training structures, and of a random ranking.
+
+    ``long P@L per structure``: each test structure's long-range P@L.
+    """
     proteins = [s.protein for s in structures]
     dim = features[0].shape[1]
     per_protein = cross_validated_precisions(
@@ -101,7 +107,12 @@ def contact_scores(
         seed=options.seed,
     )
     chance = random_ranking_precisions(proteins[i] for i in fold[1])
-    return {"long P@L": mean_precisions(per_protein)["long P@L"], "random-ranking long P@L": chance["long P@L"]}
+    each = per_item([proteins[i].name for i in sorted(fold[1])], [row["long P@L"] for row in per_protein])
+    return {
+        "long P@L": mean_precisions(per_protein)["long P@L"],
+        "random-ranking long P@L": chance["long P@L"],
+        "long P@L per structure": each,
+    }
 
 
 def mean_and_sd(values: list[float]) -> dict[str, float | int]:
@@ -121,23 +132,29 @@ def holdout_folds(groups: list[str], folds: int, seed: int) -> list[Fold] | None
 
 
 def level_result(level: str, structures: list[LabelledStructure], features: list[np.ndarray], options: Options) -> dict:
-    """Per-partition scores and their mean ± SD at one level, or why the level has too few groups for the folds."""
+    """Per-partition scores and their mean ± SD at one level, or why the level has too few groups for the folds.
+
+    ``per_structure``: each structure's Q3 and long P@L, from the partition that tested it.
+    """
     groups = [group_at(s.sccs, level) for s in structures]
     entry = {"groups": len(set(groups)), "structures": len(structures)}
     folds = holdout_folds(groups, options.folds, options.seed)
     if folds is None:
         reason = f"only {entry['groups']} distinct {level} group(s) for {options.folds} folds: no numbers reported"
         return entry | {"too_few_groups": reason}
-    partitions = []
+    partitions, per_structure = [], {"Q3": {}, "long P@L": {}}
     for train, test in folds:
         scores = secondary_structure_scores(structures, features, (train, test), options)
         scores |= contact_scores(structures, features, (train, test), options)
+        for metric, table in per_structure.items():
+            table |= scores.pop(f"{metric} per structure")
         test_groups = sorted({groups[i] for i in test})
         ss_count = sum(structures[i].ss3 is not None for i in test)
         partitions.append({"test_groups": test_groups, "test_structures": len(test), "test_ss_structures": ss_count})
         partitions[-1] |= scores
         print(f"{NAME} {level} partition {len(partitions)}: Q3 {scores['Q3']:.3f}, P@L {scores['long P@L']:.3f}")
-    return entry | {"partitions": partitions} | {m: mean_and_sd([p[m] for p in partitions]) for m in METRICS}
+    entry |= {"partitions": partitions, "per_structure": per_structure}
+    return entry | {m: mean_and_sd([p[m] for p in partitions]) for m in METRICS}
 
 
 def report_row(level: str, entry: dict) -> dict[str, object]:
@@ -171,12 +188,18 @@ def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
     layer = parse_layers("last", model)[-1]
     records = [(s.protein.name, s.protein.sequence) for s in structures]
     features = per_residue_layers(model, records, [layer], toks_per_batch=options.toks_per_batch, desc=NAME)[layer]
+    entries = {level: level_result(level, structures, features, options) for level in levels}
+    per_structure = {level: entry.pop("per_structure", {}) for level, entry in entries.items()}
+    per_item_tables = {
+        f"{level} {metric}": table for level, tables in per_structure.items() for metric, table in tables.items()
+    }
     results = {
         "layer": layer,
         "astral": str(astral),
         "labelled": {s.protein.name: s.sccs for s in structures},
         "unlabelled": found.unlabelled,
-        "levels": {level: level_result(level, structures, features, options) for level in levels},
+        "levels": entries,
+        "per_item": per_item_tables,
     }
     results |= backbone.report_fields()
     write_results(
@@ -208,7 +231,8 @@ def _notes(structures: list[LabelledStructure], unlabelled: dict[str, str], opti
         "over partitions, in %. Secondary structure is Q3: the DSSP strings here have 3 states, while Table 3 "
         "reports eight-class accuracy, so the published SSP columns below are Q8 and not directly comparable. "
         "Contacts: top-L precision at separation ≥ 24 (CB-CB < 8 Å). Chance: the training partition's majority "
-        "state, and a random ranking of pairs. A level with fewer groups than folds gets no numbers."
+        "state, and a random ranking of pairs. A level with fewer groups than folds gets no numbers. The JSON's "
+        "per_item gives each structure's Q3 and long P@L per level (`esm-jax eval compare` pairs them between runs)."
     )
 
 

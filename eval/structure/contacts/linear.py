@@ -23,7 +23,7 @@ from esm_jax.files import atomic_output
 from eval.common import published
 from eval.common.charts import curves_png
 from eval.common.linear_probes import BilinearContactProbe, bilinear_forward
-from eval.common.report import write_results
+from eval.common.report import per_item, write_results
 from eval.common.representations import parse_layers
 from eval.common.splits import validation_folds
 from eval.common.statistics import bootstrap_mean
@@ -138,7 +138,7 @@ def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
     layers = parse_layers(options.layers, model)
     plans = build_plans(options.sets.split(","), Path(data), options.max_proteins, options.folds, options.seed)
     embeddings = embed_all(model, plans, layers, options.toks_per_batch)
-    results, rows, figures = {"layers": layers, "sets": {}}, [], []
+    results, rows, figures = {"layers": layers, "sets": {}, "per_item": {}}, [], []
     for plan in plans:
         sweep = {}
         for layer in layers:
@@ -148,6 +148,10 @@ def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
             low, high = interval["ci95_low"], interval["ci95_high"]
             sweep[layer] = mean_precisions(per_protein) | {"long P@L ci95": [low, high]}
             print(f"{NAME} {plan.name} layer {layer}: long P@L {sweep[layer]['long P@L']:.3f} [{low:.3f}, {high:.3f}]")
+            if layer == layers[-1]:
+                names = [p.name for p in plan.tested_proteins]
+                long_range = [row["long P@L"] for row in per_protein]
+                results["per_item"][f"{plan.name} long P@L (last layer)"] = per_item(names, long_range)
         validation = validation_sweep(plan, embeddings, layers, options)
         best = max(validation, key=validation.__getitem__) if validation else layers[0]
         entry = {"scheme": plan.scheme, "proteins": plan.tested, "per_layer": sweep}
@@ -180,7 +184,8 @@ def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
         "Precision of true contacts (CB-CB < 8 Å, CA for Gly) among the top L/k scored pairs per separation band, "
         "averaged over proteins; each protein scored by the fold that held it out. The layer marked 'chosen on "
         "validation' has the best long P@L on proteins split off the training folds (20%), never on test proteins. "
-        "The JSON gives each layer's long P@L with a 95% bootstrap interval over proteins ('long P@L ci95'). "
+        "The JSON gives each layer's long P@L with a 95% bootstrap interval over proteins ('long P@L ci95'), and "
+        "each protein's long P@L at the last layer (per_item, which `esm-jax eval compare` pairs between runs). "
         "Potts: CCMpred-style "
         "pseudo-likelihood on at most --msa-max-sequences rows."
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from pathlib import Path
 
 import jax
@@ -23,7 +24,7 @@ from eval.common import published
 from eval.common.charts import curves_png
 from eval.common.linear_probes import SoftmaxProbe, softmax_loss
 from eval.common.probe_training import fit_lbfgs
-from eval.common.report import write_results
+from eval.common.report import per_item, write_results
 from eval.common.representations import parse_layers, per_residue_layers
 from eval.common.task import Backbone, Result, Task, TaskOptions, option
 from eval.structure.secondary.data import TEST_FILES, load_flip_ss3, load_ss8_sets
@@ -70,9 +71,41 @@ def _classify(graphdef, state, rows):
 
 def embed(model, records, layers: list[int], desc: str) -> tuple[dict[int, np.ndarray], ResidueLabels]:
     """Residue features of every layer (concatenated over records) and the matching labels."""
+    features, labels, _ = embed_with_lengths(model, records, layers, desc)
+    return features, labels
+
+
+def embed_with_lengths(
+    model, records, layers: list[int], desc: str
+) -> tuple[dict[int, np.ndarray], ResidueLabels, list[int]]:
+    """As :func:`embed`, with each record's number of feature rows (to score the records one by one)."""
     features = per_residue_layers(model, [(r.id, r.sequence) for r in records], layers, desc=desc)
-    labels = residue_labels(records, [f.shape[0] for f in features[layers[0]]])
-    return {layer: np.concatenate(values) for layer, values in features.items()}, labels
+    lengths = [f.shape[0] for f in features[layers[0]]]
+    labels = residue_labels(records, lengths)
+    return {layer: np.concatenate(values) for layer, values in features.items()}, labels, lengths
+
+
+def per_protein_accuracy(
+    predicted: np.ndarray, labels: np.ndarray, mask: np.ndarray, lengths: list[int]
+) -> list[float]:
+    """Accuracy of each record's residues, the records laid end to end (NaN for one with no residue to score)."""
+    bounds = np.cumsum([0, *lengths])
+    return [
+        accuracy(predicted[start:end], labels[start:end], mask[start:end]) if mask[start:end].any() else math.nan
+        for start, end in zip(bounds[:-1], bounds[1:], strict=True)
+    ]
+
+
+def _per_protein(
+    test_set: str, records, probes: tuple, x: np.ndarray, labels: ResidueLabels, lengths: list[int]
+) -> dict[str, dict[str, float]]:
+    """Q8 and Q3 of each test protein at one layer, by record id: what ``compare`` pairs between two runs."""
+    ids = [r.id for r in records]
+    q8, q3 = (predict(probe, x) for probe in probes)
+    return {
+        f"{test_set} Q8 (last layer)": per_item(ids, per_protein_accuracy(q8, labels.ss8, labels.mask, lengths)),
+        f"{test_set} Q3 (last layer)": per_item(ids, per_protein_accuracy(q3, labels.ss3, labels.mask, lengths)),
+    }
 
 
 def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
@@ -88,10 +121,16 @@ def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
         for layer in layers
     }
     del train_x
-    results = {"layers": layers, "train_proteins": len(sets.train), "dropped_train": sets.dropped, "tests": {}}
+    results = {
+        "layers": layers,
+        "train_proteins": len(sets.train),
+        "dropped_train": sets.dropped,
+        "tests": {},
+        "per_item": {},
+    }
     rows = []
     for name, records in sets.tests.items():
-        test_x, test = embed(model, records, layers, name)
+        test_x, test, lengths = embed_with_lengths(model, records, layers, name)
         per_layer = {}
         for layer in layers:
             q8_predictions = predict(probes[layer][0], test_x[layer])
@@ -113,6 +152,7 @@ def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
             "per_layer": per_layer,
             "majority_class": majority,
         }
+        results["per_item"] |= _per_protein(name, records, probes[layers[-1]], test_x[layers[-1]], test, lengths)
         print(f"{NAME} {name}: Q8 {per_layer[layers[-1]]['Q8']:.3f} at layer {layers[-1]}", flush=True)
     if options.flip_train:
         results["flip"] = flip_q3(model, layers, data, options)
@@ -132,7 +172,8 @@ def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
     results |= backbone.report_fields()
     notes = (
         f"Trained on {len(sets.train)} NetSurfP-2.0 proteins (dropped as test duplicates: {', '.join(sets.dropped)}); "
-        "per-residue accuracy over resolved residues."
+        "per-residue accuracy over resolved residues. The JSON's per_item gives each test protein's Q8 and Q3 at the "
+        "last layer, which `esm-jax eval compare` pairs between two runs."
     )
     write_results(
         out,
