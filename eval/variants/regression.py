@@ -208,7 +208,8 @@ def fit_finetune(
     """Backbone and head trained together; a fine-tuned copy of ``model`` (which is unchanged) and the head."""
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     init_key, order_key = jax.random.split(key)
-    trainable = {"backbone": jax.tree.map(jnp.array, params), "head": init_head(init_key, model.representation_width(model.num_layers))}
+    width = model.representation_width(model.num_layers)
+    trainable = {"backbone": jax.tree.map(jnp.array, params), "head": init_head(init_key, width)}
     rates = jnp.array([config.learning_rate, config.backbone_learning_rate, config.weight_decay], jnp.float32)
     count, size = len(data.target), config.finetune_batch_size
     total_steps = config.finetune_epochs * -(-count // size)
