@@ -184,25 +184,33 @@ def per_query_auc(
     ``categories(query_labels, candidate_labels) -> (positive, ignored)``. NaN where a query has no
     positive or no negative.
     """
-    q = prepare(queries, metric)
-    d = prepare(database, metric)
-    q_labels = _check_labels(query_labels, q.shape[0], "query")
-    d_labels = _check_labels(database_labels, d.shape[0], "database")
-    rows = max(1, min(query_block, _SCORES_PER_AUC_BLOCK // max(d.shape[0], 1), q.shape[0]))
     compute = jax.jit(functools.partial(_auc_block, metric=metric, rule=categories))
-    d_device = jnp.asarray(d)
-    d_labels_device = tuple(jnp.asarray(a) for a in d_labels)
-    aucs = np.empty(q.shape[0], np.float64)
-    with tqdm(total=q.shape[0], unit="query", desc=f"AUC {metric}", disable=not show_progress) as bar:
-        for start in range(0, q.shape[0], rows):
-            stop = min(start + rows, q.shape[0])
-            block_q = pad_rows(q[start:stop], rows, 0.0)
-            block_l = tuple(pad_rows(a[start:stop], rows, -1) for a in q_labels)
-            auc, n_pos, n_neg = jax.device_get(compute(block_q, block_l, d_device, d_labels_device))
+    blocks = _query_blocks(queries, database, metric, query_labels, database_labels, query_block)
+    aucs = np.empty(len(queries), np.float64)
+    with tqdm(total=len(queries), unit="query", desc=f"AUC {metric}", disable=not show_progress) as bar:
+        for start, stop, arguments in blocks:
+            auc, n_pos, n_neg = jax.device_get(compute(*arguments))
             defined = (n_pos > 0) & (n_neg > 0)
             aucs[start:stop] = np.where(defined, auc, np.nan)[: stop - start]
             bar.update(stop - start)
     return aucs
+
+
+def _query_blocks(queries, database, metric: Metric, query_labels: Labels, database_labels: Labels, query_block: int):
+    """``(start, stop, (padded query block, its labels, database, database labels))`` over the queries.
+
+    Blocks have one padded size (one compilation) and hold under ~64 MB of scores against the whole database.
+    """
+    q = prepare(queries, metric)
+    d = prepare(database, metric)
+    q_labels = _check_labels(query_labels, q.shape[0], "query")
+    d_labels = tuple(jnp.asarray(a) for a in _check_labels(database_labels, d.shape[0], "database"))
+    rows = max(1, min(query_block, _SCORES_PER_AUC_BLOCK // max(d.shape[0], 1), q.shape[0]))
+    d_device = jnp.asarray(d)
+    for start in range(0, q.shape[0], rows):
+        stop = min(start + rows, q.shape[0])
+        block_labels = tuple(pad_rows(a[start:stop], rows, -1) for a in q_labels)
+        yield start, stop, (pad_rows(q[start:stop], rows, 0.0), block_labels, d_device, d_labels)
 
 
 def _categorised_scores(q, q_labels, d, d_labels, *, metric: str, rule: PairRule):
@@ -225,16 +233,7 @@ def score_blocks(
     The same scores and pair categories as :func:`per_query_auc`, for statistics that pool every query's pairs;
     each block holds under ~64 MB of scores.
     """
-    q = prepare(queries, metric)
-    d = prepare(database, metric)
-    q_labels = _check_labels(query_labels, q.shape[0], "query")
-    d_labels = tuple(jnp.asarray(a) for a in _check_labels(database_labels, d.shape[0], "database"))
-    rows = max(1, min(query_block, _SCORES_PER_AUC_BLOCK // max(d.shape[0], 1), q.shape[0]))
     compute = jax.jit(functools.partial(_categorised_scores, metric=metric, rule=categories))
-    d_device = jnp.asarray(d)
-    for start in range(0, q.shape[0], rows):
-        stop = min(start + rows, q.shape[0])
-        block_q = pad_rows(q[start:stop], rows, 0.0)
-        block_l = tuple(pad_rows(a[start:stop], rows, -1) for a in q_labels)
-        scores, positive, ignored = jax.device_get(compute(block_q, block_l, d_device, d_labels))
+    for start, stop, arguments in _query_blocks(queries, database, metric, query_labels, database_labels, query_block):
+        scores, positive, ignored = jax.device_get(compute(*arguments))
         yield scores[: stop - start], positive[: stop - start], ignored[: stop - start]
