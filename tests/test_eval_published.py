@@ -120,6 +120,7 @@ def test_report_lists_published_figures_after_ours(tmp_path):
     assert markdown.index("| ours | 0.25 |") < markdown.index("## Published figures") < markdown.index("| theirs |")
     assert "What was measured. Source: a source." in markdown
     assert json.loads((tmp_path / "task.json").read_text()) == {
+        "task": "task",
         "ours": 1.0,
         "published": [
             {"caption": "What was measured.", "source": "a source", "rows": [{"model": "theirs", "score": 0.5}]}
@@ -139,7 +140,7 @@ def test_report_lists_several_tables_in_the_order_given(tmp_path):
 def test_report_without_published_figures_has_none(tmp_path):
     write_results(tmp_path, "task", {"ours": 1.0}, [{"model": "ours"}], title="T")
     assert "Published figures" not in (tmp_path / "task.md").read_text()
-    assert json.loads((tmp_path / "task.json").read_text()) == {"ours": 1.0}
+    assert json.loads((tmp_path / "task.json").read_text()) == {"task": "task", "ours": 1.0}
 
 
 def test_mismatched_row_is_refused():

@@ -15,9 +15,17 @@ from nbclient import NotebookClient
 from tests.conftest import shared_data_dir
 
 COLAB = Path(__file__).resolve().parents[1] / "colab"
+# The pretraining notebook builds a dataset and trains for ~3 minutes on 2 cores: it runs with the slow tests.
+LONG = {"pretraining.ipynb"}
 
 
-@pytest.mark.parametrize("name", sorted(path.name for path in COLAB.glob("*.ipynb")))
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(path.name, marks=[pytest.mark.slow] if path.name in LONG else [])
+        for path in sorted(COLAB.glob("*.ipynb"))
+    ],
+)
 def test_notebook_runs_without_error(name, tmp_path, monkeypatch):
     monkeypatch.setenv("ESM_JAX_NOTEBOOK_STEPS", "20")
     monkeypatch.setenv("ESM_JAX_NOTEBOOK_WORKDIR", str(tmp_path / "work"))
