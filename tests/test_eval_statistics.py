@@ -5,7 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from eval.common.statistics import bootstrap_mean, linear_trend
+from esm_jax.inference.rank_correlation import spearman
+from eval.common.statistics import (
+    bootstrap_mean,
+    bootstrap_statistic,
+    linear_trend,
+    percentile_interval,
+    pooled_ratio_interval,
+    resample_counts,
+    resample_indices,
+)
 
 
 def test_bootstrap_mean_interval_holds_the_mean_and_narrows_with_more_values():
@@ -31,3 +40,31 @@ def test_linear_trend_recovers_slope_and_r_with_intervals():
     assert two["slope"] == -2.0 and two["r"] == pytest.approx(-1.0) and "slope_ci95" not in two
     with pytest.raises(ValueError, match="at least 2 points"):
         linear_trend([1.0], [2.0])
+
+
+def test_bootstrap_statistic_pairs_statistics_over_the_same_resamples():
+    draws = resample_indices(50, seed=3, resamples=400)
+    assert draws.shape == (400, 50) and draws.min() >= 0 and draws.max() < 50
+    # the same seed draws the same items as resample_counts counts
+    assert (np.stack([np.bincount(row, minlength=50) for row in draws]) == resample_counts(50, 3, 400)).all()
+    x = np.random.default_rng(0).normal(size=50)
+    rho = bootstrap_statistic(lambda rows: spearman(x[rows], 2 * x[rows] + 1), draws)
+    assert rho.shape == (400,) and np.allclose(rho, 1.0)
+    low, high = percentile_interval(bootstrap_statistic(lambda rows: float(x[rows].mean()), draws))
+    assert low < x.mean() < high
+
+
+def test_percentile_interval_leaves_out_undefined_resamples():
+    assert percentile_interval([np.nan, 1.0, 3.0, np.inf]) == [pytest.approx(1.05), pytest.approx(2.95)]
+    assert percentile_interval([np.nan, np.nan]) is None
+
+
+def test_pooled_ratio_interval_weights_items_by_their_size():
+    # one large item at 0.9 and nine small ones at 0.1: the pooled ratio (0.5) is no mean of the items' ratios (0.18)
+    numerators, denominators = np.array([90.0] + [1.0] * 9), np.array([100.0] + [10.0] * 9)
+    counts = resample_counts(10, seed=0)
+    low, high = pooled_ratio_interval(numerators, denominators, counts)
+    assert low >= 0.1 and high <= 0.9 and low < numerators.sum() / denominators.sum() < high
+    assert pooled_ratio_interval([1.0], [0.0], resample_counts(1)) is None
+    with pytest.raises(ValueError, match="numerators"):
+        pooled_ratio_interval(numerators, denominators[:3], counts)

@@ -26,6 +26,7 @@ from eval.variants.protocol import (
 )
 from eval.variants.regression import TrainConfig, VariantInputs, fit_head, predict, standardiser
 from eval.variants.sites import build_sites, site_hidden
+from eval.variants.zero_shot import NO_DIFFERENCE, Baseline
 
 ALPHABET = Alphabet()
 WILD_TYPE = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEKAVQVKVKALPDAQFEVV"
@@ -192,13 +193,40 @@ def test_fine_tuning_through_the_cli(shared_data, checkpoint, tmp_path):
 def test_zero_shot_task_reports_each_strategy_beside_the_published_numbers(shared_data, checkpoint, tmp_path):
     argv = ["zero-shot-variants", "--checkpoint", str(checkpoint), "--data", str(shared_data), "--out", str(tmp_path)]
     options = ["--assays", "BLAT_ECOLX", "--strategies", "masked-marginals", "--pseudo-ppl-variants", "2"]
-    assert eval_main([*argv, *options]) == 0
+    assert eval_main([*argv, *options, "--resamples", "200"]) == 0
     results = json.loads((tmp_path / "zero-shot-variants.json").read_text())["assays"]["BLAT_ECOLX"]
     assert results["ours"]["masked-marginals"]["variants"] == 4996 and results["ours"]["pseudo-ppl"]["variants"] == 2
     assert results["published_abs_rho"]["ESM-1v (zero shot)"] == pytest.approx(0.7251, abs=1e-4)
-    # the substitution-matrix baseline that knows no protein
+    # the substitution-matrix baseline that knows no protein, with its interval over resampled variants
     assert results["blosum62"]["rho"] == pytest.approx(0.2682, abs=1e-4) and results["blosum62"]["variants"] == 4996
+    low, high = results["blosum62"]["rho ci95"]
+    assert 0.2 < low < 0.2682 < high < 0.34
+    masked = results["ours"]["masked-marginals"]
+    assert masked["rho ci95"][0] <= masked["rho"] <= masked["rho ci95"][1]
+    difference = masked["minus_blosum62"]
+    assert difference["difference"] == pytest.approx(masked["rho"] - results["blosum62"]["rho"])
+    assert difference["ci95"][0] <= difference["difference"] <= difference["ci95"][1]
+    report = (tmp_path / "zero-shot-variants.md").read_text()
+    assert "| ρ − BLOSUM62 95% CI |" in report and masked["verdict"] in report
     assert (tmp_path / "zero-shot-variants_rho.png").is_file()
+
+
+def test_a_strategy_is_above_the_blosum62_baseline_only_where_the_paired_interval_excludes_zero():
+    generator = np.random.default_rng(0)
+    fitness = generator.normal(size=300)
+    blosum = fitness + generator.normal(0, 2.0, 300)
+    baseline = Baseline(blosum, fitness, seed=0, resamples=300)
+    better = baseline.compare(fitness + generator.normal(0, 0.3, 300))
+    assert better["minus_blosum62"]["excludes_zero"] and better["verdict"] == "above the BLOSUM62 baseline"
+    assert better["minus_blosum62"]["ci95"][0] > 0
+    worse = baseline.compare(generator.normal(size=300))
+    assert worse["verdict"] == "below the BLOSUM62 baseline"
+    # a strategy barely different from the baseline: its ρ differs, but not beyond the resampling noise
+    alike = baseline.compare(blosum + generator.normal(0, 0.05, 300))
+    assert alike["rho"] != baseline.rho and not alike["minus_blosum62"]["excludes_zero"]
+    assert alike["verdict"] == NO_DIFFERENCE
+    low, high = baseline.summary()["rho ci95"]
+    assert low < baseline.rho < high
 
 
 class _PositionMemoriser:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -55,10 +55,51 @@ def resample_counts(count: int, seed: int = 0, resamples: int = RESAMPLES) -> np
 
     For statistics that are not a mean of per-item values (a pooled AUC): weight each item's contribution.
     """
+    draws = resample_indices(count, seed=seed, resamples=resamples)
+    return np.stack([np.bincount(row, minlength=count) for row in draws])
+
+
+def resample_indices(count: int, seed: int = 0, resamples: int = RESAMPLES) -> np.ndarray:
+    """(resamples, count): the item indices of each bootstrap resample, drawn with replacement.
+
+    The same ``seed`` gives the same resamples, so statistics of two methods on the same items can be paired.
+    """
     if count < 1:
         raise ValueError("no item to resample")
-    draws = np.random.default_rng(seed).integers(0, count, size=(resamples, count))
-    return np.stack([np.bincount(row, minlength=count) for row in draws])
+    return np.random.default_rng(seed).integers(0, count, size=(resamples, count))
+
+
+def bootstrap_statistic(statistic: Callable[[np.ndarray], float], draws: np.ndarray) -> np.ndarray:
+    """``statistic`` of each resample: called with one row of ``draws`` (item indices) at a time."""
+    return np.array([statistic(row) for row in draws], dtype=np.float64)
+
+
+def percentile_interval(values: Sequence[float]) -> list[float] | None:
+    """The 95% percentile interval of the finite bootstrap ``values`` (None when none is finite).
+
+    Resamples where a statistic is undefined (a constant resample has no rank correlation) are left out.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return None
+    return [float(v) for v in np.percentile(values, [2.5, 97.5])]
+
+
+def pooled_ratio_interval(
+    numerators: Sequence[float], denominators: Sequence[float], counts: np.ndarray
+) -> list[float] | None:
+    """95% bootstrap interval of ``sum(numerators) / sum(denominators)`` with the items resampled.
+
+    For a statistic pooled over items of different sizes (residues correct over residues scored, per protein):
+    ``counts`` is :func:`resample_counts`' table, one resample per row; resamples with no denominator are left out.
+    """
+    numerators, denominators = np.asarray(numerators, np.float64), np.asarray(denominators, np.float64)
+    if numerators.shape != denominators.shape or counts.shape[-1:] != numerators.shape:
+        raise ValueError(f"{numerators.shape} numerators, {denominators.shape} denominators, counts {counts.shape}")
+    totals = counts @ denominators
+    ratios = np.divide(counts @ numerators, totals, out=np.full(totals.shape, np.nan), where=totals > 0)
+    return percentile_interval(ratios)
 
 
 def paired_difference(

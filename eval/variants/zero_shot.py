@@ -4,7 +4,9 @@ Scores every variant of each assay with ``wt-marginals`` and ``masked-marginals`
 esm_jax/inference/variant_scoring.py) and, because it needs one forward pass per residue per variant,
 ``pseudo-ppl`` on a seeded random subset of ``--pseudo-ppl-variants`` variants (0 skips it). The published
 per-assay Spearman ρ of ESM-1v and ESM-1b from Meier et al. (fair-esm's rho_pp.csv, in the data folder)
-are listed beside ours when the file is present. Writes ``zero-shot-variants.json``/``.md`` and a PNG.
+are listed beside ours when the file is present. Every ρ of ours and of the BLOSUM62 baseline carries a 95%
+percentile-bootstrap interval over variants, and each strategy the paired difference ρ(strategy) − ρ(BLOSUM62) over
+the same resampled variants. Writes ``zero-shot-variants.json``/``.md`` and a PNG.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from esm_jax.inference.rank_correlation import spearman
 from esm_jax.inference.variant_scoring import score_mutants
 from eval.common.charts import grouped_bars_png
 from eval.common.report import write_results
+from eval.common.statistics import RESAMPLES, bootstrap_statistic, percentile_interval, resample_indices
 from eval.common.task import Backbone, Result, Task, TaskOptions, option
 from eval.variants.assays import ASSAYS, Assay, load_assay
 
@@ -29,6 +32,7 @@ NAME = "zero-shot-variants"
 PUBLISHED = "esm_examples/rho_pp.csv"
 PUBLISHED_METHODS = ("ESM-1v (zero shot)", "ESM-1b")
 MARGINALS = ("wt-marginals", "masked-marginals")
+NO_DIFFERENCE = "no difference shown from the BLOSUM62 baseline"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +45,7 @@ class Options(TaskOptions):
         0, "also score pseudo-ppl on a seeded random subset of this many per assay (0: skip)"
     )
     toks_per_batch: int = option(8192, "tokens per batch")
+    resamples: int = option(RESAMPLES, "bootstrap resamples of the variants for the 95% intervals of ρ")
 
 
 def published_rho(data_dir: Path) -> dict[str, dict[str, float]]:
@@ -69,13 +74,57 @@ def blosum62_scores(assay: Assay) -> np.ndarray:
     )
 
 
-def _score_assay(model, assay: Assay, options: Options) -> dict:
+class Baseline:
+    """The BLOSUM62 baseline's ρ on one set of variants in each bootstrap resample, to pair strategies with."""
+
+    def __init__(self, scores: np.ndarray, fitness: np.ndarray, seed: int, resamples: int) -> None:
+        self.fitness = np.asarray(fitness, dtype=np.float64)
+        self.draws = resample_indices(len(self.fitness), seed=seed, resamples=resamples)
+        self.rho = spearman(scores, self.fitness)
+        self.resampled = self.resampled_rho(scores)
+
+    def resampled_rho(self, scores: np.ndarray) -> np.ndarray:
+        """Spearman ρ of ``scores`` against fitness in each resample of the variants (NaN where undefined)."""
+        scores = np.asarray(scores, dtype=np.float64)
+        return bootstrap_statistic(lambda rows: spearman(scores[rows], self.fitness[rows]), self.draws)
+
+    def summary(self) -> dict:
+        """The baseline's own ρ, its interval over the resamples and the number of variants."""
+        return {"rho": self.rho, "rho ci95": percentile_interval(self.resampled), "variants": len(self.fitness)}
+
+    def compare(self, scores: np.ndarray) -> dict:
+        """ρ of ``scores`` with its interval, and ρ − ρ(BLOSUM62) over the same resamples with its interval."""
+        rho, resampled = spearman(scores, self.fitness), self.resampled_rho(scores)
+        interval = percentile_interval(resampled - self.resampled)
+        excludes_zero = interval is not None and (interval[0] > 0 or interval[1] < 0)
+        return {
+            "rho": rho,
+            "variants": len(self.fitness),
+            "rho ci95": percentile_interval(resampled),
+            "minus_blosum62": {"difference": rho - self.rho, "ci95": interval, "excludes_zero": excludes_zero},
+            "verdict": _verdict(interval),
+        }
+
+
+def _verdict(interval: list[float] | None) -> str:
+    """Above or below the baseline only where the interval of the difference excludes zero."""
+    if interval is not None and interval[0] > 0:
+        return "above the BLOSUM62 baseline"
+    if interval is not None and interval[1] < 0:
+        return "below the BLOSUM62 baseline"
+    return NO_DIFFERENCE
+
+
+def _score_assay(model, assay: Assay, options: Options) -> tuple[dict, dict]:
+    """Each strategy's ρ against the BLOSUM62 baseline on the same variants, and the baseline's own ρ."""
+    blosum = blosum62_scores(assay)
+    baseline = Baseline(blosum, assay.fitness, options.seed, options.resamples)
     results = {}
     for strategy in options.strategies:
         scores = score_mutants(
             model, assay.wild_type, assay.mutants, strategy, toks_per_batch=options.toks_per_batch, show_progress=True
         )
-        results[strategy] = {"rho": spearman(scores, assay.fitness), "variants": len(assay)}
+        results[strategy] = baseline.compare(scores)
     if options.pseudo_ppl_variants > 0:
         count = min(options.pseudo_ppl_variants, len(assay))
         chosen = np.sort(np.random.default_rng(options.seed).choice(len(assay), size=count, replace=False))
@@ -88,8 +137,10 @@ def _score_assay(model, assay: Assay, options: Options) -> dict:
             toks_per_batch=options.toks_per_batch,
             show_progress=True,
         )
-        results["pseudo-ppl"] = {"rho": spearman(scores, subset.fitness), "variants": count}
-    return results
+        results["pseudo-ppl"] = Baseline(blosum[chosen], subset.fitness, options.seed, options.resamples).compare(
+            scores
+        )
+    return results, baseline.summary()
 
 
 def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
@@ -100,9 +151,10 @@ def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
     for protein in options.assays:
         assay = load_assay(data, protein)
         print(f"{protein}: {len(assay)} variants")
+        ours, blosum62 = _score_assay(model, assay, options)
         per_assay[protein] = {
-            "ours": _score_assay(model, assay, options),
-            "blosum62": {"rho": spearman(blosum62_scores(assay), assay.fitness), "variants": len(assay)},
+            "ours": ours,
+            "blosum62": blosum62,
             "published_abs_rho": published.get(ASSAYS[protein].published_name, {}),
         }
     results = {
@@ -122,7 +174,10 @@ def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
         notes=(
             "Spearman ρ of zero-shot scores against measured fitness (all rows of each CSV, synonymous mutants "
             "included). Baseline: the BLOSUM62 score of each substitution relative to the wild type, which knows no "
-            "protein; a model adds something only above it. Published rows: Meier et al. 2021 (ESM-1v paper), "
+            "protein; a model adds something only above it. Intervals are 95% percentile-bootstrap intervals over "
+            f"variants ({options.resamples} resamples); ρ − BLOSUM62 is computed on the same resampled variants "
+            "(pseudo-ppl: on its subset), and a strategy is called above or below the baseline only where that "
+            "interval excludes zero. Published rows: Meier et al. 2021 (ESM-1v paper), "
             "per-assay |ρ| from fair-esm's examples/variant-prediction/data/rho_pp.csv."
         ),
         figures=[figure],
@@ -135,19 +190,27 @@ def _rows(per_assay: dict) -> list[dict]:
     rows = []
     for protein, entry in per_assay.items():
         for strategy, value in entry["ours"].items():
+            difference = value["minus_blosum62"]
             rows.append(
                 {"assay": protein, "method": f"ours: {strategy}", "variants": value["variants"], "rho": value["rho"]}
+                | {"rho 95% CI": _interval_text(value["rho ci95"])}
+                | {"ρ − BLOSUM62": difference["difference"], "ρ − BLOSUM62 95% CI": _interval_text(difference["ci95"])}
+                | {"vs BLOSUM62": value["verdict"]}
             )
         baseline = entry["blosum62"]
         rows.append(
             {"assay": protein, "method": "BLOSUM62 substitution score (baseline)", "variants": baseline["variants"]}
-            | {"rho": baseline["rho"]}
+            | {"rho": baseline["rho"], "rho 95% CI": _interval_text(baseline["rho ci95"])}
         )
         for method, value in entry["published_abs_rho"].items():
             rows.append(
                 {"assay": protein, "method": f"Meier et al. 2021: {method} (absolute ρ)", "variants": "", "rho": value}
             )
     return rows
+
+
+def _interval_text(interval: list[float] | None) -> str:
+    return "" if interval is None else f"[{interval[0]:.3f}, {interval[1]:.3f}]"
 
 
 def _figure(per_assay: dict, path: Path, title: str) -> None:

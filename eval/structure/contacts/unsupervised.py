@@ -21,7 +21,8 @@ from esm_jax.model import BiLSTMLM
 from esm_jax.plots import contact_map_png
 from eval.common import published
 from eval.common.linear_probes import contact_pair_mask
-from eval.common.report import write_results
+from eval.common.report import per_item, write_results
+from eval.common.statistics import bootstrap_mean
 from eval.common.task import Backbone, Result, Task, TaskOptions, option
 from eval.structure.contacts.attention_maps import feature_count, iter_attention_features, iter_contact_logits
 from eval.structure.contacts.l1_logistic import fit_l1_logistic
@@ -55,11 +56,17 @@ def training_pairs(model, proteins: list[ContactProtein], toks_per_batch: int) -
     return np.concatenate(features), np.concatenate(labels)
 
 
+def summarise(per_protein: list[dict[str, float]], seed: int) -> dict:
+    """Mean precisions over proteins, with long P@L's 95% bootstrap interval over proteins (``"long P@L ci95"``)."""
+    interval = bootstrap_mean([row["long P@L"] for row in per_protein], seed=seed)
+    return mean_precisions(per_protein) | {"long P@L ci95": [interval["ci95_low"], interval["ci95_high"]]}
+
+
 def score_sets(
     model, weights, intercept, sets: dict[str, list[ContactProtein]], toks_per_batch: int
-) -> tuple[dict, dict]:
-    """Per-set mean precisions of the fitted head and the predictions of each set's first protein."""
-    results, examples = {}, {}
+) -> tuple[dict, dict, dict]:
+    """Per set: each protein's precisions of the fitted head, and the predictions of the set's first protein."""
+    per_set, examples = {}, {}
     for name, proteins in sets.items():
         per_protein = [None] * len(proteins)
         records = [(p.name, p.sequence) for p in proteins]
@@ -67,21 +74,38 @@ def score_sets(
             per_protein[index] = contact_precisions(logits, proteins[index].contacts, proteins[index].valid)
             if index == 0:
                 examples[name] = 1.0 / (1.0 + np.exp(-logits))
-        results[name] = mean_precisions(per_protein)
-    return results, examples
+        per_set[name] = per_protein
+    return per_set, examples
 
 
 def checkpoint_head(model, sets: dict[str, list[ContactProtein]], toks_per_batch: int) -> dict:
-    """Mean precisions of the model's own contact head (``return_contacts``) per set."""
-    results = {}
+    """Per set: each protein's precisions of the model's own contact head (``return_contacts``)."""
+    per_set = {}
     for name, proteins in sets.items():
         encoded = encode_records([(p.name, p.sequence) for p in proteins], truncation_seq_length=None)
         per_protein = [None] * len(proteins)
         for out in iter_outputs(model, encoded, [-1], return_contacts=True, toks_per_batch=toks_per_batch):
             protein = proteins[out.index]
             per_protein[out.index] = contact_precisions(out.contacts, protein.contacts, protein.valid)
-        results[name] = mean_precisions(per_protein)
-    return results
+        per_set[name] = per_protein
+    return per_set
+
+
+def long_range_per_item(head: str, sets: dict[str, list[ContactProtein]], per_set: dict) -> dict:
+    """``{"<set> long P@L (<head>)": {protein: long P@L}}``: the values ``esm-jax eval compare`` pairs."""
+    return {
+        f"{name} long P@L ({head})": per_item([p.name for p in sets[name]], [row["long P@L"] for row in per_set[name]])
+        for name in per_set
+    }
+
+
+def head_rows(head: str, sets: dict[str, list[ContactProtein]], scored: dict) -> list[dict]:
+    """Markdown rows of one head: the nine precisions and long P@L's 95% interval over proteins."""
+    return [
+        precision_row(name, head, len(sets[name]), precisions)
+        | {"long P@L 95% CI": "[{:.3f}, {:.3f}]".format(*precisions["long P@L ci95"])}
+        for name, precisions in scored.items()
+    ]
 
 
 def skip_reason(backbone: Backbone, options: Options) -> str | None:
@@ -107,21 +131,23 @@ def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
         raise ValueError(f"{len(overlap)} training sequences are also scored; choose disjoint --train-set and --sets")
     x, y = training_pairs(model, train, options.toks_per_batch)
     weights, intercept = fit_l1_logistic(x, y, c=options.c, iterations=options.iterations)
-    scored, examples = score_sets(model, weights, intercept, sets, options.toks_per_batch)
+    fitted, examples = score_sets(model, weights, intercept, sets, options.toks_per_batch)
+    scored = {name: summarise(per_protein, options.seed) for name, per_protein in fitted.items()}
     results = {
         "train": {"set": options.train_set, "proteins": len(train), "pairs": int(len(y)), "contacts": int(y.sum())},
         "features": feature_count(model),
         "nonzero_weights": int(np.count_nonzero(weights)),
         "fitted_head": scored,
+        "per_item": long_range_per_item("attention L1 head", sets, fitted),
     } | backbone.report_fields()
-    rows = [precision_row(n, "attention L1 head", len(sets[n]), p) for n, p in scored.items()]
+    rows = head_rows("attention L1 head", sets, scored)
     results["random_ranking"] = {name: random_ranking_precisions(proteins) for name, proteins in sets.items()}
     rows += [precision_row(n, "random ranking (chance)", len(sets[n]), p) for n, p in results["random_ranking"].items()]
     if model.has_contact_regression:
-        results["checkpoint_head"] = checkpoint_head(model, sets, options.toks_per_batch)
-        rows += [
-            precision_row(n, "checkpoint contact head", len(sets[n]), p) for n, p in results["checkpoint_head"].items()
-        ]
+        own = checkpoint_head(model, sets, options.toks_per_batch)
+        results["checkpoint_head"] = {name: summarise(per_protein, options.seed) for name, per_protein in own.items()}
+        results["per_item"] |= long_range_per_item("checkpoint contact head", sets, own)
+        rows += head_rows("checkpoint contact head", sets, results["checkpoint_head"])
     figures = []
     for name, probabilities in examples.items():
         figure = f"{NAME}-{name}-{sets[name][0].name}.png"
@@ -129,7 +155,10 @@ def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
         figures.append(figure)
     notes = (
         f"Head fitted on {len(train)} {options.train_set} proteins ({len(y)} pairs ≥ 6 apart), C = {options.c}; "
-        f"{results['nonzero_weights']} of {results['features']} attention maps kept. Method: Rao et al. 2021."
+        f"{results['nonzero_weights']} of {results['features']} attention maps kept. Method: Rao et al. 2021. "
+        "Precisions are averaged over proteins; long P@L carries a 95% percentile-bootstrap interval over proteins "
+        "(JSON: 'long P@L ci95'), and the JSON's per_item gives each protein's long P@L per head, which "
+        "`esm-jax eval compare` pairs between two runs."
     )
     if results["nonzero_weights"] == 0:
         notes += (

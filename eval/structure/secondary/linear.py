@@ -26,6 +26,7 @@ from eval.common.linear_probes import SoftmaxProbe, softmax_loss
 from eval.common.probe_training import fit_lbfgs
 from eval.common.report import per_item, write_results
 from eval.common.representations import parse_layers, per_residue_layers
+from eval.common.statistics import pooled_ratio_interval, resample_counts
 from eval.common.task import Backbone, Result, Task, TaskOptions, option
 from eval.structure.secondary.data import TEST_FILES, load_flip_ss3, load_ss8_sets
 from eval.structure.secondary.features import ResidueLabels, padded_rows, residue_labels
@@ -96,6 +97,51 @@ def per_protein_accuracy(
     ]
 
 
+def per_protein_counts(
+    predicted: np.ndarray, labels: np.ndarray, mask: np.ndarray, lengths: list[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per record (laid end to end): residues predicted correctly and residues scored, to resample Q8/Q3."""
+    record = np.repeat(np.arange(len(lengths)), lengths)
+    mask = np.asarray(mask, dtype=bool)
+    correct = np.bincount(record, weights=(np.asarray(predicted) == np.asarray(labels)) & mask, minlength=len(lengths))
+    return correct, np.bincount(record, weights=mask, minlength=len(lengths))
+
+
+def pooled_accuracy(
+    predicted: np.ndarray, labels: np.ndarray, mask: np.ndarray, lengths: list[int], counts: np.ndarray
+) -> dict[str, float | list[float] | None]:
+    """Accuracy over all scored residues and its 95% bootstrap interval over records (``counts``: resampled)."""
+    correct, residues = per_protein_counts(predicted, labels, mask, lengths)
+    return {"value": accuracy(predicted, labels, mask), "ci95": pooled_ratio_interval(correct, residues, counts)}
+
+
+def layer_scores(
+    probes: tuple, x: np.ndarray, labels: ResidueLabels, lengths: list[int], counts: np.ndarray
+) -> dict[str, float | list[float] | None]:
+    """Q8, Q3 and Q3 from the 8-class predictions at one layer, each with its interval (``"Q8 ci95"``...)."""
+    q8, q3 = (predict(probe, x) for probe in probes)
+    found = {
+        "Q8": pooled_accuracy(q8, labels.ss8, labels.mask, lengths, counts),
+        "Q3": pooled_accuracy(q3, labels.ss3, labels.mask, lengths, counts),
+        "Q3 from Q8": pooled_accuracy(ss8_to_ss3(q8), labels.ss3, labels.mask, lengths, counts),
+    }
+    return {name: score["value"] for name, score in found.items()} | {
+        f"{name} ci95": score["ci95"] for name, score in found.items()
+    }
+
+
+def _interval_text(interval: list[float] | None) -> str:
+    return "" if interval is None else f"[{interval[0]:.3f}, {interval[1]:.3f}]"
+
+
+def layer_row(test_set: str, layer: int, proteins: int, scores: dict) -> dict:
+    """One Markdown row: Q8, Q3 and Q3 from Q8, each followed by its 95% interval over proteins."""
+    row = {"test set": test_set, "layer": layer, "proteins": proteins}
+    for name in ("Q8", "Q3", "Q3 from Q8"):
+        row |= {name: scores[name], f"{name} 95% CI": _interval_text(scores[f"{name} ci95"])}
+    return row
+
+
 def _per_protein(
     test_set: str, records, probes: tuple, x: np.ndarray, labels: ResidueLabels, lengths: list[int]
 ) -> dict[str, dict[str, float]]:
@@ -131,15 +177,11 @@ def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
     rows = []
     for name, records in sets.tests.items():
         test_x, test, lengths = embed_with_lengths(model, records, layers, name)
+        counts = resample_counts(len(records), seed=options.seed)
         per_layer = {}
         for layer in layers:
-            q8_predictions = predict(probes[layer][0], test_x[layer])
-            per_layer[layer] = {
-                "Q8": accuracy(q8_predictions, test.ss8, test.mask),
-                "Q3": accuracy(predict(probes[layer][1], test_x[layer]), test.ss3, test.mask),
-                "Q3 from Q8": accuracy(ss8_to_ss3(q8_predictions), test.ss3, test.mask),
-            }
-            rows.append({"test set": name, "layer": layer, "proteins": len(records)} | per_layer[layer])
+            per_layer[layer] = layer_scores(probes[layer], test_x[layer], test, lengths, counts)
+            rows.append(layer_row(name, layer, len(records), per_layer[layer]))
         majority = {
             "Q8": majority_accuracy(train.ss8, train.mask, test.ss8, test.mask),
             "Q3": majority_accuracy(train.ss3, train.mask, test.ss3, test.mask),
@@ -172,8 +214,10 @@ def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
     results |= backbone.report_fields()
     notes = (
         f"Trained on {len(sets.train)} NetSurfP-2.0 proteins (dropped as test duplicates: {', '.join(sets.dropped)}); "
-        "per-residue accuracy over resolved residues. The JSON's per_item gives each test protein's Q8 and Q3 at the "
-        "last layer, which `esm-jax eval compare` pairs between two runs."
+        "per-residue accuracy over resolved residues, pooled over each test set. The 95% CI columns (JSON: "
+        "'Q8 ci95' and so on, every layer) are percentile-bootstrap intervals over test proteins: proteins "
+        "resampled, accuracy recomputed from their residues. The JSON's per_item gives each test protein's Q8 and "
+        "Q3 at the last layer, which `esm-jax eval compare` pairs between two runs."
     )
     write_results(
         out,
