@@ -8,9 +8,11 @@ import shutil
 
 import pytest
 
+from configs import structure_emergence
 from esm_jax.errors import CheckpointError, EsmJaxError
 from eval import cli
 from eval.common.task import Backbone
+from eval.structure.structure_vs_lm import TREND_POINTS
 from eval.tasks import get_task
 from tests.eval_tiny_model import build_heldout_dataset, save_tiny_checkpoint
 from tests.train_helpers import tiny_config
@@ -121,6 +123,7 @@ def test_logged_metrics_are_reported_without_loading_checkpoints(tmp_path, capsy
     trend = results["trend"]["ss8_accuracy"]
     assert trend["slope"] == pytest.approx(-1 / 30) and trend["r"] == pytest.approx(-1.0) and trend["points"] == 3
     assert "slope per unit of ECE" in (out / "structure-vs-lm.md").read_text()
+    assert "fewer than 6 checkpoints the fit is shown but not a finding" in (out / "structure-vs-lm.md").read_text()
     assert (out / "structure-vs-lm.png").stat().st_size > 0
     assert "structure-vs-lm step " not in capsys.readouterr().out
     assert _run(run, out, steps="2,6").metrics["ece"] == 12.0
@@ -131,3 +134,12 @@ def test_steps_the_log_lacks_are_evaluated_from_checkpoints(tmp_path):
     run = _logged_run(tmp_path / "run")
     with pytest.raises(CheckpointError, match=r"no checkpoint at steps \[2, 8\]; saved steps: \[\]"):
         _run(run, tmp_path / "out", steps="2,8")
+
+
+def test_emergence_config_logs_six_or_more_evenly_spaced_points_spanning_the_run():
+    """configs/structure_emergence.py: held-out ECE and the probes logged together at ≥ 6 steps up to the last."""
+    config = structure_emergence.get_config()
+    every, total = config.evals.structure_vs_lm.every, config.train.total_steps
+    assert config.evals.heldout.every == every == config.train.checkpoint_every
+    assert total % every == 0 and total // every >= TREND_POINTS
+    assert config.train.keep_checkpoints >= total // every
