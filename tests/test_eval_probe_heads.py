@@ -10,8 +10,12 @@ from eval.common.deep_heads import DilatedResNet, NetSurfPHead
 from eval.common.linear_probes import BilinearContactProbe, bilinear_forward, contact_pair_mask
 from eval.common.probe_training import protein_batches
 from eval.common.seeds import mean_sd
+from eval.structure.contacts.deep_runs import ResNetOptions, resnet_runs
+from eval.structure.contacts.metrics import random_ranking_precisions
+from eval.structure.contacts.plans import Plan
 from eval.structure.contacts.sets import ContactProtein
 from eval.structure.contacts.training import contact_batches, predict
+from eval.structure.msa.features import one_hot_features
 
 
 def _padded(x: np.ndarray, width: int) -> np.ndarray:
@@ -82,3 +86,28 @@ def test_mean_and_sd_over_seeds():
     summary = mean_sd([{"Q8": 0.5}, {"Q8": 0.7}, {"Q8": 0.6}])
     assert summary["Q8"]["mean"] == 0.6
     assert np.isclose(summary["Q8"]["sd"], 0.1)
+
+
+def _planted_rule_plan(proteins: int = 8, length: int = 48) -> tuple[Plan, list[np.ndarray]]:
+    """Random proteins whose residues touch exactly when both are hydrophobic (and 6+ apart), with one-hot features."""
+    rng = np.random.default_rng(0)
+    alphabet, hydrophobic = np.array(list("ACDEFGHIKLMNPQRSTVWY")), set("AILMFVW")
+    made, features = [], []
+    for index in range(proteins):
+        sequence = "".join(rng.choice(alphabet, size=length))
+        buried = np.array([residue in hydrophobic for residue in sequence])
+        separation = np.abs(np.subtract.outer(np.arange(length), np.arange(length)))
+        contacts = np.outer(buried, buried) & (separation >= 6)
+        made.append(ContactProtein(f"p{index}", sequence, contacts, np.ones(length, bool)))
+        features.append(one_hot_features(sequence))
+    half = np.arange(proteins) < proteins // 2
+    folds = [(np.flatnonzero(half), np.flatnonzero(~half)), (np.flatnonzero(~half), np.flatnonzero(half))]
+    return Plan("planted", made, folds, "two halves"), features
+
+
+def test_deep_contact_head_learns_a_pairwise_rule_at_its_default_size():
+    """The default head (size, steps, learning rate) must learn: far above a random ranking of pairs."""
+    plan, features = _planted_rule_plan()
+    learned = resnet_runs(plan, features, ResNetOptions(seeds=1))["long P@L"]["mean"]
+    chance = random_ranking_precisions(plan.tested_proteins)["long P@L"]
+    assert chance < 0.2 and learned > 0.5

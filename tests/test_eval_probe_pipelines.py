@@ -35,8 +35,13 @@ def test_deep_contact_tasks_share_head_and_plan_options():
     deep, combination = get_task("contacts-deep").options(), get_task("feature-combination").options()
     shared = ("seeds", "steps", "learning_rate", "channels", "blocks", "toks_per_batch", "max_proteins", "folds")
     assert {name: getattr(deep, name) for name in shared} == {name: getattr(combination, name) for name in shared}
-    assert (deep.steps, deep.toks_per_batch, deep.msa_max_sequences) == (20, 1024, 256)
+    assert (deep.steps, deep.toks_per_batch, deep.msa_max_sequences) == (200, 1024, 256)
     assert get_task("contacts-linear").options().no_baselines is False
+
+
+def test_deep_secondary_structure_trains_and_scores_on_every_protein_by_default():
+    options = get_task("secondary-structure-deep").options()
+    assert (options.max_train, options.max_test) == (0, 0)  # 0: all of NetSurfP-2.0's training set and each test set
 
 
 def test_secondary_structure_linear(tiny_checkpoint, shared_data, tmp_path):
@@ -46,13 +51,19 @@ def test_secondary_structure_linear(tiny_checkpoint, shared_data, tmp_path):
         entry = result["tests"][name]
         assert entry["proteins"] == 3 and entry["residues_beyond_window"] == 0
         assert set(entry["per_layer"]) == {"0", "2"}
-        assert all(0.0 <= v <= 1.0 for layer in entry["per_layer"].values() for v in layer.values())
+        for layer in entry["per_layer"].values():
+            assert all(0.0 <= layer[metric] <= 1.0 for metric in ("Q8", "Q3", "Q3 from Q8"))
         for metric in ("Q8", "Q3"):
             per_protein = result["per_item"][f"{name} {metric} (last layer)"]
             assert len(per_protein) == 3 and all(0.0 <= v <= 1.0 for v in per_protein.values())
+            # resampling proteins pools their residues: the interval holds the pooled value, within the proteins' range
+            low, high = entry["per_layer"]["2"][f"{metric} ci95"]
+            assert min(per_protein.values()) <= low <= entry["per_layer"]["2"][metric] <= high
+            assert high <= max(per_protein.values())
     assert result["dropped_train"] == ["1wfb-A"]
     assert 0.0 < result["tests"]["CB513"]["majority_class"]["Q8"] < 0.6
-    assert "majority class (chance)" in (tmp_path / "secondary-structure-linear.md").read_text()
+    report = (tmp_path / "secondary-structure-linear.md").read_text()
+    assert "majority class (chance)" in report and "| Q8 95% CI |" in report
     assert (tmp_path / "secondary-structure-linear-layers.png").stat().st_size > 0
     assert result["published"] == _published(published.SECONDARY_STRUCTURE_LINEAR)
 
@@ -99,6 +110,19 @@ def test_contacts_unsupervised(tiny_checkpoint, shared_data, tmp_path):
     assert result["features"] == 2 * 4 and result["train"]["proteins"] == 3
     assert set(result["fitted_head"]) == {"casp12"}
     assert "checkpoint_head" in result
+    for head in ("attention L1 head", "checkpoint contact head"):
+        per_protein = result["per_item"][f"casp12 long P@L ({head})"]
+        assert len(per_protein) == 2
+        precisions = result["fitted_head" if head == "attention L1 head" else "checkpoint_head"]["casp12"]
+        assert sum(per_protein.values()) / 2 == pytest.approx(precisions["long P@L"])
+        low, high = precisions["long P@L ci95"]
+        assert min(per_protein.values()) <= low <= precisions["long P@L"] <= high <= max(per_protein.values())
+    assert "| long P@L 95% CI |" in (tmp_path / "contacts-unsupervised.md").read_text()
+    # compare pairs the per-protein values of two runs (here one run with itself)
+    results = tmp_path / "contacts-unsupervised.json"
+    assert cli.main(["compare", "--first", str(results), "--second", str(results), "--out", str(tmp_path)]) == 0
+    paired = json.loads((tmp_path / "compare.json").read_text())["differences"]
+    assert paired["casp12 long P@L (attention L1 head)"]["n"] == 2
     assert result["published"] == _published(published.CONTACTS_UNSUPERVISED)
 
 

@@ -4,9 +4,11 @@
   1-D convolutions (kernel widths 129 and 257, 32 filters each) whose outputs are concatenated with the input,
   then a two-layer bidirectional LSTM and per-residue output layers for 8 and 3 states. NetSurfP-2.0 uses 1024
   LSTM units; ``hidden`` sets it (small by default on CPU).
-* :class:`DilatedResNet` for contacts: per-residue features reduced by a linear map, paired as ``[x_i, x_j]``
-  (plus optional pair features), then residual blocks of two dilated 3×3 convolutions (dilations cycling 1, 2, 4,
-  8) with layer normalisation, and a 1×1 convolution to a symmetric contact logit.
+* :class:`DilatedResNet` for contacts: per-residue features reduced by a linear map, paired as
+  ``[x_i, x_j, x_i * x_j]`` (plus optional pair features; the product lets the first layer weigh residue pairs,
+  as the bilinear probe does, which concatenation alone leaves to later layers), then residual blocks of two
+  dilated 3×3 convolutions (dilations cycling 1, 2, 4, 8) with layer normalisation, and a 1×1 convolution to a
+  symmetric contact logit.
 
 Both zero padded positions before every convolution and give the LSTM each protein's length, so a protein's
 outputs do not depend on what it is batched with.
@@ -93,7 +95,7 @@ class DilatedResNet(nnx.Module):
     ):
         self.reduce = nnx.Linear(features, channels // 2, rngs=rngs)
         self.pair_features = pair_features
-        self.inputs = nnx.Conv(channels + pair_features, channels, (1, 1), rngs=rngs)
+        self.inputs = nnx.Conv(3 * (channels // 2) + pair_features, channels, (1, 1), rngs=rngs)
         self.blocks = nnx.List(
             [ResidualBlock(channels, dilations[b % len(dilations)], rngs=rngs) for b in range(blocks)]
         )
@@ -103,10 +105,9 @@ class DilatedResNet(nnx.Module):
         """``x`` (B, W, D), ``present`` (B, W), ``pair`` (B, W, W, C) to symmetric logits (B, W, W)."""
         reduced = self.reduce(x)
         width = x.shape[1]
-        pairs = [
-            jnp.broadcast_to(reduced[:, :, None], (*reduced.shape[:2], width, reduced.shape[-1])),
-            jnp.broadcast_to(reduced[:, None, :], (reduced.shape[0], width, width, reduced.shape[-1])),
-        ]
+        rows = jnp.broadcast_to(reduced[:, :, None], (*reduced.shape[:2], width, reduced.shape[-1]))
+        columns = jnp.swapaxes(rows, 1, 2)
+        pairs = [rows, columns, rows * columns]
         if self.pair_features:
             if pair is None:
                 raise ValueError(f"this head was built for {self.pair_features} pair features but none were given")

@@ -4,8 +4,9 @@ The same network (:class:`eval.common.deep_heads.DilatedResNet`) and schedule ar
 backbone layer, the MSA sequence profile, and one-hot amino acids — cross-validated as the linear probe is
 (Kortemme domains leaving one SCOP class out; CASP12 after training on Kortemme), and summarised as mean ± SD of
 top-L/k precision over seeds. The profile is computed only where an alignment exists, so every feature set is
-scored on the proteins that have one. Defaults are small for CPUs; the full protocol is about
-``--steps 3000 --channels 64 --blocks 16``.
+scored on the proteins that have one. Defaults are sized for CPUs (about 40 minutes on 2 cores for the default
+sets and features; see :class:`~eval.structure.contacts.deep_runs.ResNetOptions`); the full protocol is about
+``--seeds 5 --steps 3000 --channels 64 --blocks 16``.
 """
 
 from __future__ import annotations
