@@ -28,6 +28,11 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | N
     return "\n".join(lines) + "\n"
 
 
+def interval_text(interval: Sequence[float] | None) -> str:
+    """A 95% interval as a table cell, ``[low, high]`` to three decimals (empty when there is none)."""
+    return "" if interval is None else f"[{interval[0]:.3f}, {interval[1]:.3f}]"
+
+
 def per_item(ids: Sequence[str], values: Sequence[float]) -> dict[str, float]:
     """``{item id: value}`` of one metric, finite values only: the table ``compare`` pairs between two runs."""
     if len(ids) != len(values):

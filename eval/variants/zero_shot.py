@@ -23,7 +23,7 @@ from data_pipeline.layout import dataset_file
 from esm_jax.inference.rank_correlation import spearman
 from esm_jax.inference.variant_scoring import score_mutants
 from eval.common.charts import grouped_bars_png
-from eval.common.report import write_results
+from eval.common.report import interval_text, write_results
 from eval.common.statistics import RESAMPLES, bootstrap_statistic, percentile_interval, resample_indices
 from eval.common.task import Backbone, Result, Task, TaskOptions, option
 from eval.variants.assays import ASSAYS, Assay, load_assay
@@ -193,24 +193,20 @@ def _rows(per_assay: dict) -> list[dict]:
             difference = value["minus_blosum62"]
             rows.append(
                 {"assay": protein, "method": f"ours: {strategy}", "variants": value["variants"], "rho": value["rho"]}
-                | {"rho 95% CI": _interval_text(value["rho ci95"])}
-                | {"ρ − BLOSUM62": difference["difference"], "ρ − BLOSUM62 95% CI": _interval_text(difference["ci95"])}
+                | {"rho 95% CI": interval_text(value["rho ci95"])}
+                | {"ρ − BLOSUM62": difference["difference"], "ρ − BLOSUM62 95% CI": interval_text(difference["ci95"])}
                 | {"vs BLOSUM62": value["verdict"]}
             )
         baseline = entry["blosum62"]
         rows.append(
             {"assay": protein, "method": "BLOSUM62 substitution score (baseline)", "variants": baseline["variants"]}
-            | {"rho": baseline["rho"], "rho 95% CI": _interval_text(baseline["rho ci95"])}
+            | {"rho": baseline["rho"], "rho 95% CI": interval_text(baseline["rho ci95"])}
         )
         for method, value in entry["published_abs_rho"].items():
             rows.append(
                 {"assay": protein, "method": f"Meier et al. 2021: {method} (absolute ρ)", "variants": "", "rho": value}
             )
     return rows
-
-
-def _interval_text(interval: list[float] | None) -> str:
-    return "" if interval is None else f"[{interval[0]:.3f}, {interval[1]:.3f}]"
 
 
 def _figure(per_assay: dict, path: Path, title: str) -> None:

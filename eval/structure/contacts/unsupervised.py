@@ -21,7 +21,7 @@ from esm_jax.model import BiLSTMLM
 from esm_jax.plots import contact_map_png
 from eval.common import published
 from eval.common.linear_probes import contact_pair_mask
-from eval.common.report import per_item, write_results
+from eval.common.report import interval_text, per_item, write_results
 from eval.common.statistics import bootstrap_mean
 from eval.common.task import Backbone, Result, Task, TaskOptions, option
 from eval.structure.contacts.attention_maps import feature_count, iter_attention_features, iter_contact_logits
@@ -103,7 +103,7 @@ def head_rows(head: str, sets: dict[str, list[ContactProtein]], scored: dict) ->
     """Markdown rows of one head: the nine precisions and long P@L's 95% interval over proteins."""
     return [
         precision_row(name, head, len(sets[name]), precisions)
-        | {"long P@L 95% CI": "[{:.3f}, {:.3f}]".format(*precisions["long P@L ci95"])}
+        | {"long P@L 95% CI": interval_text(precisions["long P@L ci95"])}
         for name, precisions in scored.items()
     ]
 

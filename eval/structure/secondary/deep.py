@@ -4,7 +4,7 @@ The head (:class:`eval.common.deep_heads.NetSurfPHead`: convolutions + two-layer
 with the same architecture and schedule on each input representation (a backbone layer, and one-hot amino acids as
 a baseline without language-model information) on the NetSurfP-2.0 training subset, then scored (Q8, Q3) on CB513,
 TS115 and CASP12; mean ± SD over seeds, as the paper reports. Every training and test protein is used by default
-(a step's cost does not depend on how many there are); the head is small and short-trained for CPUs, about 6
+(a step's cost does not depend on how many there are); the head is small and short-trained for CPUs, about 5
 minutes per seed and feature set on 2 cores. The full protocol is ``--seeds 5 --steps 20000 --hidden 1024
 --kernels 129,257``.
 """

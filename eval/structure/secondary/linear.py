@@ -24,7 +24,7 @@ from eval.common import published
 from eval.common.charts import curves_png
 from eval.common.linear_probes import SoftmaxProbe, softmax_loss
 from eval.common.probe_training import fit_lbfgs
-from eval.common.report import per_item, write_results
+from eval.common.report import interval_text, per_item, write_results
 from eval.common.representations import parse_layers, per_residue_layers
 from eval.common.statistics import pooled_ratio_interval, resample_counts
 from eval.common.task import Backbone, Result, Task, TaskOptions, option
@@ -130,15 +130,11 @@ def layer_scores(
     }
 
 
-def _interval_text(interval: list[float] | None) -> str:
-    return "" if interval is None else f"[{interval[0]:.3f}, {interval[1]:.3f}]"
-
-
 def layer_row(test_set: str, layer: int, proteins: int, scores: dict) -> dict:
     """One Markdown row: Q8, Q3 and Q3 from Q8, each followed by its 95% interval over proteins."""
     row = {"test set": test_set, "layer": layer, "proteins": proteins}
     for name in ("Q8", "Q3", "Q3 from Q8"):
-        row |= {name: scores[name], f"{name} 95% CI": _interval_text(scores[f"{name} ci95"])}
+        row |= {name: scores[name], f"{name} 95% CI": interval_text(scores[f"{name} ci95"])}
     return row
 
 
