@@ -12,6 +12,7 @@ from esm_jax import Alphabet, build_model
 from eval.language_model import ngram
 from eval.language_model.heldout_data import original_tokens
 from eval.language_model.masked_lm import MaskedLmScorer, ece
+from eval.language_model.task import ece_intervals
 from tests.eval_tiny_model import TINY
 
 ALPHABET = Alphabet()
@@ -42,6 +43,10 @@ def test_scorer_sums_nll_of_selected_positions_only():
     expected = -(log_probs[0, 3, 7] + log_probs[0, 1, 5] + log_probs[1, 4, 14])
     assert count == 3
     assert total == pytest.approx(expected, rel=1e-5)
+    rows, counts = MaskedLmScorer(model).row_nll(tokens, targets, loss_mask)
+    np.testing.assert_array_equal(counts, [2, 1])
+    np.testing.assert_allclose(rows, [-(log_probs[0, 3, 7] + log_probs[0, 1, 5]), -log_probs[1, 4, 14]], rtol=1e-5)
+    assert rows.sum() == pytest.approx(total, rel=1e-6)
 
 
 def test_original_tokens_restores_selected_positions():
@@ -103,3 +108,20 @@ def test_ngram_rejects_non_letters_and_bad_settings():
     model = ngram.NgramModel.fit([ids("AA")], order=1)
     with pytest.raises(ValueError, match="alpha > 0"):
         model.log_probs(np.zeros((1, 0)), np.zeros(1, np.int64), alpha=0.0)
+
+
+def test_ece_intervals_pool_sequences_and_pair_the_two_models():
+    rng = np.random.default_rng(0)
+    masked = rng.integers(1, 40, size=60)
+    ngram_nll = masked * np.log(12.0) * rng.uniform(0.8, 1.2, size=60)
+    model_nll = ngram_nll - 0.2 * masked  # lower on every sequence: ECE ratio exp(-0.2) throughout
+    intervals = ece_intervals(model_nll, ngram_nll, masked)
+    model_ece, ngram_ece = ece(model_nll.sum(), masked.sum()), ece(ngram_nll.sum(), masked.sum())
+    assert intervals["model"][0] < model_ece < intervals["model"][1]
+    assert intervals["ngram"][0] < ngram_ece < intervals["ngram"][1]
+    difference = intervals["difference"]
+    assert difference["difference"] == pytest.approx(model_ece - ngram_ece)
+    assert difference["ci95"][0] < difference["difference"] < difference["ci95"][1] < 0
+    assert difference["excludes_zero"]
+    same = ece_intervals(ngram_nll, ngram_nll, masked)
+    assert same["difference"] == {"difference": 0.0, "ci95": [0.0, 0.0], "excludes_zero": False}

@@ -58,6 +58,38 @@ def test_every_heldout_sequence_and_masked_token_is_scored(small_dataset, checkp
     assert "## Published figures" in (tmp_path / "language-model.md").read_text()
 
 
+def test_ece_carries_bootstrap_intervals_over_sequences(small_dataset, checkpoint, tmp_path):
+    results = run_task(checkpoint, small_dataset, tmp_path)
+    low, high = results["model_ece_ci95"]
+    assert low < results["model_ece"] < high
+    best = results["best_ngram"]
+    assert best["ece_ci95"][0] < best["ece"] < best["ece_ci95"][1]
+    difference = results["model_minus_best_ngram"]
+    assert difference["difference"] == pytest.approx(results["model_ece"] - best["ece"], rel=1e-6)
+    assert difference["ci95"][0] < difference["difference"] < difference["ci95"][1]
+    assert difference["excludes_zero"] == (difference["ci95"][0] > 0 or difference["ci95"][1] < 0)
+    report = (tmp_path / "language-model.md").read_text()
+    assert "ECE 95% CI" in report and f"[{low:.3f}, {high:.3f}]" in report
+    assert "bootstrap over the" in report
+
+
+def test_per_sequence_sums_add_up_to_the_pooled_totals(small_dataset):
+    from esm_jax import build_model
+    from eval.language_model.task import score_heldout
+    from tests.eval_tiny_model import TINY
+
+    scored = score_heldout(build_model(TINY, seed=0), small_dataset, mask_seed=0, token_budget=4096, context=1)
+    assert scored["sequence_nll"].shape == scored["sequence_masked"].shape == (scored["sequences"],)
+    assert scored["sequence_nll"].sum() == pytest.approx(scored["total_nll"])
+    assert scored["sequence_masked"].sum() == scored["masked_tokens"] == scored["targets"].size
+    per_sequence = np.bincount(scored["target_sequence"], minlength=scored["sequences"])
+    np.testing.assert_array_equal(per_sequence, scored["sequence_masked"])
+    assert (scored["sequence_nll"][scored["sequence_masked"] == 0] == 0).all()
+    other = score_heldout(build_model(TINY, seed=0), small_dataset, mask_seed=0, token_budget=2048, context=1)
+    np.testing.assert_array_equal(other["sequence_masked"], scored["sequence_masked"])  # numbered by id, not batch
+    np.testing.assert_allclose(other["sequence_nll"], scored["sequence_nll"], rtol=1e-5)
+
+
 def test_unigram_baseline_matches_training_frequencies(small_dataset, checkpoint, tmp_path):
     from data_pipeline.input.shard_reader import read_split
     from eval.language_model.ngram import LETTERS
@@ -86,6 +118,7 @@ def test_ece_is_deterministic_and_independent_of_batch_size(small_dataset, check
     assert other_batches["masked_tokens"] == first["masked_tokens"]
     assert other_batches["model_ece"] == pytest.approx(first["model_ece"], rel=1e-5)
     assert other_batches["best_ngram"] == first["best_ngram"]
+    assert other_batches["model_ece_ci95"] == pytest.approx(first["model_ece_ci95"], rel=1e-5)
     assert other_masks["model_ece"] != first["model_ece"]
 
 

@@ -9,9 +9,12 @@ from esm_jax.inference.rank_correlation import spearman
 from eval.common.statistics import (
     bootstrap_mean,
     bootstrap_statistic,
+    difference_interval,
     linear_trend,
     percentile_interval,
+    pooled_ratio_draws,
     pooled_ratio_interval,
+    resample_count_chunks,
     resample_counts,
     resample_indices,
 )
@@ -68,3 +71,32 @@ def test_pooled_ratio_interval_weights_items_by_their_size():
     assert pooled_ratio_interval([1.0], [0.0], resample_counts(1)) is None
     with pytest.raises(ValueError, match="numerators"):
         pooled_ratio_interval(numerators, denominators[:3], counts)
+
+
+def test_pooled_ratio_draws_pair_two_statistics_over_the_same_resamples():
+    numerators, denominators = np.array([90.0] + [1.0] * 9), np.array([100.0] + [10.0] * 9)
+    counts = resample_counts(10, seed=0)
+    draws = pooled_ratio_draws(numerators, denominators, counts)
+    assert draws.shape == (counts.shape[0],)
+    assert percentile_interval(draws) == pooled_ratio_interval(numerators, denominators, counts)
+    shifted = pooled_ratio_draws(numerators + 0.1 * denominators, denominators, counts)
+    np.testing.assert_allclose(shifted - draws, 0.1)  # paired: the per-resample gap is exact, not bootstrap noise
+    assert np.isnan(pooled_ratio_draws([1.0], [0.0], resample_counts(1))).all()
+    with pytest.raises(ValueError, match="numerators"):
+        pooled_ratio_draws(numerators, denominators[:3], counts)
+
+
+def test_difference_interval_says_whether_zero_is_excluded():
+    assert difference_interval(-0.5, np.linspace(-1.0, -0.1, 101)) == {
+        "difference": -0.5,
+        "ci95": [pytest.approx(-0.9775), pytest.approx(-0.1225)],
+        "excludes_zero": True,
+    }
+    assert not difference_interval(0.1, np.linspace(-1.0, 1.0, 101))["excludes_zero"]
+    assert difference_interval(0.0, np.array([np.nan])) == {"difference": 0.0, "ci95": None, "excludes_zero": False}
+
+
+def test_resample_count_chunks_are_resample_counts_in_bounded_blocks():
+    blocks = list(resample_count_chunks(50, seed=3, resamples=400, max_cells=50 * 30))
+    assert max(len(block) for block in blocks) == 30 and len(blocks) == 14
+    assert (np.concatenate(blocks) == resample_counts(50, seed=3, resamples=400)).all()

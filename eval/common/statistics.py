@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -57,6 +57,21 @@ def resample_counts(count: int, seed: int = 0, resamples: int = RESAMPLES) -> np
     """
     draws = resample_indices(count, seed=seed, resamples=resamples)
     return np.stack([np.bincount(row, minlength=count) for row in draws])
+
+
+def resample_count_chunks(
+    count: int, seed: int = 0, resamples: int = RESAMPLES, max_cells: int = 2**24
+) -> Iterator[np.ndarray]:
+    """:func:`resample_counts`' table (the same draws) in row blocks of at most ``max_cells`` entries.
+
+    For many items (a held-out split of millions of sequences) the whole table would not fit in memory.
+    """
+    if count < 1:
+        raise ValueError("no item to resample")
+    rng, rows = np.random.default_rng(seed), max(1, max_cells // count)
+    for start in range(0, resamples, rows):
+        draws = rng.integers(0, count, size=(min(rows, resamples - start), count))
+        yield np.stack([np.bincount(row, minlength=count) for row in draws])
 
 
 def resample_indices(count: int, seed: int = 0, resamples: int = RESAMPLES) -> np.ndarray:
@@ -114,3 +129,23 @@ def paired_difference(
         raise ValueError(f"need two equal-length series over the same items, got {first.shape} and {second.shape}")
     result = bootstrap_mean(first - second, seed=seed, resamples=resamples)
     return result | {"excludes_zero": bool(result["ci95_low"] > 0 or result["ci95_high"] < 0)}
+
+
+def pooled_ratio_draws(numerators: Sequence[float], denominators: Sequence[float], counts: np.ndarray) -> np.ndarray:
+    """``sum(numerators) / sum(denominators)`` in each resample of :func:`resample_counts`' table ``counts``.
+
+    The draws themselves, so two statistics over the same resamples can be compared (a paired difference);
+    a resample with no denominator gives NaN, which :func:`percentile_interval` leaves out.
+    """
+    numerators, denominators = np.asarray(numerators, np.float64), np.asarray(denominators, np.float64)
+    if numerators.shape != denominators.shape or counts.shape[-1:] != numerators.shape:
+        raise ValueError(f"{numerators.shape} numerators, {denominators.shape} denominators, counts {counts.shape}")
+    totals = counts @ denominators
+    return np.divide(counts @ numerators, totals, out=np.full(totals.shape, np.nan), where=totals > 0)
+
+
+def difference_interval(difference: float, draws: np.ndarray) -> dict:
+    """A paired difference, its 95% percentile interval over bootstrap ``draws`` and whether that excludes 0."""
+    interval = percentile_interval(draws)
+    excludes = interval is not None and (interval[0] > 0 or interval[1] < 0)
+    return {"difference": float(difference), "ci95": interval, "excludes_zero": bool(excludes)}

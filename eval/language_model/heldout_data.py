@@ -54,10 +54,14 @@ def heldout_batches(dataset: Path, mask_seed: int, token_budget: int) -> Iterato
     """One deterministic pass over the validation split as masked batches (empty padding rows included).
 
     Empty padding rows get ``<cls><eos>`` so no all-padding row reaches the model; they hold no masked token.
+    Each batch carries its rows' record ``ids`` (empty for padding rows), so per-sequence results can be put in
+    an order that does not depend on the batching.
     """
     from data_pipeline.input.input_pipeline import MlmBatchIterator, PipelineConfig
 
-    config = PipelineConfig(split="validation", seed=mask_seed, token_budget=token_budget, repeat=False)
+    config = PipelineConfig(
+        split="validation", seed=mask_seed, token_budget=token_budget, repeat=False, include_ids=True
+    )
     alphabet = Alphabet()
     with MlmBatchIterator(dataset, config, process_index=0, process_count=1) as batches:
         for batch in batches:
