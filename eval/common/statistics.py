@@ -109,12 +109,7 @@ def pooled_ratio_interval(
     For a statistic pooled over items of different sizes (residues correct over residues scored, per protein):
     ``counts`` is :func:`resample_counts`' table, one resample per row; resamples with no denominator are left out.
     """
-    numerators, denominators = np.asarray(numerators, np.float64), np.asarray(denominators, np.float64)
-    if numerators.shape != denominators.shape or counts.shape[-1:] != numerators.shape:
-        raise ValueError(f"{numerators.shape} numerators, {denominators.shape} denominators, counts {counts.shape}")
-    totals = counts @ denominators
-    ratios = np.divide(counts @ numerators, totals, out=np.full(totals.shape, np.nan), where=totals > 0)
-    return percentile_interval(ratios)
+    return percentile_interval(pooled_ratio_draws(numerators, denominators, counts))
 
 
 def paired_difference(
