@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
 from eval.common.deep_heads import DilatedResNet, NetSurfPHead
@@ -108,6 +109,9 @@ def _planted_rule_plan(proteins: int = 8, length: int = 48) -> tuple[Plan, list[
 def test_deep_contact_head_learns_a_pairwise_rule_at_its_default_size():
     """The default head (size, steps, learning rate) must learn: far above a random ranking of pairs."""
     plan, features = _planted_rule_plan()
-    learned = resnet_runs(plan, features, ResNetOptions(seeds=1))["long P@L"]["mean"]
+    summary, per_protein = resnet_runs(plan, features, ResNetOptions(seeds=1))
+    learned = summary["long P@L"]["mean"]
+    assert set(per_protein) == {p.name for p in plan.proteins}
+    assert np.mean(list(per_protein.values())) == pytest.approx(learned)
     chance = random_ranking_precisions(plan.tested_proteins)["long P@L"]
     assert chance < 0.2 and learned > 0.5

@@ -146,6 +146,9 @@ def test_contacts_deep(tiny_checkpoint, shared_data, tmp_path):
     assert entry["proteins"] == 2
     assert len(entry["features"]["profile"]["long P@L"]["runs"]) == 2
     assert entry["features"]["-1"] == entry["features"]["last"]  # a negative layer counts back from the end
+    per_protein = result["per_item"]["casp12 long P@L (profile)"]  # averaged over seeds, for `compare`
+    assert len(per_protein) == 2
+    assert sum(per_protein.values()) / 2 == pytest.approx(entry["features"]["profile"]["long P@L"]["mean"])
     related = (published.RELATED_MODELS, published.RELATED_MODELS_README)
     assert result["published"] == _published(published.CONTACTS_DEEP, *related)
 

@@ -55,7 +55,7 @@ def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
             residue, pairs = inputs[name]
             with_profile = [np.concatenate([r, q], axis=1) for r, q in zip(residue, profiles, strict=True)]
             for label, per_residue in ((name, residue), (f"{name} + profile", with_profile)):
-                summary = resnet_runs(plan, per_residue, options, pairs)
+                summary, _ = resnet_runs(plan, per_residue, options, pairs)
                 entry["features"][label] = summary
                 rows.append(summary_row(NAME, plan, label, summary))
         results["sets"][plan.name] = entry

@@ -50,12 +50,13 @@ def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
     plans = [sub for sub in map(aligned_subplan, plans) if sub is not None]
     layers = sorted({feature_layer(model, n) for n in names if n not in ("profile", "onehot")})
     embeddings = embed_all(model, plans, layers, options.toks_per_batch) if layers else {}
-    results, rows = {"sets": {}}, []
+    results, rows = {"sets": {}, "per_item": {}}, []
     for plan in plans:
         entry = {"scheme": plan.scheme, "proteins": plan.tested, "features": {}}
         for name in names:
-            summary = resnet_runs(plan, features_for(model, plan, name, embeddings, options), options)
+            summary, per_protein = resnet_runs(plan, features_for(model, plan, name, embeddings, options), options)
             entry["features"][name] = summary
+            results["per_item"][f"{plan.name} long P@L ({name})"] = per_protein
             rows.append(summary_row(NAME, plan, name, summary))
         entry["random_ranking"] = random_ranking_precisions(plan.tested_proteins)
         rows.append(precision_row(plan.name, "random ranking (chance)", plan.tested, entry["random_ranking"]))
@@ -63,7 +64,9 @@ def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
     results |= {"seeds": options.seeds, "steps": options.steps} | backbone.report_fields()
     notes = (
         f"Dilated ResNet ({options.blocks} blocks, {options.channels} channels), {options.steps} steps per fold; "
-        f"mean ± SD over {options.seeds} seeds; long-range columns shown, all bands in the JSON."
+        f"mean ± SD over {options.seeds} seeds; long-range columns shown, all bands in the JSON. The JSON's per_item "
+        "gives each protein's long P@L averaged over the seeds, which `esm-jax eval compare` pairs between two runs "
+        "(a trained backbone against its --random-weights twin)."
     )
     tables = (published.CONTACTS_DEEP, published.RELATED_MODELS, published.RELATED_MODELS_README)
     write_results(out, NAME, results, rows, title="Contacts: deep head", notes=notes, published=tables)

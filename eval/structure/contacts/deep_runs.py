@@ -9,6 +9,7 @@ import numpy as np
 from flax import nnx
 
 from eval.common.deep_heads import DilatedResNet, resnet_forward
+from eval.common.report import per_item
 from eval.common.seeds import formatted, mean_sd
 from eval.common.task import option
 from eval.structure.contacts.metrics import mean_precisions
@@ -39,8 +40,9 @@ def resnet_runs(
     features: Sequence[np.ndarray],
     options: ResNetOptions,
     pair_features: Sequence[np.ndarray] | None = None,
-) -> dict[str, dict[str, float]]:
-    """``{precision: {mean, sd, runs}}`` over ``options.seeds`` seeds of the head trained fold by fold."""
+) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    """``{precision: {mean, sd, runs}}`` over ``options.seeds`` seeds of the head trained fold by fold, and each
+    tested protein's long P@L averaged over the seeds (the per-item values ``esm-jax eval compare`` pairs)."""
     pair_count = 0 if pair_features is None else pair_features[0].shape[-1]
     dim = features[0].shape[1]
 
@@ -49,7 +51,7 @@ def resnet_runs(
             dim, pair_features=pair_count, channels=options.channels, blocks=options.blocks, rngs=nnx.Rngs(seed)
         )
 
-    runs = []
+    runs, long_range = [], []
     for seed in range(options.seeds):
         per_protein = cross_validated_precisions(
             plan.proteins,
@@ -64,7 +66,9 @@ def resnet_runs(
             tokens_per_batch=options.toks_per_batch,
         )
         runs.append(mean_precisions(per_protein))
-    return mean_sd(runs)
+        long_range.append([row["long P@L"] for row in per_protein])
+    names = [protein.name for protein in plan.tested_proteins]
+    return mean_sd(runs), per_item(names, np.mean(long_range, axis=0))
 
 
 def summary_row(task: str, plan: Plan, features: str, summary: dict[str, dict[str, float]]) -> dict[str, object]:
