@@ -58,8 +58,8 @@ def read_results(path: Path | None, flag: str) -> ResultsFile:
     if not isinstance(results.get("per_item"), dict) or not results["per_item"]:
         raise EsmJaxError(
             f"{NAME}: {path}: no per_item table (task {results['task']}); give results of remote-homology, "
-            "contacts-linear, contacts-unsupervised, contacts-deep, secondary-structure-linear or structural-holdout "
-            "written by this version"
+            "contacts-linear, contacts-unsupervised, contacts-deep, secondary-structure-linear, "
+            "secondary-structure-deep or structural-holdout written by this version"
         )
     backbone = {key: results.get(key) for key in ("checkpoint", "random_weights")}
     return ResultsFile(path, results["task"], backbone, _per_item(path, results["per_item"]))

@@ -133,6 +133,9 @@ def test_secondary_structure_deep(tiny_checkpoint, shared_data, tmp_path):
     for features in ("last",):
         q8 = result["features"][features]["CASP12"]["Q8"]
         assert len(q8["runs"]) == 2 and 0.0 <= q8["mean"] <= 1.0
+        per_protein = result["per_item"][f"CASP12 Q8 ({features})"]  # each protein's Q8, averaged over seeds
+        assert len(per_protein) == 2 and all(0.0 <= value <= 1.0 for value in per_protein.values())
+        assert min(per_protein.values()) <= q8["mean"] <= max(per_protein.values())  # pooled lies between them
     related = (published.RELATED_MODELS, published.RELATED_MODELS_README)
     assert result["published"] == _published(published.SECONDARY_STRUCTURE_DEEP, *related)
     assert 0.0 < result["majority_class"]["CASP12"]["Q8"] < 0.6

@@ -26,7 +26,7 @@ from eval.common import published
 from eval.common.deep_heads import NetSurfPHead
 from eval.common.padding import pad_stack
 from eval.common.probe_training import fit_adam, protein_batches
-from eval.common.report import write_results
+from eval.common.report import per_item, write_results
 from eval.common.representations import feature_layer, per_residue_layers
 from eval.common.seeds import formatted, mean_sd
 from eval.common.task import Backbone, Result, Task, TaskOptions, option
@@ -99,13 +99,16 @@ def _states(graphdef, state, x, present):
     return tuple(jnp.argmax(logits, -1) for logits in nnx.merge(graphdef, state)(x, present))
 
 
-def evaluate(head: NetSurfPHead, groups: list[tuple]) -> dict[str, float]:
-    """Q8 and Q3 over every scored residue of ``groups``."""
+def evaluate(head: NetSurfPHead, groups: list[tuple]) -> tuple[dict[str, float], dict[int, float]]:
+    """Q8 and Q3 over every scored residue of ``groups``, and each record's own Q8 by its index."""
     graphdef, state = nnx.split(head)
-    predicted8, predicted3, labels8, labels3, masks = [], [], [], [], []
-    for _, batch in groups:
+    predicted8, predicted3, labels8, labels3, masks, per_record = [], [], [], [], [], {}
+    for chosen, batch in groups:
         p8, p3 = _states(graphdef, state, batch["x"], batch["present"])
         keep = batch["mask"]
+        correct = (np.asarray(p8) == batch["ss8"]) & keep
+        for row, index in enumerate(chosen):
+            per_record[index] = float(correct[row].sum() / keep[row].sum()) if keep[row].any() else float("nan")
         predicted8.append(np.asarray(p8)[keep])
         predicted3.append(np.asarray(p3)[keep])
         labels8.append(batch["ss8"][keep])
@@ -113,7 +116,7 @@ def evaluate(head: NetSurfPHead, groups: list[tuple]) -> dict[str, float]:
         masks.append(np.ones(int(keep.sum()), bool))
     q8 = accuracy(np.concatenate(predicted8), np.concatenate(labels8), np.concatenate(masks))
     q3 = accuracy(np.concatenate(predicted3), np.concatenate(labels3), np.concatenate(masks))
-    return {"Q8": q8, "Q3": q3}
+    return {"Q8": q8, "Q3": q3}, per_record
 
 
 def majority_class(train: list[SecondaryStructureRecord], test: list[SecondaryStructureRecord]) -> dict[str, float]:
@@ -138,11 +141,13 @@ def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
     )
     train_features = feature_sets(model, names, sets.train, "ss8 train")
     test_features = {t: feature_sets(model, names, records, t) for t, records in sets.tests.items()}
-    results, rows = {"features": {}, "train_proteins": len(sets.train), "dropped_train": sets.dropped}, []
+    results = {"features": {}, "train_proteins": len(sets.train), "dropped_train": sets.dropped, "per_item": {}}
+    rows = []
     for name in names:
         train_groups = [b for _, b in batches(sets.train, train_features[name], options.toks_per_batch)]
         test_groups = {t: batches(sets.tests[t], test_features[t][name], options.toks_per_batch) for t in sets.tests}
         runs: dict[str, list] = {t: [] for t in sets.tests}
+        per_record: dict[str, list] = {t: [] for t in sets.tests}
         for seed in range(options.seeds):
             head = NetSurfPHead(
                 train_features[name][0].shape[1], hidden=options.hidden, kernels=kernels, rngs=nnx.Rngs(seed)
@@ -157,10 +162,15 @@ def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
                 desc=f"{name} seed {seed}",
             )
             for test, groups in test_groups.items():
-                runs[test].append(evaluate(head, groups))
+                pooled, by_index = evaluate(head, groups)
+                runs[test].append(pooled)
+                per_record[test].append([by_index[i] for i in range(len(sets.tests[test]))])
             print(f"{NAME} {name} seed {seed}: " + ", ".join(f"{t} Q8 {r[-1]['Q8']:.3f}" for t, r in runs.items()))
         summary = {test: mean_sd(values) for test, values in runs.items()}
         results["features"][name] = summary
+        for test, values in per_record.items():
+            ids = [record.id for record in sets.tests[test]]
+            results["per_item"][f"{test} Q8 ({name})"] = per_item(ids, np.mean(values, axis=0))
         for test, stats in summary.items():
             rows.append(
                 {
@@ -183,7 +193,8 @@ def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
     } | backbone.report_fields()
     notes = (
         f"NetSurfP-style head (convolutions {options.kernels}, {options.hidden} LSTM units), {options.steps} steps; "
-        f"mean ± SD over {options.seeds} seeds."
+        f"mean ± SD over {options.seeds} seeds. The JSON's per_item gives each test protein's Q8 averaged over the "
+        "seeds, which `esm-jax eval compare` pairs between two runs."
     )
     write_results(
         out,
