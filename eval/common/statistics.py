@@ -55,8 +55,7 @@ def resample_counts(count: int, seed: int = 0, resamples: int = RESAMPLES) -> np
 
     For statistics that are not a mean of per-item values (a pooled AUC): weight each item's contribution.
     """
-    draws = resample_indices(count, seed=seed, resamples=resamples)
-    return np.stack([np.bincount(row, minlength=count) for row in draws])
+    return np.concatenate(list(resample_count_chunks(count, seed=seed, resamples=resamples)))
 
 
 def resample_count_chunks(

@@ -24,7 +24,13 @@ from esm_jax.inference.rank_correlation import spearman
 from esm_jax.inference.variant_scoring import score_mutants
 from eval.common.charts import grouped_bars_png
 from eval.common.report import interval_text, write_results
-from eval.common.statistics import RESAMPLES, bootstrap_statistic, percentile_interval, resample_indices
+from eval.common.statistics import (
+    RESAMPLES,
+    bootstrap_statistic,
+    difference_interval,
+    percentile_interval,
+    resample_indices,
+)
 from eval.common.task import Backbone, Result, Task, TaskOptions, option
 from eval.variants.assays import ASSAYS, Assay, load_assay
 
@@ -95,24 +101,21 @@ class Baseline:
     def compare(self, scores: np.ndarray) -> dict:
         """ρ of ``scores`` with its interval, and ρ − ρ(BLOSUM62) over the same resamples with its interval."""
         rho, resampled = spearman(scores, self.fitness), self.resampled_rho(scores)
-        interval = percentile_interval(resampled - self.resampled)
-        excludes_zero = interval is not None and (interval[0] > 0 or interval[1] < 0)
+        difference = difference_interval(rho - self.rho, resampled - self.resampled)
         return {
             "rho": rho,
             "variants": len(self.fitness),
             "rho ci95": percentile_interval(resampled),
-            "minus_blosum62": {"difference": rho - self.rho, "ci95": interval, "excludes_zero": excludes_zero},
-            "verdict": _verdict(interval),
+            "minus_blosum62": difference,
+            "verdict": _verdict(difference),
         }
 
 
-def _verdict(interval: list[float] | None) -> str:
+def _verdict(difference: dict) -> str:
     """Above or below the baseline only where the interval of the difference excludes zero."""
-    if interval is not None and interval[0] > 0:
-        return "above the BLOSUM62 baseline"
-    if interval is not None and interval[1] < 0:
-        return "below the BLOSUM62 baseline"
-    return NO_DIFFERENCE
+    if not difference["excludes_zero"]:
+        return NO_DIFFERENCE
+    return f"{'above' if difference['ci95'][0] > 0 else 'below'} the BLOSUM62 baseline"
 
 
 def _score_assay(model, assay: Assay, options: Options) -> tuple[dict, dict]:

@@ -26,9 +26,13 @@ from eval.common.linear_probes import BilinearContactProbe, bilinear_forward
 from eval.common.report import per_item, write_results
 from eval.common.representations import parse_layers
 from eval.common.splits import validation_folds
-from eval.common.statistics import bootstrap_mean
 from eval.common.task import Backbone, Result, Task, option
-from eval.structure.contacts.metrics import contact_precisions, mean_precisions, random_ranking_precisions
+from eval.structure.contacts.metrics import (
+    contact_precisions,
+    mean_precisions,
+    precisions_with_interval,
+    random_ranking_precisions,
+)
 from eval.structure.contacts.plans import Plan, PlanOptions, aligned_subplan, build_plans, embed_all
 from eval.structure.contacts.sets import ContactProtein
 from eval.structure.contacts.tables import precision_row
@@ -144,9 +148,8 @@ def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
         for layer in layers:
             features = [embeddings[p.name][layer] for p in plan.proteins]
             per_protein = probe_precisions(plan, features, options)
-            interval = bootstrap_mean([row["long P@L"] for row in per_protein], seed=options.seed)
-            low, high = interval["ci95_low"], interval["ci95_high"]
-            sweep[layer] = mean_precisions(per_protein) | {"long P@L ci95": [low, high]}
+            sweep[layer] = precisions_with_interval(per_protein, options.seed)
+            low, high = sweep[layer]["long P@L ci95"]
             print(f"{NAME} {plan.name} layer {layer}: long P@L {sweep[layer]['long P@L']:.3f} [{low:.3f}, {high:.3f}]")
             if layer == layers[-1]:
                 names = [p.name for p in plan.tested_proteins]

@@ -10,9 +10,11 @@ every order of the ties and so does not depend on how pairs happen to be numbere
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
+
+from eval.common.statistics import bootstrap_mean
 
 # band name -> (smallest separation, largest separation or None)
 BANDS: dict[str, tuple[int, int | None]] = {"short": (6, 11), "medium": (12, 23), "long": (24, None)}
@@ -82,6 +84,12 @@ def mean_precisions(per_protein: Iterable[Mapping[str, float]]) -> dict[str, flo
     if not rows:
         raise ValueError("no proteins to average")
     return {key: float(np.nanmean([row[key] for row in rows])) for key in rows[0]}
+
+
+def precisions_with_interval(per_protein: Sequence[Mapping[str, float]], seed: int) -> dict:
+    """:func:`mean_precisions` with long P@L's 95% bootstrap interval over proteins (``"long P@L ci95"``)."""
+    interval = bootstrap_mean([row["long P@L"] for row in per_protein], seed=seed)
+    return mean_precisions(per_protein) | {"long P@L ci95": [interval["ci95_low"], interval["ci95_high"]]}
 
 
 def random_ranking_precisions(proteins: Iterable) -> dict[str, float]:

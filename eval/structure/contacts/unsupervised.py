@@ -22,11 +22,10 @@ from esm_jax.plots import contact_map_png
 from eval.common import published
 from eval.common.linear_probes import contact_pair_mask
 from eval.common.report import interval_text, per_item, write_results
-from eval.common.statistics import bootstrap_mean
 from eval.common.task import Backbone, Result, Task, TaskOptions, option
 from eval.structure.contacts.attention_maps import feature_count, iter_attention_features, iter_contact_logits
 from eval.structure.contacts.l1_logistic import fit_l1_logistic
-from eval.structure.contacts.metrics import contact_precisions, mean_precisions, random_ranking_precisions
+from eval.structure.contacts.metrics import contact_precisions, precisions_with_interval, random_ranking_precisions
 from eval.structure.contacts.sets import ContactProtein, load_contact_set
 from eval.structure.contacts.tables import precision_row
 
@@ -56,15 +55,9 @@ def training_pairs(model, proteins: list[ContactProtein], toks_per_batch: int) -
     return np.concatenate(features), np.concatenate(labels)
 
 
-def summarise(per_protein: list[dict[str, float]], seed: int) -> dict:
-    """Mean precisions over proteins, with long P@L's 95% bootstrap interval over proteins (``"long P@L ci95"``)."""
-    interval = bootstrap_mean([row["long P@L"] for row in per_protein], seed=seed)
-    return mean_precisions(per_protein) | {"long P@L ci95": [interval["ci95_low"], interval["ci95_high"]]}
-
-
 def score_sets(
     model, weights, intercept, sets: dict[str, list[ContactProtein]], toks_per_batch: int
-) -> tuple[dict, dict, dict]:
+) -> tuple[dict, dict]:
     """Per set: each protein's precisions of the fitted head, and the predictions of the set's first protein."""
     per_set, examples = {}, {}
     for name, proteins in sets.items():
@@ -132,7 +125,7 @@ def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
     x, y = training_pairs(model, train, options.toks_per_batch)
     weights, intercept = fit_l1_logistic(x, y, c=options.c, iterations=options.iterations)
     fitted, examples = score_sets(model, weights, intercept, sets, options.toks_per_batch)
-    scored = {name: summarise(per_protein, options.seed) for name, per_protein in fitted.items()}
+    scored = {name: precisions_with_interval(per_protein, options.seed) for name, per_protein in fitted.items()}
     results = {
         "train": {"set": options.train_set, "proteins": len(train), "pairs": int(len(y)), "contacts": int(y.sum())},
         "features": feature_count(model),
@@ -145,7 +138,9 @@ def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
     rows += [precision_row(n, "random ranking (chance)", len(sets[n]), p) for n, p in results["random_ranking"].items()]
     if model.has_contact_regression:
         own = checkpoint_head(model, sets, options.toks_per_batch)
-        results["checkpoint_head"] = {name: summarise(per_protein, options.seed) for name, per_protein in own.items()}
+        results["checkpoint_head"] = {
+            name: precisions_with_interval(per_protein, options.seed) for name, per_protein in own.items()
+        }
         results["per_item"] |= long_range_per_item("checkpoint contact head", sets, own)
         rows += head_rows("checkpoint contact head", sets, results["checkpoint_head"])
     figures = []

@@ -90,11 +90,8 @@ def per_protein_accuracy(
     predicted: np.ndarray, labels: np.ndarray, mask: np.ndarray, lengths: list[int]
 ) -> list[float]:
     """Accuracy of each record's residues, the records laid end to end (NaN for one with no residue to score)."""
-    bounds = np.cumsum([0, *lengths])
-    return [
-        accuracy(predicted[start:end], labels[start:end], mask[start:end]) if mask[start:end].any() else math.nan
-        for start, end in zip(bounds[:-1], bounds[1:], strict=True)
-    ]
+    correct, residues = per_protein_counts(predicted, labels, mask, lengths)
+    return [float(c / r) if r else math.nan for c, r in zip(correct, residues, strict=True)]
 
 
 def per_protein_counts(
