@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import jax
@@ -17,6 +18,8 @@ from eval.cli import main as eval_main
 from eval.common.splits import random_folds
 from eval.variants.assays import Assay
 from eval.variants.folds import fraction_size, training_subset
+from eval.variants.mutational_effect import Options as MutationalEffectOptions
+from eval.variants.mutational_effect import chosen_protocols
 from eval.variants.protocol import (
     FinetuneLearner,
     FrozenLearner,
@@ -24,7 +27,15 @@ from eval.variants.protocol import (
     cross_validation,
     leave_one_protein_out,
 )
-from eval.variants.regression import TrainConfig, VariantInputs, fit_head, predict, standardiser
+from eval.variants.regression import (
+    TrainConfig,
+    VariantInputs,
+    epoch_batches,
+    finetune_steps,
+    fit_head,
+    predict,
+    standardiser,
+)
 from eval.variants.sites import build_sites, site_hidden
 from eval.variants.zero_shot import NO_DIFFERENCE, Baseline
 
@@ -157,6 +168,26 @@ def test_fine_tuning_updates_a_copy_of_the_backbone(model):
     assert all(np.array_equal(a, b) for a, b in zip(before, _parameters(model), strict=True))
 
 
+def test_a_fine_tuning_fit_is_capped_at_its_step_budget_whatever_the_assay_size():
+    config = TrainConfig()  # 2 epochs of 8 variants, at most 150 steps
+    assert finetune_steps(4000, config) == 150
+    assert finetune_steps(40, config) == 10
+    assert finetune_steps(4000, dataclasses.replace(config, finetune_max_steps=0)) == 1000
+
+
+def test_capped_fine_tuning_batches_walk_whole_epochs_in_fresh_orders():
+    batches = list(epoch_batches(np.random.default_rng(0), count=10, size=4, steps=7))
+    assert [len(b) for b in batches] == [4, 4, 2, 4, 4, 2, 4]
+    first, second = np.concatenate(batches[:3]), np.concatenate(batches[3:6])
+    assert sorted(first) == sorted(second) == list(range(10)) and not np.array_equal(first, second)
+
+
+def test_fine_tuning_runs_the_two_k_fold_protocols_unless_told_otherwise():
+    assert chosen_protocols(MutationalEffectOptions(unfreeze=True)) == ("cv", "position-cv")
+    assert chosen_protocols(MutationalEffectOptions()) == ("cv", "position-cv", "fractions", "lopo")
+    assert chosen_protocols(MutationalEffectOptions(unfreeze=True, protocols=("lopo",))) == ("lopo",)
+
+
 def test_supervised_task_end_to_end_on_blat(shared_data, checkpoint, tmp_path):
     out = tmp_path / "results"
     argv = ["mutational-effect", "--checkpoint", str(checkpoint), "--data", str(shared_data), "--out", str(out)]
@@ -183,11 +214,15 @@ def test_leave_one_protein_out_through_the_cli(shared_data, checkpoint, tmp_path
 @pytest.mark.slow
 def test_fine_tuning_through_the_cli(shared_data, checkpoint, tmp_path):
     argv = ["mutational-effect", "--checkpoint", str(checkpoint), "--data", str(shared_data), "--out", str(tmp_path)]
-    options = ["--assays", "BLAT_ECOLX", "--max-variants", "40", "--protocols", "cv", "--folds", "2", "--unfreeze"]
+    options = ["--assays", "BLAT_ECOLX", "--max-variants", "40", "--folds", "2", "--unfreeze"]
     assert eval_main([*argv, *options, "--finetune-epochs", "1"]) == 0
     results = json.loads((tmp_path / "mutational-effect.json").read_text())
     assert results["learner"] == "fine-tuned backbone"
-    assert results["cross_validation"]["BLAT_ECOLX"]["variants"] == 40
+    assert results["config"]["finetune_max_steps"] == 150
+    # fine-tuning's default protocols: the paper's random folds and folds that hold out whole positions
+    assert set(results) >= {"cross_validation", "position_cross_validation"}
+    assert not set(results) & {"training_fraction", "leave_one_protein_out"}
+    assert results["position_cross_validation"]["BLAT_ECOLX"]["variants"] == 40
 
 
 def test_zero_shot_task_reports_each_strategy_beside_the_published_numbers(shared_data, checkpoint, tmp_path):

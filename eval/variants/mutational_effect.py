@@ -32,16 +32,20 @@ from eval.variants.regression import TrainConfig
 
 NAME = "mutational-effect"
 PROTOCOLS = ("cv", "position-cv", "fractions", "lopo")
+# Our choice: fine-tuning runs the two k-fold protocols unless others are asked for. With the fit capped at
+# ``finetune_max_steps`` each is 2 × folds fits per assay; the fraction sweep alone would be 6 × folds more.
+FINETUNE_PROTOCOLS = ("cv", "position-cv")
 _LEARNER = {field.name: field.default for field in dataclasses.fields(TrainConfig)}
 
 
 @dataclasses.dataclass(frozen=True)
 class Options(TaskOptions):
     assays: tuple[str, ...] = option(tuple(ASSAYS), "assays to evaluate", choices=tuple(ASSAYS))
-    protocols: tuple[str, ...] = option(
-        PROTOCOLS,
+    protocols: tuple[str, ...] | None = option(
+        None,
         "cv: random k-fold per protein (the paper's); position-cv: k-fold holding out whole mutated positions; "
-        "fractions: training-fraction sweep; lopo: leave one protein out",
+        "fractions: training-fraction sweep; lopo: leave one protein out "
+        "(none: all four, or cv and position-cv with --unfreeze)",
         choices=PROTOCOLS,
     )
     folds: int = option(5, "cross-validation folds (5 gives 80/20 splits)")
@@ -53,6 +57,9 @@ class Options(TaskOptions):
     weight_decay: float = option(_LEARNER["weight_decay"], "AdamW weight decay")
     finetune_epochs: int = option(_LEARNER["finetune_epochs"], "with --unfreeze")
     finetune_batch_size: int = option(_LEARNER["finetune_batch_size"], "with --unfreeze")
+    finetune_max_steps: int = option(
+        _LEARNER["finetune_max_steps"], "with --unfreeze: at most this many steps per fit (0: finetune-epochs in full)"
+    )
     backbone_learning_rate: float = option(_LEARNER["backbone_learning_rate"], "with --unfreeze")
     max_variants: int = option(0, "use a seeded random subset of this many per assay (0: all)")
     toks_per_batch: int = option(8192, "tokens per inference batch")
@@ -63,8 +70,16 @@ def train_config(options: Options) -> TrainConfig:
     return TrainConfig(**{name: getattr(options, name) for name in _LEARNER})
 
 
+def chosen_protocols(options: Options) -> tuple[str, ...]:
+    """The protocols asked for, else the default for the learner (all with a frozen backbone)."""
+    if options.protocols:
+        return options.protocols
+    return FINETUNE_PROTOCOLS if options.unfreeze else PROTOCOLS
+
+
 def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
     start = time.perf_counter()
+    options = dataclasses.replace(options, protocols=chosen_protocols(options))
     model = backbone.model
     config = train_config(options)
     if options.unfreeze:
