@@ -12,7 +12,15 @@ import pytest
 from data_pipeline.readers.scope import ScopeDomain
 from eval.common.task import Backbone
 from eval.structure.contacts.sets import ContactProtein
-from eval.structure.holdout import TASK, Options, holdout_folds, level_result
+from eval.structure.holdout import (
+    ALIGNMENT_METRICS,
+    TASK,
+    AlignmentBaselines,
+    Options,
+    alignment_scores,
+    holdout_folds,
+    level_result,
+)
 from eval.structure.holdout_sets import LabelledStructure
 from eval.structure.scop_labels import (
     ASTRAL_FILE,
@@ -90,7 +98,45 @@ def test_the_task_runs_end_to_end_on_a_tiny_random_model(shared_data, tmp_path: 
     assert 0.0 <= fold["long P@L"]["mean"] <= 1.0 and 0.0 <= fold["majority-class Q3"]["mean"] <= 1.0
     # each structure's values by name, from the partition that tested it, for `compare`
     assert "per_structure" not in fold and set(saved["per_item"]) == {"fold Q3", "fold long P@L"}
+    assert fold["Potts long P@L"]["partitions"] == 0  # PDB chains have no family alignment
     for table in saved["per_item"].values():
         assert table and set(table) <= set(saved["labelled"]) and all(0.0 <= v <= 1.0 for v in table.values())
     report = (tmp_path / "structural-holdout.md").read_text()
     assert "Q3" in report and "Table 3" in report and "eight-class" in report
+
+
+def test_alignment_rows_score_only_aligned_structures_of_each_partition():
+    structures = [_structure(f"s{i}", "a.1.1.1") for i in range(6)]
+    profiles = [np.full((10, 21), i, np.float32) if i % 2 == 0 else None for i in range(6)]
+    baselines = AlignmentBaselines(profiles, [0.1 * i if i % 2 == 0 else None for i in range(6)])
+    options = Options(steps=2, rank=4)
+    scores = alignment_scores(structures, baselines, (np.array([0, 1, 2, 3]), np.array([4, 5])), options)
+    assert scores["Potts long P@L"] == pytest.approx(0.4)  # structure 4 alone: 5 has no alignment
+    assert set(scores) == set(ALIGNMENT_METRICS)  # the probe's value is checked on real domains below
+    unaligned_train = alignment_scores(structures, baselines, (np.array([1, 3]), np.array([0, 2])), options)
+    assert all(np.isnan(value) for value in unaligned_train.values())
+
+
+def test_profile_and_potts_rows_on_real_kortemme_domains(shared_data, tmp_path: Path):
+    backbone = Backbone("esm2_t6_8M_UR50D", random_weights=True)
+    options = Options(
+        sets="kortemme",
+        levels="fold",
+        folds=2,
+        max_structures=6,
+        steps=2,
+        rank=4,
+        msa_max_sequences=16,
+        potts_iterations=2,
+    )
+    TASK.run(backbone, shared_data, tmp_path, options)
+    saved = json.loads((tmp_path / "structural-holdout.json").read_text())
+    for metric in ALIGNMENT_METRICS:
+        assert (
+            saved["levels"]["fold"][metric]["partitions"] == 2 and 0.0 <= saved["levels"]["fold"][metric]["mean"] <= 1
+        )
+    assert len(saved["aligned"]) == 5 and set(saved["aligned"]) < set(saved["labelled"])  # one has no Pfam MSA
+    cached = sorted(path.name.split("-rows")[0] for path in (tmp_path / ".potts-cache").glob("*.npy"))
+    assert cached == sorted(saved["aligned"])  # the folder and names contacts-linear's cache uses
+    report = (tmp_path / "structural-holdout.md").read_text()
+    assert "profile long P@L" in report and "Potts long P@L" in report and "CCMpred" in report

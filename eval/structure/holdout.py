@@ -7,6 +7,10 @@ structures and scored on the test ones: a softmax probe for secondary structure 
 structures with a DSSP string: the data has 3-state DSSP, where Table 3 reports eight-class accuracy) and the
 bilinear contact probe of ``contacts-linear`` (top-L long-range precision, averaged over test structures). Each
 level reports mean ± SD over its partitions, as Table 3 does, beside chance (majority class, random ranking).
+
+Table 3's alignment-only rows, on the structures that have a family alignment (the Kortemme domains): the same
+bilinear probe on the sequence profile, fitted and tested within the same partitions ("HMM Profile"), and the
+contacts of a Potts model fitted by pseudo-likelihood ("CCMpred"), which needs no training data.
 """
 
 from __future__ import annotations
@@ -26,15 +30,17 @@ from eval.common.report import per_item, write_results
 from eval.common.representations import parse_layers, per_residue_layers
 from eval.common.splits import Fold, grouped_random_folds
 from eval.common.task import Backbone, Result, Task, TaskOptions, option
-from eval.structure.contacts.metrics import mean_precisions, random_ranking_precisions
+from eval.structure.contacts.metrics import contact_precisions, mean_precisions, random_ranking_precisions
 from eval.structure.contacts.training import cross_validated_precisions
 from eval.structure.holdout_sets import HOLDOUT_SETS, LabelledStructure, load_holdout_structures
+from eval.structure.msa.baselines import POTTS_CACHE, cached_potts_scores, profile_features
 from eval.structure.scop_labels import ASTRAL_FILE, LEVEL_FIELDS, group_at, read_chain_index
 from eval.structure.secondary.linear import fit_probe, per_protein_accuracy, predict
 from eval.structure.secondary.metrics import SS3_STATES, accuracy, encode_states, majority_accuracy
 
 NAME = "structural-holdout"
 METRICS = ("Q3", "majority-class Q3", "long P@L", "random-ranking long P@L")
+ALIGNMENT_METRICS = ("profile long P@L", "Potts long P@L")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +55,36 @@ class Options(TaskOptions):
     learning_rate: float = option(1e-3, "contact probe learning rate")
     l2: float = option(1e-4, "L2 penalty on the secondary-structure probe weights")
     iterations: int = option(300, "L-BFGS iterations per secondary-structure probe")
+    no_baselines: bool = option(False, "skip the profile and Potts rows (structures with a family alignment)")
+    msa_max_sequences: int = option(256, "alignment rows sampled for the profile and Potts baselines (0: all)")
+    potts_iterations: int = option(30, "Potts L-BFGS iterations")
     toks_per_batch: int = option(4096, "tokens per backbone batch")
+
+
+@dataclasses.dataclass(frozen=True)
+class AlignmentBaselines:
+    """Per structure, None where it has no family alignment: its sequence profile and its Potts long-range P@L."""
+
+    profiles: list[np.ndarray | None]
+    potts: list[float | None]
+
+
+def alignment_baselines(structures: list[LabelledStructure], options: Options, cache: Path) -> AlignmentBaselines:
+    """Profiles and Potts precisions of the aligned structures (Potts scores kept in ``cache``, as contacts-linear)."""
+    max_rows = options.msa_max_sequences or None
+    profiles, potts = [], []
+    aligned = [s.protein for s in structures if s.protein.alignment is not None]
+    for structure in structures:
+        protein = structure.protein
+        if protein.alignment is None:
+            profiles.append(None)
+            potts.append(None)
+            continue
+        profiles.append(profile_features(protein, max_rows, options.seed))
+        scores = cached_potts_scores(protein, max_rows, options.potts_iterations, options.seed, cache)
+        potts.append(contact_precisions(scores, protein.contacts, protein.valid)["long P@L"])
+        print(f"{NAME} potts: {sum(p is not None for p in potts)}/{len(aligned)}", flush=True)
+    return AlignmentBaselines(profiles, potts)
 
 
 def secondary_structure_scores(
@@ -115,6 +150,25 @@ def contact_scores(
     }
 
 
+def alignment_scores(
+    structures: list[LabelledStructure], baselines: AlignmentBaselines, fold: Fold, options: Options
+) -> dict[str, float]:
+    """Long P@L over the fold's aligned test structures: the profile probe (fitted on its aligned training
+    structures) and the Potts model. NaN when either side of the fold has no aligned structure."""
+    train, test = ([int(i) for i in part if baselines.profiles[i] is not None] for part in fold)
+    if not train or not test:
+        return {metric: math.nan for metric in ALIGNMENT_METRICS}
+    kept = sorted(train + test)
+    position = {index: number for number, index in enumerate(kept)}
+    subset = [structures[i] for i in kept]
+    profiles = [baselines.profiles[i] for i in kept]
+    local_fold = (np.array([position[i] for i in train]), np.array([position[i] for i in test]))
+    return {
+        "profile long P@L": contact_scores(subset, profiles, local_fold, options)["long P@L"],
+        "Potts long P@L": float(np.mean([baselines.potts[i] for i in test])),
+    }
+
+
 def mean_and_sd(values: list[float]) -> dict[str, float | int]:
     """Mean and sample SD over the partitions that have a value (``partitions``: how many)."""
     finite = [v for v in values if math.isfinite(v)]
@@ -131,10 +185,17 @@ def holdout_folds(groups: list[str], folds: int, seed: int) -> list[Fold] | None
     return grouped_random_folds(groups, folds, seed)
 
 
-def level_result(level: str, structures: list[LabelledStructure], features: list[np.ndarray], options: Options) -> dict:
+def level_result(
+    level: str,
+    structures: list[LabelledStructure],
+    features: list[np.ndarray],
+    options: Options,
+    baselines: AlignmentBaselines | None = None,
+) -> dict:
     """Per-partition scores and their mean ± SD at one level, or why the level has too few groups for the folds.
 
-    ``per_structure``: each structure's Q3 and long P@L, from the partition that tested it.
+    ``per_structure``: each structure's Q3 and long P@L, from the partition that tested it. With ``baselines``,
+    the profile and Potts rows too.
     """
     groups = [group_at(s.sccs, level) for s in structures]
     entry = {"groups": len(set(groups)), "structures": len(structures)}
@@ -146,6 +207,8 @@ def level_result(level: str, structures: list[LabelledStructure], features: list
     for train, test in folds:
         scores = secondary_structure_scores(structures, features, (train, test), options)
         scores |= contact_scores(structures, features, (train, test), options)
+        if baselines is not None:
+            scores |= alignment_scores(structures, baselines, (train, test), options)
         for metric, table in per_structure.items():
             table |= scores.pop(f"{metric} per structure")
         test_groups = sorted({groups[i] for i in test})
@@ -154,16 +217,20 @@ def level_result(level: str, structures: list[LabelledStructure], features: list
         partitions[-1] |= scores
         print(f"{NAME} {level} partition {len(partitions)}: Q3 {scores['Q3']:.3f}, P@L {scores['long P@L']:.3f}")
     entry |= {"partitions": partitions, "per_structure": per_structure}
-    return entry | {m: mean_and_sd([p[m] for p in partitions]) for m in METRICS}
+    metrics = METRICS + (() if baselines is None else ALIGNMENT_METRICS)
+    return entry | {m: mean_and_sd([p[m] for p in partitions]) for m in metrics}
 
 
-def report_row(level: str, entry: dict) -> dict[str, object]:
+def report_row(level: str, entry: dict, metrics: tuple[str, ...] = METRICS) -> dict[str, object]:
     """One Markdown row: the level's mean ± SD in %, as Table 3 prints them."""
     row: dict[str, object] = {"level": level, "groups": entry["groups"], "structures": entry["structures"]}
     if "too_few_groups" in entry:
-        return row | {metric: entry["too_few_groups"] for metric in METRICS}
-    for metric in METRICS:
+        return row | {metric: entry["too_few_groups"] for metric in metrics}
+    for metric in metrics:
         found = entry[metric]
+        if found["partitions"] == 0:
+            row[metric] = "no partition had structures to score on both sides"
+            continue
         row[metric] = f"{100 * found['mean']:.1f} ± {100 * found['sd']:.1f}"
         if found["partitions"] < len(entry["partitions"]):
             row[metric] += f" ({found['partitions']} of {len(entry['partitions'])} partitions)"
@@ -188,7 +255,9 @@ def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
     layer = parse_layers("last", model)[-1]
     records = [(s.protein.name, s.protein.sequence) for s in structures]
     features = per_residue_layers(model, records, [layer], toks_per_batch=options.toks_per_batch, desc=NAME)[layer]
-    entries = {level: level_result(level, structures, features, options) for level in levels}
+    baselines = None if options.no_baselines else alignment_baselines(structures, options, out / POTTS_CACHE)
+    metrics = METRICS + (() if baselines is None else ALIGNMENT_METRICS)
+    entries = {level: level_result(level, structures, features, options, baselines) for level in levels}
     per_structure = {level: entry.pop("per_structure", {}) for level, entry in entries.items()}
     per_item_tables = {
         f"{level} {metric}": table for level, tables in per_structure.items() for metric, table in tables.items()
@@ -198,6 +267,7 @@ def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
         "astral": str(astral),
         "labelled": {s.protein.name: s.sccs for s in structures},
         "unlabelled": found.unlabelled,
+        "aligned": [s.protein.name for s in structures if s.protein.alignment is not None] if baselines else [],
         "levels": entries,
         "per_item": per_item_tables,
     }
@@ -206,7 +276,7 @@ def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
         out,
         NAME,
         results,
-        [report_row(level, entry) for level, entry in results["levels"].items()],
+        [report_row(level, entry, metrics) for level, entry in results["levels"].items()],
         title="Structural hold-out: linear projections",
         notes=_notes(structures, found.unlabelled, options),
         published=[published.SECONDARY_STRUCTURE_LINEAR, published.CONTACTS_LINEAR],
@@ -232,7 +302,12 @@ def _notes(structures: list[LabelledStructure], unlabelled: dict[str, str], opti
         "reports eight-class accuracy, so the published SSP columns below are Q8 and not directly comparable. "
         "Contacts: top-L precision at separation ≥ 24 (CB-CB < 8 Å). Chance: the training partition's majority "
         "state, and a random ranking of pairs. A level with fewer groups than folds gets no numbers. The JSON's "
-        "per_item gives each structure's Q3 and long P@L per level (`esm-jax eval compare` pairs them between runs)."
+        "per_item gives each structure's Q3 and long P@L per level (`esm-jax eval compare` pairs them between runs). "
+        "Alignment-only rows, as Table 3's HMM Profile and CCMpred rows, over the structures with a family alignment "
+        f"(the Kortemme domains' Pfam alignments, {options.msa_max_sequences or 'all'} rows sampled): the same "
+        "bilinear probe on the sequence profile, fitted on the partition's aligned training structures, and a "
+        "pseudo-likelihood Potts model (CCMpred-style, APC-corrected coupling norms), both scored on the partition's "
+        "aligned test structures. Table 3's profiles are HHblits HMMs, so these rows follow its method, not its inputs."
     )
 
 

@@ -19,7 +19,6 @@ from typing import Protocol
 import numpy as np
 from flax import nnx
 
-from esm_jax.files import atomic_output
 from eval.common import published
 from eval.common.charts import curves_png
 from eval.common.linear_probes import BilinearContactProbe, bilinear_forward
@@ -34,10 +33,9 @@ from eval.structure.contacts.metrics import (
     random_ranking_precisions,
 )
 from eval.structure.contacts.plans import Plan, PlanOptions, aligned_subplan, build_plans, embed_all
-from eval.structure.contacts.sets import ContactProtein
 from eval.structure.contacts.tables import precision_row
 from eval.structure.contacts.training import cross_validated_precisions
-from eval.structure.msa.baselines import potts_contact_scores, profile_features
+from eval.structure.msa.baselines import POTTS_CACHE, cached_potts_scores, profile_features
 
 NAME = "contacts-linear"
 
@@ -85,20 +83,6 @@ def probe_precisions(plan: Plan, features: list[np.ndarray], settings: ProbeSett
     )
 
 
-def cached_potts_scores(protein: ContactProtein, max_rows: int | None, options: Options, folder: Path) -> np.ndarray:
-    """Potts scores of ``protein``, reused from ``folder`` when the same options computed them before.
-
-    They depend on the alignment and options only, never on the checkpoint, so reruns on other models skip them.
-    """
-    path = folder / f"{protein.name}-rows{max_rows or 'all'}-it{options.potts_iterations}-seed{options.seed}.npy"
-    if path.is_file():
-        return np.load(path)
-    scores = potts_contact_scores(protein, max_rows, options.potts_iterations, options.seed)
-    with atomic_output(path, "wb") as handle:
-        np.save(handle, scores)
-    return scores
-
-
 def baselines(plan: Plan, options: Options, out: Path) -> dict[str, dict]:
     """Profile-probe and Potts precisions over the plan's aligned proteins."""
     sub = aligned_subplan(plan)
@@ -113,7 +97,7 @@ def baselines(plan: Plan, options: Options, out: Path) -> dict[str, dict]:
     potts, started = [], time.perf_counter()
     for count, index in enumerate(tested, start=1):
         protein = sub.proteins[index]
-        scores = cached_potts_scores(protein, max_rows, options, out / ".potts-cache")
+        scores = cached_potts_scores(protein, max_rows, options.potts_iterations, options.seed, out / POTTS_CACHE)
         potts.append(contact_precisions(scores, protein.contacts, protein.valid))
         print(f"potts {plan.name}: {count}/{len(tested)} ({time.perf_counter() - started:.0f} s)", flush=True)
     results["potts"] = {"proteins": len(tested), "precision": mean_precisions(potts)}

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
+from esm_jax.files import atomic_output
 from eval.structure.contacts.sets import ContactProtein
 from eval.structure.msa.features import profile, sequence_weights
 from eval.structure.msa.potts import coupling_scores, fit_potts
+
+# Folder under a task's --out where Potts scores are kept: contacts-linear and structural-holdout share it.
+POTTS_CACHE = ".potts-cache"
 
 
 def _anchored(protein: ContactProtein, max_rows: int | None, seed: int) -> np.ndarray:
@@ -30,3 +36,19 @@ def potts_contact_scores(
     """
     msa = _anchored(protein, max_rows, seed)
     return coupling_scores(fit_potts(msa, sequence_weights(msa), iterations=iterations))
+
+
+def cached_potts_scores(
+    protein: ContactProtein, max_rows: int | None, iterations: int, seed: int, folder: Path
+) -> np.ndarray:
+    """:func:`potts_contact_scores`, reused from ``folder`` when the same settings computed them before.
+
+    They depend on the alignment and settings only, never on the checkpoint, so reruns on other models skip them.
+    """
+    path = folder / f"{protein.name}-rows{max_rows or 'all'}-it{iterations}-seed{seed}.npy"
+    if path.is_file():
+        return np.load(path)
+    scores = potts_contact_scores(protein, max_rows, iterations, seed)
+    with atomic_output(path, "wb") as handle:
+        np.save(handle, scores)
+    return scores
