@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from configs import structure_emergence
+from configs import laptop, pretrain, structure_emergence
 from esm_jax.errors import CheckpointError, EsmJaxError
 from eval import cli
 from eval.common.task import Backbone
@@ -136,10 +136,19 @@ def test_steps_the_log_lacks_are_evaluated_from_checkpoints(tmp_path):
         _run(run, tmp_path / "out", steps="2,8")
 
 
-def test_emergence_config_logs_six_or_more_evenly_spaced_points_spanning_the_run():
-    """configs/structure_emergence.py: held-out ECE and the probes logged together at ≥ 6 steps up to the last."""
-    config = structure_emergence.get_config()
+@pytest.mark.parametrize("module", [structure_emergence, laptop], ids=["structure_emergence", "laptop"])
+def test_emergence_config_logs_six_or_more_evenly_spaced_points_spanning_the_run(module):
+    """configs/structure_emergence.py and laptop.py: held-out ECE and the probes logged together at ≥ 6 steps."""
+    config = module.get_config()
     every, total = config.evals.structure_vs_lm.every, config.train.total_steps
     assert config.evals.heldout.every == every == config.train.checkpoint_every
     assert total % every == 0 and total // every >= TREND_POINTS
     assert config.train.keep_checkpoints >= total // every
+
+
+def test_laptop_run_is_the_esm2_8m_shape_on_the_tiny_runs_data_in_float32():
+    config, tiny = laptop.get_config(), pretrain.get_config("tiny")
+    shape = {key: config.model[key] for key in ("architecture", "num_layers", "embed_dim", "attention_heads")}
+    assert shape == {"architecture": "esm2", "num_layers": 6, "embed_dim": 320, "attention_heads": 20}
+    assert config.model.compute_dtype == "float32" and config.data.to_dict() == tiny.data.to_dict()
+    assert 0 < config.optimizer.warmup_steps < config.train.total_steps
