@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Iterator
 
 import jax
 import jax.numpy as jnp
@@ -240,7 +241,7 @@ def finetune_steps(count: int, config: TrainConfig) -> int:
     return min(steps, config.finetune_max_steps) if config.finetune_max_steps > 0 else steps
 
 
-def epoch_batches(generator: np.random.Generator, count: int, size: int, steps: int):
+def epoch_batches(generator: np.random.Generator, count: int, size: int, steps: int) -> Iterator[np.ndarray]:
     """``steps`` batches of variant indices, each epoch a fresh permutation (the last batch of one may be short)."""
     done = 0
     while True:
