@@ -4,7 +4,7 @@
     esm-jax eval all --checkpoint runs/laptop --out runs/laptop/eval
     esm-jax eval all --checkpoint runs/laptop --random-weights --out runs/laptop/eval_untrained
 
-README's "What a laptop-scale run shows" comes from these three commands. The model is ESM-2 t6 8M's shape
+The second and third commands score the run and its untrained twin on every task. The model is ESM-2 t6 8M's shape
 (6 layers, width 320, 20 heads; Lin et al. 2023 via fair-esm) in float32 on the UniRef50 sample's training
 clusters, with the tiny run's data settings (length buckets, 8,192-token batches). Held-out ECE and the
 ``structure-vs-lm`` probes are logged at ``POINTS`` evenly spaced steps, so the run also gives Fig. 6's fit.
