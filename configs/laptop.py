@@ -1,4 +1,4 @@
-"""The largest pretraining run that 2 CPU cores finish in about two hours: an ESM-2 8M-shaped model on UR50/S.
+"""A pretraining run sized to about two hours on 2 CPU cores: an ESM-2 8M-shaped model on UR50/S.
 
     ESM_JAX_SHARED_DATA=../shared/data esm-jax train --config configs/laptop.py --workdir runs/laptop
     esm-jax eval all --checkpoint runs/laptop --out runs/laptop/eval
