@@ -124,7 +124,10 @@ class SubstitutionBaseline(FrozenLearner):
 class FinetuneLearner:
     """Backbone and regression head fine-tuned together on every training split.
 
-    The frozen backbone's hidden states, computed once in ``prepare``, fix the head's input standardisation.
+    The frozen backbone's hidden states, computed once in ``prepare``, fix the head's input standardisation and
+    train the head that fine-tuning starts from: the frozen learner's fit, so the few fine-tuning steps a CPU
+    affords refine a fitted head instead of spending themselves on a random one (linear probing before
+    fine-tuning, as Kumar et al., ICLR 2022, recommend).
     """
 
     name = "fine-tuned backbone"
@@ -157,7 +160,11 @@ class FinetuneLearner:
     def fit_predict(self, train: Sequence[Part], test: Part, key: jax.Array) -> np.ndarray:
         slots = max(_slots(train), _slots([test]))
         data = self._training_data(train, slots)
-        tuned, head = fit_finetune(self.model, data, self.config, key, show_progress=self.show_progress)
+        probe_key, tune_key = jax.random.split(key)
+        probe = fit_head(_hidden(train, slots), data.inputs, data.target, self.config, probe_key)
+        tuned, head = fit_finetune(
+            self.model, data, self.config, tune_key, head=probe["params"], show_progress=self.show_progress
+        )
         prepared, indices = test
         used, local = np.unique(prepared.sites.site_of[indices], return_inverse=True)
         hidden = _pad_slots(site_hidden(tuned, prepared.sites, used, toks_per_batch=self.toks_per_batch), slots)

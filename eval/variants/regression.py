@@ -210,13 +210,23 @@ class FinetuneData:
 
 
 def fit_finetune(
-    model: ESM, data: FinetuneData, config: TrainConfig, key: jax.Array, *, show_progress: bool = False
+    model: ESM,
+    data: FinetuneData,
+    config: TrainConfig,
+    key: jax.Array,
+    *,
+    head: dict | None = None,
+    show_progress: bool = False,
 ) -> tuple[ESM, dict]:
-    """Backbone and head trained together; a fine-tuned copy of ``model`` (which is unchanged) and the head."""
+    """Backbone and head trained together; a fine-tuned copy of ``model`` (which is unchanged) and the head.
+
+    ``head``: the head's starting parameters, e.g. a head fitted on the frozen representations (default: random).
+    """
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     init_key, order_key = jax.random.split(key)
     width = model.representation_width(model.num_layers)
-    trainable = {"backbone": jax.tree.map(jnp.array, params), "head": init_head(init_key, width)}
+    start = head if head is not None else init_head(init_key, width)
+    trainable = {"backbone": jax.tree.map(jnp.array, params), "head": start}
     rates = jnp.array([config.learning_rate, config.backbone_learning_rate, config.weight_decay], jnp.float32)
     count, size = len(data.target), config.finetune_batch_size
     total_steps = finetune_steps(count, config)
