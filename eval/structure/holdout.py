@@ -43,6 +43,11 @@ METRICS = ("Q3", "majority-class Q3", "long P@L", "random-ranking long P@L")
 ALIGNMENT_METRICS = ("profile long P@L", "Potts long P@L")
 
 
+def reported_metrics(baselines: AlignmentBaselines | None) -> tuple[str, ...]:
+    """The metrics each level reports: the alignment rows only when their baselines were computed."""
+    return METRICS + (() if baselines is None else ALIGNMENT_METRICS)
+
+
 @dataclasses.dataclass(frozen=True)
 class Options(TaskOptions):
     sets: str = option(",".join(HOLDOUT_SETS), "comma-separated structure sets")
@@ -217,8 +222,7 @@ def level_result(
         partitions[-1] |= scores
         print(f"{NAME} {level} partition {len(partitions)}: Q3 {scores['Q3']:.3f}, P@L {scores['long P@L']:.3f}")
     entry |= {"partitions": partitions, "per_structure": per_structure}
-    metrics = METRICS + (() if baselines is None else ALIGNMENT_METRICS)
-    return entry | {m: mean_and_sd([p[m] for p in partitions]) for m in metrics}
+    return entry | {m: mean_and_sd([p[m] for p in partitions]) for m in reported_metrics(baselines)}
 
 
 def report_row(level: str, entry: dict, metrics: tuple[str, ...] = METRICS) -> dict[str, object]:
@@ -256,7 +260,7 @@ def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
     records = [(s.protein.name, s.protein.sequence) for s in structures]
     features = per_residue_layers(model, records, [layer], toks_per_batch=options.toks_per_batch, desc=NAME)[layer]
     baselines = None if options.no_baselines else alignment_baselines(structures, options, out / POTTS_CACHE)
-    metrics = METRICS + (() if baselines is None else ALIGNMENT_METRICS)
+    metrics = reported_metrics(baselines)
     entries = {level: level_result(level, structures, features, options, baselines) for level in levels}
     per_structure = {level: entry.pop("per_structure", {}) for level, entry in entries.items()}
     per_item_tables = {

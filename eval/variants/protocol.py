@@ -139,7 +139,7 @@ class FinetuneLearner:
     def prepare(self, assay: Assay) -> PreparedAssay:
         return _prepare_frozen(self.model, assay, self.toks_per_batch)
 
-    def _training_data(self, train: Sequence[Part], slots: int) -> FinetuneData:
+    def _training_data(self, train: Sequence[Part], slots: int, hidden: np.ndarray) -> FinetuneData:
         rows, positions, site_of, offset = [], [], [], 0
         for prepared, indices in train:
             used, local = np.unique(prepared.sites.site_of[indices], return_inverse=True)
@@ -154,14 +154,15 @@ class FinetuneLearner:
             tokens[number, 0], tokens[number, 1 : len(row) + 1], tokens[number, len(row) + 1] = cls, row, eos
             token_positions[number, : len(masked)] = np.asarray(masked) + 1
         inputs = _inputs(train, slots)
-        norm = standardiser(_hidden(train, slots), inputs.valid)
+        norm = standardiser(hidden, inputs.valid)
         return FinetuneData(tokens, token_positions, np.concatenate(site_of), inputs, _standardised(train), norm)
 
     def fit_predict(self, train: Sequence[Part], test: Part, key: jax.Array) -> np.ndarray:
         slots = max(_slots(train), _slots([test]))
-        data = self._training_data(train, slots)
+        hidden = _hidden(train, slots)
+        data = self._training_data(train, slots, hidden)
         probe_key, tune_key = jax.random.split(key)
-        probe = fit_head(_hidden(train, slots), data.inputs, data.target, self.config, probe_key)
+        probe = fit_head(hidden, data.inputs, data.target, self.config, probe_key)
         tuned, head = fit_finetune(
             self.model, data, self.config, tune_key, head=probe["params"], show_progress=self.show_progress
         )
