@@ -7,10 +7,12 @@ The tasks are listed in :mod:`eval.tasks`; each one's flags come from its option
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
 from data_pipeline.layout import data_root
+from esm_jax.errors import EsmJaxError
 from eval.common.task import Backbone, Task, add_option_flags, options_from_flags
 from eval.tasks import TASK_MODULES, get_task
 
@@ -39,6 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     everything = subparsers.add_parser("all", help="run every task with its defaults")
     _add_common(everything)
     everything.add_argument("--seed", type=int, default=0, help="seed for random weights and any sampling")
+    everything.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep tasks whose results an earlier run of the same model left in --out; run the rest",
+    )
     for name in TASK_MODULES:
         task = get_task(name)
         summary = task.description.splitlines()[0].replace("%", "%%")
@@ -55,6 +62,30 @@ def _run_one(task: Task, backbone: Backbone, options, args: argparse.Namespace, 
     return f"{task.name}: {task.run(backbone, args.data, args.out, options)}"
 
 
+def finished_before(task: Task, backbone: Backbone, out: Path) -> str | None:
+    """Why ``task`` need not run again: its results are in ``out`` from the same model (None: they are not).
+
+    Results of another model are refused rather than kept, so one folder never mixes two models' results.
+    """
+    path = out / f"{task.name}.json"
+    if not (path.is_file() and path.with_suffix(".md").is_file()):
+        return None
+    try:
+        written = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise EsmJaxError(
+            f"{path}: cannot read the earlier results ({error}); delete it to run {task.name} again"
+        ) from error
+    expected = backbone.report_fields()
+    found = {key: written[key] for key in expected if key in written}  # a task that reads a training run names none
+    if found != {key: expected[key] for key in found}:
+        raise EsmJaxError(
+            f"{path}: results of {found}, not of {expected}; resume into the folder of the same model, "
+            "or give another --out"
+        )
+    return f"{task.name}: kept from an earlier run ({path})"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.data is None:
@@ -63,6 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.task == "all":
         for name in TASK_MODULES:
             task = get_task(name)
+            kept = finished_before(task, backbone, args.out) if args.resume else None
+            if kept:
+                print(kept, flush=True)
+                continue
             print(_run_one(task, backbone, task.options(seed=args.seed), args, check_skip=True), flush=True)
     else:
         task = get_task(args.task)

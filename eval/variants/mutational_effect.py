@@ -92,7 +92,7 @@ def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
         print(f"{protein}: {len(assay)} variants; preparing inputs ({learner.name})")
         prepared.append(learner.prepare(assay))
     results = {
-        "checkpoint": backbone.checkpoint,
+        **backbone.report_fields(),
         "weights": f"random (seed {backbone.seed})" if backbone.random_weights else "trained",
         "learner": learner.name,
         "config": vars(config),

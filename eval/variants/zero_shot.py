@@ -161,7 +161,7 @@ def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
             "published_abs_rho": published.get(ASSAYS[protein].published_name, {}),
         }
     results = {
-        "checkpoint": backbone.checkpoint,
+        **backbone.report_fields(),
         "weights": f"random (seed {backbone.seed})" if backbone.random_weights else "trained",
         "assays": per_assay,
         "seconds": round(time.perf_counter() - start, 1),
