@@ -24,6 +24,7 @@ TASK_MODULES: dict[str, str] = {
     "structure-vs-lm": "eval.structure.structure_vs_lm",
     "structural-holdout": "eval.structure.holdout",
     "compare": "eval.compare",
+    "summary": "eval.summary",
 }
 
 

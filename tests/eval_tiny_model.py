@@ -3,10 +3,12 @@ checkpoint, and a held-out split of real UniRef50 representatives."""
 
 from __future__ import annotations
 
+import math
 from itertools import islice
 from pathlib import Path
 
 from esm_jax import ModelConfig, build_model, pretrained
+from eval.summary import headlines
 
 # ESM-2 checkpoints imply an FFN four times the width
 TINY = ModelConfig(architecture="esm2", num_layers=2, embed_dim=32, attention_heads=4, ffn_embed_dim=128)
@@ -33,3 +35,12 @@ def build_heldout_dataset(shared_data: Path, folder: Path, proteins: int, max_le
     fasta.write_text("".join(f">{r.record_id}\n{r.sequence}\n" for r in records))
     files = CorpusFiles(uniref50_fastas=(str(fasta),))
     return build_dataset("ur50_s", files, folder / "built", BuildOptions(heldout_fraction=0.25)).data_dir
+
+
+def assert_summarised(task: str, results: dict, folder: Path) -> None:
+    """``esm-jax eval summary`` reads ``task``'s results: every figure it names is there, and one is a number.
+
+    Small inputs can leave a figure undefined (no partition with a DSSP structure): the summary shows it as "—".
+    """
+    figures = headlines(task, results, Path(folder))
+    assert any(math.isfinite(figure.value) for figure in figures)

@@ -13,7 +13,7 @@ from eval.cli import main
 from eval.common.pca import pca
 from eval.common.tsne import conditional_probabilities, squared_distances, tsne
 from eval.language_model import aa_embeddings
-from tests.eval_tiny_model import TINY, save_tiny_checkpoint
+from tests.eval_tiny_model import TINY, assert_summarised, save_tiny_checkpoint
 
 
 def test_pca_of_points_on_a_line_has_one_component():
@@ -96,6 +96,7 @@ def test_aa_embeddings_task_end_to_end(tmp_path):
     checkpoint = save_tiny_checkpoint(tmp_path)
     assert main(["aa-embeddings", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "out")]) == 0
     results = json.loads((tmp_path / "out" / "aa-embeddings.json").read_text())
+    assert_summarised("aa-embeddings", results, tmp_path / "out")
     assert sorted(results["tsne_points"]) == sorted(STANDARD_AMINO_ACIDS)
     assert 0.0 <= results["nearest_class_agreement"] <= 1.0
     for name in ("aa-embeddings-pca.png", "aa-embeddings-tsne.png", "aa-embeddings.md"):

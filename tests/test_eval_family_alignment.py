@@ -10,7 +10,7 @@ import pytest
 from data_pipeline.errors import MalformedFileError
 from eval.cli import main
 from eval.homology import alignment_pairs, family_alignment
-from tests.eval_tiny_model import save_tiny_checkpoint
+from tests.eval_tiny_model import assert_summarised, save_tiny_checkpoint
 
 
 def test_residue_numbers_and_aligned_pairs_by_hand():
@@ -89,6 +89,7 @@ def test_family_alignment_task_end_to_end(shared_data, tmp_path):
     argv = ["family-alignment", "--checkpoint", str(checkpoint), "--out", str(out), "--sequences-per-family", "4"]
     assert main([*argv, "--alignments", *map(str, files)]) == 0
     results = json.loads((out / "family-alignment.json").read_text())
+    assert_summarised("family-alignment", results, out)
     assert [row["family"] for row in results["per_family"]] == ["PF00013", "globins4"]
     assert [row["sequences"] for row in results["per_family"]] == [4, 4]
     globins = family_alignment.read_alignment(files[1])

@@ -13,7 +13,7 @@ from eval.common import published
 from eval.homology import metrics as homology_metrics
 from eval.homology import remote_homology, scop_pairs
 from eval.homology.hmm_baseline import phmmer_scores
-from tests.eval_tiny_model import save_tiny_checkpoint
+from tests.eval_tiny_model import assert_summarised, save_tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +56,7 @@ def test_remote_homology_task_end_to_end(astral, tmp_path):
     argv = ["remote-homology", "--checkpoint", str(checkpoint), "--out", str(out), "--data", str(astral.parents[1])]
     assert main([*argv, "--limit", "40", "--hmm-queries", "6", "--cpus", "1"]) == 0
     results = json.loads((out / "remote-homology.json").read_text())
+    assert_summarised("remote-homology", results, out)
     domains = remote_homology.load_domains(astral, 40, seed=0)
     labels = scop_pairs.parse_sccs([d.sccs for d in domains])
     assert results["domains"] == len(domains)

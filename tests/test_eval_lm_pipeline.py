@@ -10,7 +10,7 @@ import pytest
 
 from eval.cli import main
 from eval.common import published
-from tests.eval_tiny_model import build_heldout_dataset, save_tiny_checkpoint
+from tests.eval_tiny_model import assert_summarised, build_heldout_dataset, save_tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,9 @@ def checkpoint(tmp_path_factory):
 def run_task(checkpoint, dataset, out, *extra):
     argv = ["language-model", "--checkpoint", str(checkpoint), "--dataset", str(dataset), "--out", str(out)]
     assert main([*argv, "--ngram-orders", "1", "2", "--laplace", "1", *extra]) == 0
-    return json.loads((out / "language-model.json").read_text())
+    results = json.loads((out / "language-model.json").read_text())
+    assert_summarised("language-model", results, out)
+    return results
 
 
 def heldout_reference(dataset, seed):

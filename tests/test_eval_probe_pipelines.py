@@ -11,6 +11,7 @@ from esm_jax.model import ModelConfig, build_model
 from eval import cli
 from eval.common import published
 from eval.tasks import get_task
+from tests.eval_tiny_model import assert_summarised
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,9 @@ def _published(*tables: published.PublishedFigures) -> list[dict]:
 def _run(task: str, checkpoint: str, data, out, *options: str) -> dict:
     assert cli.main([task, "--checkpoint", checkpoint, "--data", str(data), "--out", str(out), *options]) == 0
     assert (out / f"{task}.md").is_file()
-    return json.loads((out / f"{task}.json").read_text())
+    results = json.loads((out / f"{task}.json").read_text())
+    assert_summarised(task, results, out)
+    return results
 
 
 def test_deep_contact_tasks_share_head_and_plan_options():

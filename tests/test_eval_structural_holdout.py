@@ -30,6 +30,7 @@ from eval.structure.scop_labels import (
     label_chain,
     read_chain_index,
 )
+from tests.eval_tiny_model import assert_summarised
 
 
 def _domain(sid: str, sccs: str, region: str) -> ScopeDomain:
@@ -91,6 +92,7 @@ def test_the_task_runs_end_to_end_on_a_tiny_random_model(shared_data, tmp_path: 
     result = TASK.run(backbone, shared_data, tmp_path, options)
     assert set(result.metrics) == {"fold"}
     saved = json.loads((tmp_path / "structural-holdout.json").read_text())
+    assert_summarised("structural-holdout", saved, tmp_path)
     assert len(saved["labelled"]) == 6 and saved["labelled"]["1ahsA"] == "b.19.1.1"
     assert saved["unlabelled"]["1lpbA"] == "chain not in the ASTRAL set"
     fold = saved["levels"]["fold"]
@@ -131,6 +133,7 @@ def test_profile_and_potts_rows_on_real_kortemme_domains(shared_data, tmp_path: 
     )
     TASK.run(backbone, shared_data, tmp_path, options)
     saved = json.loads((tmp_path / "structural-holdout.json").read_text())
+    assert_summarised("structural-holdout", saved, tmp_path)
     for metric in ALIGNMENT_METRICS:
         assert (
             saved["levels"]["fold"][metric]["partitions"] == 2 and 0.0 <= saved["levels"]["fold"][metric]["mean"] <= 1

@@ -14,7 +14,7 @@ from eval import cli
 from eval.common.task import Backbone
 from eval.structure.structure_vs_lm import TREND_POINTS
 from eval.tasks import get_task
-from tests.eval_tiny_model import build_heldout_dataset, save_tiny_checkpoint
+from tests.eval_tiny_model import assert_summarised, build_heldout_dataset, save_tiny_checkpoint
 from tests.train_helpers import tiny_config
 
 SMALL = ["--ss-train", "8", "--ss-test", "4", "--iterations", "20", "--contact-set", "pdb-chains"]
@@ -41,6 +41,7 @@ def test_one_row_per_checkpoint(training_run, heldout_dataset, shared_data, tmp_
     argv = ["structure-vs-lm", "--run", str(training_run), "--dataset", str(heldout_dataset)]
     assert cli.main([*argv, "--data", str(shared_data), "--out", str(tmp_path), *SMALL]) == 0
     results = json.loads((tmp_path / "structure-vs-lm.json").read_text())
+    assert_summarised("structure-vs-lm", results, tmp_path)
     assert [row["step"] for row in results["checkpoints"]] == [2, 4, 6]
     for row in results["checkpoints"]:
         assert math.isfinite(row["ece"]) and 1.0 < row["ece"] < 100.0

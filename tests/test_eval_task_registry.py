@@ -29,6 +29,7 @@ PAPER_TASKS = (
     "mutational-effect",
     "zero-shot-variants",
     "compare",
+    "summary",
 )
 
 

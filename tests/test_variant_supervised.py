@@ -38,6 +38,7 @@ from eval.variants.regression import (
 )
 from eval.variants.sites import build_sites, site_hidden
 from eval.variants.zero_shot import NO_DIFFERENCE, Baseline
+from tests.eval_tiny_model import assert_summarised
 
 ALPHABET = Alphabet()
 WILD_TYPE = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEKAVQVKVKALPDAQFEVV"
@@ -200,6 +201,7 @@ def test_supervised_task_end_to_end_on_blat(shared_data, checkpoint, tmp_path):
     argv = ["mutational-effect", "--checkpoint", str(checkpoint), "--data", str(shared_data), "--out", str(out)]
     assert eval_main([*argv, "--assays", "BLAT_ECOLX", "--epochs", "10", "--fractions", "0.8"]) == 0
     results = json.loads((out / "mutational-effect.json").read_text())
+    assert_summarised("mutational-effect", results, out)
     cv = results["cross_validation"]["BLAT_ECOLX"]
     assert cv["variants"] == 4996 and len(cv["rho_folds"]) == 5 and all(np.isfinite(cv["rho_folds"]))
     assert results["training_fraction"]["BLAT_ECOLX"]["0.8"]["training_variants"] in (3996, 3997)
@@ -236,7 +238,9 @@ def test_zero_shot_task_reports_each_strategy_beside_the_published_numbers(share
     argv = ["zero-shot-variants", "--checkpoint", str(checkpoint), "--data", str(shared_data), "--out", str(tmp_path)]
     options = ["--assays", "BLAT_ECOLX", "--strategies", "masked-marginals", "--pseudo-ppl-variants", "2"]
     assert eval_main([*argv, *options, "--resamples", "200"]) == 0
-    results = json.loads((tmp_path / "zero-shot-variants.json").read_text())["assays"]["BLAT_ECOLX"]
+    saved = json.loads((tmp_path / "zero-shot-variants.json").read_text())
+    assert_summarised("zero-shot-variants", saved, tmp_path)
+    results = saved["assays"]["BLAT_ECOLX"]
     assert results["ours"]["masked-marginals"]["variants"] == 4996 and results["ours"]["pseudo-ppl"]["variants"] == 2
     assert results["published_abs_rho"]["ESM-1v (zero shot)"] == pytest.approx(0.7251, abs=1e-4)
     # the substitution-matrix baseline that knows no protein, with its interval over resampled variants
