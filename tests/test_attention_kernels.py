@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from esm_jax.model import attention_kernels
+from esm_jax.model.rotary import default_inverse_frequencies, rotate, rotation_tables, unrotate
 
 BATCH, LENGTH, HEADS, HEAD_DIM = 3, 17, 4, 8
 PADDING = np.zeros((BATCH, LENGTH), bool)
@@ -49,6 +50,62 @@ def test_per_head_bfloat16_gradients_stay_close_to_float32():
     inputs = _inputs((BATCH, LENGTH, HEADS, HEAD_DIM), seed=1)
     half = _gradients(attention_kernels.per_head_attention, MASKS["padding"], inputs, jnp.bfloat16)
     full = _gradients(_dense, MASKS["padding"], inputs)
+    for a, b in zip(half, full, strict=True):
+        assert float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b))) < 3e-2
+
+
+def _rotation():
+    cos, sin = rotation_tables(default_inverse_frequencies(HEAD_DIM), None, LENGTH)
+    return cos[0], sin[0]
+
+
+def _rotating_per_head(query, key, value, segment_ids, key_padding_mask, dtype):
+    """The per-head kernel rotating float32 queries and keys itself (``dtype`` applies after the rotation)."""
+    query, key = query.astype(jnp.float32), key.astype(jnp.float32)
+    kernel = attention_kernels.per_head_attention
+    return kernel(query, key, value, segment_ids, key_padding_mask, dtype, rotation=_rotation())
+
+
+def _rotated_dense(query, key, value, segment_ids, key_padding_mask, dtype):
+    """Dense attention on queries and keys rotated beforehand, as the other kernels get them."""
+    cos, sin = (table[None, :, None, :] for table in _rotation())
+    query, key = (rotate(part.astype(jnp.float32), cos, sin).astype(dtype) for part in (query, key))
+    return _dense(query, key, value, segment_ids, key_padding_mask, dtype)
+
+
+def test_rotation_tables_rotate_as_fair_esm_rotate_half():
+    x = _inputs((BATCH, LENGTH, HEADS, HEAD_DIM))[0]
+    angles = np.arange(LENGTH, dtype=np.float32)[:, None] * np.asarray(default_inverse_frequencies(HEAD_DIM))
+    angles = np.concatenate([angles, angles], axis=-1)[None, :, None, :]
+    half = HEAD_DIM // 2
+    rotate_half = np.concatenate([-np.asarray(x)[..., half:], np.asarray(x)[..., :half]], axis=-1)
+    expected = np.asarray(x) * np.cos(angles) + rotate_half * np.sin(angles)
+    cos, sin = (table[:, :, None, :] for table in rotation_tables(default_inverse_frequencies(HEAD_DIM), None, LENGTH))
+    np.testing.assert_allclose(np.asarray(rotate(x, cos, sin)), expected, atol=2e-6)
+
+
+def test_unrotate_is_the_transpose_of_rotate():
+    x, y = _inputs((LENGTH, HEAD_DIM))[:2]
+    cos, sin = _rotation()
+    assert float(jnp.sum(rotate(x, cos, sin) * y)) == pytest.approx(float(jnp.sum(x * unrotate(y, cos, sin))), rel=1e-5)
+
+
+@pytest.mark.parametrize("mask", ["padding", "no mask"])
+def test_per_head_rotation_inside_the_loop_equals_rotating_before(mask):
+    inputs = _inputs((BATCH, LENGTH, HEADS, HEAD_DIM), seed=2)
+    forward = _rotating_per_head(*inputs[:3], *MASKS[mask], jnp.float32)
+    expected = _rotated_dense(*inputs[:3], *MASKS[mask], jnp.float32)
+    assert float(jnp.max(jnp.abs(forward - expected))) < 2e-5
+    ours = _gradients(_rotating_per_head, MASKS[mask], inputs)
+    reference = _gradients(_rotated_dense, MASKS[mask], inputs)
+    for name, a, b in zip(("query", "key", "value"), ours, reference, strict=True):
+        assert float(jnp.max(jnp.abs(a - b))) < 2e-5, name
+
+
+def test_per_head_rotation_in_bfloat16_stays_close_to_float32():
+    inputs = _inputs((BATCH, LENGTH, HEADS, HEAD_DIM), seed=3)
+    half = _gradients(_rotating_per_head, MASKS["padding"], inputs, jnp.bfloat16)
+    full = _gradients(_rotated_dense, MASKS["padding"], inputs)
     for a, b in zip(half, full, strict=True):
         assert float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b))) < 3e-2
 

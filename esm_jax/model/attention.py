@@ -8,7 +8,7 @@ from flax import nnx
 from esm_jax.model import attention_kernels
 from esm_jax.model.config import ModelConfig
 from esm_jax.model.layers import dense
-from esm_jax.model.rotary import RotaryFrequencies, apply_rotary, default_inverse_frequencies
+from esm_jax.model.rotary import RotaryFrequencies, default_inverse_frequencies, rotate, rotation_tables
 
 
 class SelfAttention(nnx.Module):
@@ -55,15 +55,24 @@ class SelfAttention(nnx.Module):
         """
         query = self._split_heads(self.q_proj(x) * self.head_dim**-0.5)
         key = self._split_heads(self.k_proj(x))
-        value = self._split_heads(self.v_proj(x))
-        if self.rotary_frequencies is not None:
-            query = apply_rotary(query, self.rotary_frequencies[...], positions)
-            key = apply_rotary(key, self.rotary_frequencies[...], positions)
-        query, key, value = (part.astype(self.dtype) for part in (query, key, value))
+        value = self._split_heads(self.v_proj(x)).astype(self.dtype)
         implementation = attention_kernels.resolve(self.implementation)
+        if need_weights:
+            implementation = "dense"
         masks = (segment_ids, key_padding_mask, self.dtype)
-        if need_weights or implementation == "dense":
+        rotation = None
+        if self.rotary_frequencies is not None:
+            cos, sin = rotation_tables(self.rotary_frequencies[...], positions, x.shape[1])
+            if implementation == "per_head" and positions is None:
+                rotation = (cos[0], sin[0])  # shared by every row: the kernel rotates each head in its loop
+            else:
+                query, key = (rotate(part, cos[:, :, None], sin[:, :, None]) for part in (query, key))
+        if rotation is None:
+            query, key = query.astype(self.dtype), key.astype(self.dtype)
+        if implementation == "dense":
             context, probs = attention_kernels.dense_attention(query, key, value, *masks)
+        elif implementation == "per_head":
+            context, probs = attention_kernels.KERNELS["per_head"](query, key, value, *masks, rotation=rotation), None
         else:
             context, probs = attention_kernels.KERNELS[implementation](query, key, value, *masks), None
         out = self.out_proj(context.reshape(*x.shape[:2], -1))

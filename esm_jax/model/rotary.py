@@ -20,19 +20,33 @@ def default_inverse_frequencies(head_dim: int) -> jax.Array:
     return 1.0 / (10000.0 ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
 
 
-def _rotate_half(x: jax.Array) -> jax.Array:
-    first, second = jnp.split(x, 2, axis=-1)
-    return jnp.concatenate([-second, first], axis=-1)
+def rotation_tables(
+    inverse_frequencies: jax.Array, positions: jax.Array | None, length: int
+) -> tuple[jax.Array, jax.Array]:
+    """float32 ``(cos, sin)`` tables (B or 1, T, head_dim) for :func:`rotate` at ``positions`` (B, T).
 
-
-def apply_rotary(x: jax.Array, inverse_frequencies: jax.Array, positions: jax.Array | None = None) -> jax.Array:
-    """Rotate ``x`` of shape (batch, time, heads, head_dim) by its ``positions`` (B, T); default 0..T-1.
-
-    Packed rows give each sequence positions that restart at 0 on its ``<cls>``.
+    Without ``positions`` every row is at 0..T-1; packed rows give each sequence positions that restart
+    at 0 on its ``<cls>``. The sine's first half is negated, so a rotation is two products and a swap of
+    halves (see :func:`rotate`). Tables are made once per layer call: computing them inside a fused
+    per-element loop costs more than the rotation itself on CPUs.
     """
     if positions is None:
-        positions = jnp.arange(x.shape[1])[None, :]
+        positions = jnp.arange(length)[None, :]
     angles = positions.astype(jnp.float32)[..., None] * inverse_frequencies.astype(jnp.float32)
-    angles = jnp.concatenate([angles, angles], axis=-1)[:, :, None, :]
-    rotated = x.astype(jnp.float32) * jnp.cos(angles) + _rotate_half(x.astype(jnp.float32)) * jnp.sin(angles)
-    return rotated.astype(x.dtype)
+    sine = jnp.sin(angles)
+    return jnp.cos(jnp.concatenate([angles, angles], axis=-1)), jnp.concatenate([-sine, sine], axis=-1)
+
+
+def _swap_halves(x: jax.Array) -> jax.Array:
+    first, second = jnp.split(x, 2, axis=-1)
+    return jnp.concatenate([second, first], axis=-1)
+
+
+def rotate(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+    """``x * cos + rotate_half(x) * sin`` as fair-esm computes it, with tables from :func:`rotation_tables`."""
+    return x * cos + _swap_halves(x) * sin
+
+
+def unrotate(gradient: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+    """The transpose of :func:`rotate` (a rotation by minus the angle), for hand-written backward passes."""
+    return gradient * cos + _swap_halves(gradient * sin)
