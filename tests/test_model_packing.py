@@ -148,7 +148,10 @@ def test_cudnn_call_through_xla_equals_dense_attention():
 def test_auto_picks_the_fused_kernel_of_each_platform_and_refuses_foreign_ones():
     assert attention_kernels.resolve("auto", "cpu") == "per_head"
     assert attention_kernels.resolve("auto", "tpu") == "splash"
-    assert attention_kernels.resolve("auto", "gpu") == "cudnn"
+    assert attention_kernels.resolve("auto", "gpu", jnp.bfloat16) == "cudnn"
+    assert attention_kernels.resolve("auto", "gpu", jnp.float32) == "dense"  # cuDNN takes 16-bit inputs only
+    with pytest.raises(ValueError, match="cudnn.*takes bfloat16 or float16.*not float32"):
+        attention_kernels.resolve("cudnn", "gpu", jnp.float32)
     with pytest.raises(ValueError, match="splash.*cannot run on a GPU"):
         attention_kernels.resolve("splash", "gpu")
     with pytest.raises(ValueError, match="cudnn.*needs an NVIDIA GPU.*'tpu'"):

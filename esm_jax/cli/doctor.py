@@ -73,7 +73,7 @@ def report(data: Path | None = None) -> dict[str, str]:
         "cuda plugin": _version("jax-cuda12-plugin") or "not installed",
         "cuda runtime": _version("nvidia-cuda-runtime-cu12") or "not installed",
         "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS") or f"(unset; used {jax.config.jax_platforms or 'all'})",
-        "attention auto": resolve("auto", backend),
+        "attention auto": f"{resolve('auto', backend)} (float32), {resolve('auto', backend, 'bfloat16')} (bfloat16)",
         "data root": str(data_root(data)),
         "offline mirrors": ", ".join(str(path) for path in offline_mirrors()) or "none",
         "weights cache": str(cache_dir()),

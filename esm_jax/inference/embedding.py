@@ -97,7 +97,10 @@ def packs_by_default(model: ESM) -> bool:
     attention (the LSTM baselines) has no packed rows.
     """
     implementation = getattr(model.config, "attention_impl", None)
-    return implementation is not None and attention_kernels.resolve(implementation) != "per_head"
+    return (
+        implementation is not None
+        and attention_kernels.resolve(implementation, dtype=model.config.compute_dtype) != "per_head"
+    )
 
 
 def embed_sequences(

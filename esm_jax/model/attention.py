@@ -56,7 +56,7 @@ class SelfAttention(nnx.Module):
         query = self._split_heads(self.q_proj(x) * self.head_dim**-0.5)
         key = self._split_heads(self.k_proj(x))
         value = self._split_heads(self.v_proj(x)).astype(self.dtype)
-        implementation = attention_kernels.resolve(self.implementation)
+        implementation = attention_kernels.resolve(self.implementation, dtype=self.dtype)
         if need_weights:
             implementation = "dense"
         masks = (segment_ids, key_padding_mask, self.dtype)

@@ -66,13 +66,18 @@ def target_platform() -> str:
     return _target_platform[-1] if _target_platform else jax.default_backend()
 
 
-def resolve(implementation: str, platform: str | None = None) -> str:
-    """The concrete kernel for ``implementation`` on ``platform``; refuses kernels the platform cannot run."""
+def resolve(implementation: str, platform: str | None = None, dtype: jnp.dtype | str = jnp.float32) -> str:
+    """The concrete kernel for ``implementation`` on ``platform`` at compute ``dtype``; refuses what cannot run.
+
+    cuDNN's fused kernel takes only 16-bit inputs, so ``auto`` on a GPU runs float32 models through ``dense``.
+    """
     platform = platform or target_platform()
     if implementation not in ATTENTION_IMPLEMENTATIONS:
         raise ValueError(f"attention_impl must be one of {ATTENTION_IMPLEMENTATIONS}, got {implementation!r}")
+    takes_16_bit = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
     if implementation == "auto":
-        return BEST_FOR_PLATFORM.get(platform, "dense")
+        best = BEST_FOR_PLATFORM.get(platform, "dense")
+        return "dense" if best == "cudnn" and not takes_16_bit else best
     if implementation == "splash" and platform in ("gpu", "cuda", "rocm"):
         raise ValueError(
             "attention_impl='splash' is the TPU (Pallas Mosaic) kernel and cannot run on a GPU; "
@@ -82,6 +87,11 @@ def resolve(implementation: str, platform: str | None = None) -> str:
         raise ValueError(
             f"attention_impl='cudnn' needs an NVIDIA GPU, but attention is compiled for {platform!r}; "
             "use 'splash' on TPUs, 'per_head' on CPUs, or 'auto'"
+        )
+    if implementation == "cudnn" and not takes_16_bit:
+        raise ValueError(
+            f"attention_impl='cudnn' takes bfloat16 or float16 compute, not {jnp.dtype(dtype).name}; "
+            "use compute_dtype='bfloat16', or attention_impl='dense' (or 'auto') for float32"
         )
     return implementation
 
