@@ -3,11 +3,15 @@
     ESM_JAX_SHARED_DATA=../shared/data esm-jax train --config configs/laptop.py --workdir runs/laptop
     esm-jax eval all --checkpoint runs/laptop --out runs/laptop/eval
     esm-jax eval all --checkpoint runs/laptop --random-weights --out runs/laptop/eval_untrained
+    esm-jax eval summary --first runs/laptop/eval --second runs/laptop/eval_untrained --out runs/laptop/summary
 
-The second and third commands score the run and its untrained twin on every task. The model is ESM-2 t6 8M's shape
-(6 layers, width 320, 20 heads; Lin et al. 2023 via fair-esm) in float32 on the UniRef50 sample's training
-clusters, with the tiny run's data settings (length buckets, 8,192-token batches). Held-out ECE and the
-``structure-vs-lm`` probes are logged at ``POINTS`` evenly spaced steps, so the run also gives Fig. 6's fit.
+The second and third commands score the run and its untrained twin on every task; the fourth sets their headline
+figures side by side with paired differences (README's "what a laptop-scale run shows").
+
+The model is ESM-2 t6 8M's shape (6 layers, width 320, 20 heads; Lin et al. 2023 via fair-esm) in float32 on
+the UniRef50 sample's training clusters, with the tiny run's data settings (length buckets, 8,192-token batches).
+Held-out ECE and the ``structure-vs-lm`` probes are logged at ``POINTS`` evenly spaced steps, so the run also
+gives Fig. 6's fit.
 """
 
 from __future__ import annotations
