@@ -28,7 +28,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         "--attention-impl",
         choices=ATTENTION_IMPLEMENTATIONS,
         default="auto",
-        help="attention kernel: auto picks per_head on CPUs, splash on TPUs, cudnn on GPUs (default: auto)",
+        help="attention kernel: auto picks per_head on CPUs, splash on TPUs, cudnn (bfloat16) or dense (float32) "
+        "on GPUs (default: auto)",
     )
     parser.add_argument(
         "--mesh",

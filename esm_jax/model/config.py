@@ -15,7 +15,7 @@ COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 # How attention is computed when its weights are not returned (esm_jax.model.attention_kernels):
 # "per_head" (CPUs), "dense" (plain XLA), "splash" (TPU flash kernel), "cudnn" (GPU fused
-# attention); "auto" picks per_head on CPUs, splash on TPUs and cudnn on GPUs.
+# attention); "auto" picks per_head on CPUs, splash on TPUs, and on GPUs cudnn for 16-bit compute, dense for float32.
 ATTENTION_IMPLEMENTATIONS = ("auto", "dense", "per_head", "splash", "cudnn")
 
 
