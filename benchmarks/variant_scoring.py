@@ -10,10 +10,12 @@ esm-jax time is reported without compilation (warm, the usual case: the ``esm-ja
 programs on disk) and with it (cold, first call in a fresh process). ``--positions N`` restricts both sides
 to the mutants of the first N positions (for shapes too slow to run whole; the work per position is the same).
 ``--dtypes float32 bfloat16`` also times esm-jax with bfloat16 matrix multiplications (against fair-esm in
-float32); ``--rounds`` alternates fair-esm and esm-jax runs and reports the median and min–max ratio.
+float32); several ``--toks-per-batch`` values time each batch size as its own variant in the same rounds;
+``--rounds`` alternates fair-esm and esm-jax runs and reports the median and min–max ratio.
 
     python benchmarks/variant_scoring.py                                   # esm2_t12_35M_UR50D
     python benchmarks/variant_scoring.py --models esm2_t33_650M_UR50D --positions 32
+    python benchmarks/variant_scoring.py --dtypes bfloat16 --toks-per-batch 1024 2048 4096 --rounds 3
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from forward_throughput import reference_model, same_weights
 from data_pipeline.layout import data_root
 from esm_jax.alphabet import STANDARD_AMINO_ACIDS
 from esm_jax.inference.mutations import parse_mutants
-from esm_jax.inference.variant_scoring import score_mutants
+from esm_jax.inference.variant_scoring import default_tokens_per_batch, score_mutants
 from eval.variants.assays import load_assay
 
 
@@ -61,38 +63,41 @@ def fair_esm_script(model: torch.nn.Module, wild_type: str, mutants: list[str], 
     return np.array(scores)
 
 
-def run(name: str, wild_type: str, positions: int, toks_per_batch: int, dtypes: list[str], rounds: int) -> list[dict]:
+def run(
+    name: str, wild_type: str, positions: int, batch_sizes: list[int], dtypes: list[str], rounds: int
+) -> list[dict]:
+    """One row per (dtype, tokens per batch) variant; every round times fair-esm once and each variant once."""
     reference = reference_model(name)
     texts = all_single_mutants(wild_type, positions)
-    scorers = {}
-    cold, results = {}, {}
-    for dtype in dtypes:
-        ours = same_weights(reference, name, dtype)
-        scorers[dtype] = functools.partial(
-            score_mutants, ours, wild_type, parse_mutants(texts, wild_type), "masked-marginals",
-            toks_per_batch=toks_per_batch, show_progress=False,
+    variants = [(dtype, tokens) for dtype in dtypes for tokens in batch_sizes]
+    models = {dtype: same_weights(reference, name, dtype) for dtype in dtypes}
+    scorers, cold, results = {}, {}, {}
+    for dtype, tokens in variants:
+        scorers[dtype, tokens] = functools.partial(
+            score_mutants, models[dtype], wild_type, parse_mutants(texts, wild_type), "masked-marginals",
+            toks_per_batch=tokens, show_progress=False,
         )  # fmt: skip
         start = time.perf_counter()
-        results[dtype] = scorers[dtype]()
-        cold[dtype] = time.perf_counter() - start
-    reference_times, warm = [], {dtype: [] for dtype in dtypes}
+        results[dtype, tokens] = scorers[dtype, tokens]()
+        cold[dtype, tokens] = time.perf_counter() - start
+    reference_times, warm = [], {variant: [] for variant in variants}
     for _ in range(rounds):
         start = time.perf_counter()
         expected = fair_esm_script(reference, wild_type, texts, positions)
         reference_times.append(time.perf_counter() - start)
-        for dtype, scorer in scorers.items():
+        for variant, scorer in scorers.items():
             start = time.perf_counter()
             scorer()
-            warm[dtype].append(time.perf_counter() - start)
+            warm[variant].append(time.perf_counter() - start)
     rows = []
-    for dtype in dtypes:
-        ratios = [theirs / mine for theirs, mine in zip(reference_times, warm[dtype], strict=True)]
+    for variant in variants:
+        ratios = [theirs / mine for theirs, mine in zip(reference_times, warm[variant], strict=True)]
         rows.append({
-            "model": name, "dtype": dtype, "mutants": len(texts),
-            "fair_esm_s": statistics.median(reference_times), "esm_jax_warm_s": statistics.median(warm[dtype]),
+            "model": name, "dtype": variant[0], "toks_per_batch": variant[1], "mutants": len(texts),
+            "fair_esm_s": statistics.median(reference_times), "esm_jax_warm_s": statistics.median(warm[variant]),
             "ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
-            "esm_jax_cold_s": cold[dtype], "ratio_cold": statistics.median(reference_times) / cold[dtype],
-            "max_abs_diff": float(np.max(np.abs(results[dtype] - expected))),
+            "esm_jax_cold_s": cold[variant], "ratio_cold": statistics.median(reference_times) / cold[variant],
+            "max_abs_diff": float(np.max(np.abs(results[variant] - expected))),
         })  # fmt: skip
     return rows
 
@@ -101,7 +106,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["esm2_t12_35M_UR50D"], help="released shapes, random weights")
     parser.add_argument("--positions", type=int, default=0, help="score only the first N positions (0: all 286)")
-    parser.add_argument("--toks-per-batch", type=int, help="esm-jax tokens per batch (default: esm-jax's own)")
+    parser.add_argument(
+        "--toks-per-batch", type=int, nargs="+", help="esm-jax tokens per batch, one variant each (default: its own)"
+    )
     parser.add_argument("--dtypes", nargs="+", default=["float32"], choices=["float32", "bfloat16"])
     parser.add_argument("--rounds", type=int, default=1, help="alternating timed rounds (default: 1)")
     parser.add_argument("--data", type=Path, default=data_root())
@@ -110,13 +117,15 @@ def main() -> None:
     positions = args.positions or len(wild_type)
     print(f"BLAT_ECOLX, {len(wild_type)} residues; torch threads: {torch.get_num_threads()}, CPUs: {os.cpu_count()}, "
           f"load {os.getloadavg()[0]:.2f}")  # fmt: skip
-    print("| model | esm-jax dtype | mutants | fair-esm s | esm-jax s (warm) | ratio (min–max) | esm-jax s (cold) "
-          "| ratio cold | max abs diff |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|")
+    batch_sizes = args.toks_per_batch or [default_tokens_per_batch()]
+    print("| model | esm-jax dtype | tokens per batch | mutants | fair-esm s | esm-jax s (warm) | ratio (min–max) "
+          "| esm-jax s (cold) | ratio cold | max abs diff |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name in args.models:
-        for r in run(name, wild_type, positions, args.toks_per_batch, args.dtypes, args.rounds):
+        for r in run(name, wild_type, positions, batch_sizes, args.dtypes, args.rounds):
             print(
-                f"| {r['model']} | {r['dtype']} | {r['mutants']} | {r['fair_esm_s']:.1f} | {r['esm_jax_warm_s']:.1f} | "
+                f"| {r['model']} | {r['dtype']} | {r['toks_per_batch']} | {r['mutants']} | {r['fair_esm_s']:.1f} | "
+                f"{r['esm_jax_warm_s']:.1f} | "
                 f"{r['ratio']:.2f}× ({r['ratio_min']:.2f}–{r['ratio_max']:.2f}) | {r['esm_jax_cold_s']:.1f} | "
                 f"{r['ratio_cold']:.2f}× | {r['max_abs_diff']:.1e} |",
                 flush=True,
