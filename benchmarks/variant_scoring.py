@@ -69,12 +69,13 @@ def run(
     """One row per (dtype, tokens per batch) variant; every round times fair-esm once and each variant once."""
     reference = reference_model(name)
     texts = all_single_mutants(wild_type, positions)
+    mutants = parse_mutants(texts, wild_type)
     variants = [(dtype, tokens) for dtype in dtypes for tokens in batch_sizes]
     models = {dtype: same_weights(reference, name, dtype) for dtype in dtypes}
     scorers, cold, results = {}, {}, {}
     for dtype, tokens in variants:
         scorers[dtype, tokens] = functools.partial(
-            score_mutants, models[dtype], wild_type, parse_mutants(texts, wild_type), "masked-marginals",
+            score_mutants, models[dtype], wild_type, mutants, "masked-marginals",
             toks_per_batch=tokens, show_progress=False,
         )  # fmt: skip
         start = time.perf_counter()
