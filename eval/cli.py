@@ -65,7 +65,9 @@ def _run_one(task: Task, backbone: Backbone, options, args: argparse.Namespace, 
 def finished_before(task: Task, backbone: Backbone, out: Path) -> str | None:
     """Why ``task`` need not run again: its results are in ``out`` from the same model (None: they are not).
 
-    Results of another model are refused rather than kept, so one folder never mixes two models' results.
+    Results of another model, including other weights at the same checkpoint path (a run trained again into its
+    folder, or results written before weights were hashed), are refused rather than kept, so one folder never
+    mixes two models' results.
     """
     path = out / f"{task.name}.json"
     if not (path.is_file() and path.with_suffix(".md").is_file()):
@@ -76,9 +78,11 @@ def finished_before(task: Task, backbone: Backbone, out: Path) -> str | None:
         raise EsmJaxError(
             f"{path}: cannot read the earlier results ({error}); delete it to run {task.name} again"
         ) from error
+    if "checkpoint" not in written:  # a task that reads a training run names no model
+        return f"{task.name}: kept from an earlier run ({path})"
     expected = backbone.report_fields()
-    found = {key: written[key] for key in expected if key in written}  # a task that reads a training run names none
-    if found != {key: expected[key] for key in found}:
+    found = {key: written.get(key) for key in expected}
+    if found != expected:
         raise EsmJaxError(
             f"{path}: results of {found}, not of {expected}; resume into the folder of the same model, "
             "or give another --out"

@@ -61,7 +61,7 @@ def read_results(path: Path | None, flag: str) -> ResultsFile:
             "contacts-linear, contacts-unsupervised, contacts-deep, secondary-structure-linear, "
             "secondary-structure-deep or structural-holdout written by this version"
         )
-    backbone = {key: results.get(key) for key in ("checkpoint", "random_weights")}
+    backbone = {key: results.get(key) for key in ("checkpoint", "random_weights", "weights_sha256")}
     return ResultsFile(path, results["task"], backbone, _per_item(path, results["per_item"]))
 
 
@@ -135,7 +135,8 @@ def _row(metric: str, difference: Mapping[str, Any]) -> dict[str, Any]:
 
 def _describe(results: ResultsFile) -> str:
     weights = " (random weights)" if results.backbone["random_weights"] else ""
-    return f"{results.path}: {results.backbone['checkpoint']}{weights}"
+    digest = f", weights {results.backbone['weights_sha256']}" if results.backbone["weights_sha256"] else ""
+    return f"{results.path}: {results.backbone['checkpoint']}{weights}{digest}"
 
 
 def _notes(first: ResultsFile, second: ResultsFile, skipped: Mapping[str, str]) -> str:

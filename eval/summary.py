@@ -252,7 +252,23 @@ def read_folder(folder: Path | None, flag: str) -> dict[str, dict]:
         raise EsmJaxError(
             f"{NAME}: {folder}: holds no task's results (<task>.json); run esm-jax eval all --out {folder}"
         )
+    _check_one_model(found, folder, flag)
     return found
+
+
+MODEL_FIELDS = ("checkpoint", "random_weights", "weights_sha256")
+
+
+def _check_one_model(found: dict[str, dict], folder: Path, flag: str) -> None:
+    """Refuse a folder whose tasks scored different models (another checkpoint, or other weights at its path)."""
+    named = {task: tuple(results.get(key) for key in MODEL_FIELDS) for task, results in found.items()}
+    named = {task: model for task, model in named.items() if model[0] is not None}
+    if len(set(named.values())) > 1:
+        listing = "; ".join(f"{task}: {dict(zip(MODEL_FIELDS, model, strict=True))}" for task, model in named.items())
+        raise EsmJaxError(
+            f"{NAME}: {flag} {folder}: its results come from different models ({listing}); "
+            "summarise one model's results per folder (rerun the odd tasks into it, or move them out)"
+        )
 
 
 def headlines(task: str, results: dict, folder: Path) -> list[Headline]:
@@ -314,7 +330,8 @@ def _model(results: dict[str, dict]) -> str:
     """The model a folder's results name (the first task that names one)."""
     for entry in results.values():
         if "checkpoint" in entry:
-            return f"{entry['checkpoint']}{' (random weights)' if entry.get('random_weights') else ''}"
+            weights = f", weights {entry['weights_sha256']}" if entry.get("weights_sha256") else ""
+            return f"{entry['checkpoint']}{' (random weights)' if entry.get('random_weights') else ''}{weights}"
     return "no model named"
 
 

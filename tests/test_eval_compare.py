@@ -35,7 +35,8 @@ def _compare(tmp_path: Path, first: Path, second: Path) -> tuple[dict, str]:
 def test_every_item_improving_gives_the_known_mean_and_an_interval_above_zero(tmp_path):
     untrained = {item: value - 0.1 - 0.01 * (i % 3) for i, (item, value) in enumerate(TRAINED.items())}
     first = _results(tmp_path / "trained.json", {"casp12 long P@L": TRAINED})
-    second = _results(tmp_path / "untrained.json", {"casp12 long P@L": untrained}, random_weights=True)
+    untrained_weights = {"random_weights": True, "weights_sha256": "0123456789abcdef"}
+    second = _results(tmp_path / "untrained.json", {"casp12 long P@L": untrained}, **untrained_weights)
     results, report = _compare(tmp_path, first, second)
     found = results["differences"]["casp12 long P@L"]
     expected = sum(TRAINED[item] - untrained[item] for item in TRAINED) / len(TRAINED)
@@ -45,7 +46,7 @@ def test_every_item_improving_gives_the_known_mean_and_an_interval_above_zero(tm
     assert found["first_mean"] == pytest.approx(sum(TRAINED.values()) / 20)
     assert results["task"] == "compare" and results["compared_task"] == "contacts-linear"
     assert results["second"]["random_weights"] is True
-    assert "first higher" in report and "(random weights)" in report
+    assert "first higher" in report and "(random weights), weights 0123456789abcdef" in report
 
     swapped, _ = _compare(tmp_path, second, first)
     assert swapped["differences"]["casp12 long P@L"]["verdict"] == "second higher"

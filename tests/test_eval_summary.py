@@ -17,7 +17,7 @@ from tests.eval_tiny_model import save_tiny_checkpoint
 def two_folders(tmp_path_factory, shared_data):
     """Results of a tiny checkpoint (``trained``) and of its --random-weights twin, for two real tasks."""
     root = tmp_path_factory.mktemp("summary")
-    checkpoint = str(save_tiny_checkpoint(root))
+    checkpoint = str(save_tiny_checkpoint(root, seed=1))  # not the weights of its twin, drawn with seed 0
     contacts = ["--sets", "casp12", "--max-proteins", "3", "--layers", "last", "--steps", "3", "--no-baselines"]
     for folder, weights in (("trained", []), ("untrained", ["--random-weights"])):
         common = ["--checkpoint", checkpoint, "--data", str(shared_data), "--out", str(root / folder), *weights]
@@ -78,6 +78,26 @@ def test_results_without_a_field_this_version_reads_are_refused_naming_file_and_
     refused = r"old/contacts-linear.json: no field 'random_ranking' .*rerun contacts-linear"
     with pytest.raises(EsmJaxError, match=refused):
         cli.main(["summary", "--first", str(folder), "--out", str(tmp_path)])
+
+
+def test_a_folder_mixing_two_models_is_refused_naming_the_tasks(two_folders, tmp_path):
+    """The trained folder with one task taken from the untrained twin: a summary of it would mix two models."""
+    folder = tmp_path / "mixed"
+    shutil.copytree(two_folders / "trained", folder)
+    for suffix in (".json", ".md"):
+        shutil.copy(two_folders / "untrained" / f"contacts-linear{suffix}", folder)
+    refused = r"--first .*mixed: its results come from different models \(aa-embeddings: .*; contacts-linear: .*\)"
+    with pytest.raises(EsmJaxError, match=refused):
+        cli.main(["summary", "--first", str(folder), "--out", str(tmp_path)])
+
+
+def test_the_summary_names_each_models_weights(two_folders, tmp_path):
+    results = _summary(tmp_path, "--first", str(two_folders / "trained"), "--second", str(two_folders / "untrained"))
+    trained = json.loads((two_folders / "trained" / "aa-embeddings.json").read_text())
+    untrained = json.loads((two_folders / "untrained" / "aa-embeddings.json").read_text())
+    assert trained["weights_sha256"] != untrained["weights_sha256"]
+    assert results["first_model"].endswith(f"weights {trained['weights_sha256']}")
+    assert results["second_model"].endswith(f"weights {untrained['weights_sha256']}")
 
 
 def test_eval_all_leaves_the_summary_to_be_run_on_its_own():

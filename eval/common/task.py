@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import hashlib
 import math
 import types
 import typing
@@ -18,7 +19,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import jax
 import ml_collections
+import numpy as np
+from flax import nnx
 
 from esm_jax import pretrained
 from esm_jax.errors import EsmJaxError
@@ -56,6 +60,7 @@ class Backbone:
         self.checkpoint = checkpoint
         self.random_weights = random_weights
         self.seed = seed
+        self._loads_its_model = model is None
         if model is not None:
             self.__dict__["model"] = model
 
@@ -74,8 +79,28 @@ class Backbone:
         return on_inference_mesh(build_model(model.config, seed=self.seed)) if self.random_weights else model
 
     def report_fields(self) -> dict[str, Any]:
-        """What every results file says about the backbone."""
-        return {"checkpoint": self.checkpoint, "random_weights": self.random_weights}
+        """What every results file says about the backbone.
+
+        A model loaded here is also named by :func:`weights_digest`, so results of two different models that
+        share a checkpoint path (a run trained again into the same folder) are told apart by ``eval all
+        --resume`` and ``eval summary``. A model a training run passes in is not hashed: its parameters may be
+        sharded over hosts, and the run's step names it.
+        """
+        fields = {"checkpoint": self.checkpoint, "random_weights": self.random_weights}
+        if self.checkpoint is not None and self._loads_its_model:
+            fields["weights_sha256"] = weights_digest(self.model)
+        return fields
+
+
+def weights_digest(model: nnx.Module) -> str:
+    """The first 16 hex digits of a SHA-256 over every parameter's name, dtype, shape and bytes."""
+    digest = hashlib.sha256()
+    leaves, _ = jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+    for path, leaf in leaves:
+        array = np.asarray(jax.device_get(leaf))
+        digest.update(f"{jax.tree_util.keystr(path)}|{array.dtype}|{array.shape}|".encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:16]
 
 
 @dataclasses.dataclass(frozen=True)
