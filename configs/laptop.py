@@ -1,12 +1,14 @@
 """A pretraining run sized to about two hours on 2 CPU cores: an ESM-2 8M-shaped model on UR50/S.
 
     ESM_JAX_SHARED_DATA=../shared/data esm-jax train --config configs/laptop.py --workdir runs/laptop
-    esm-jax eval all --checkpoint runs/laptop --out runs/laptop/eval
-    esm-jax eval all --checkpoint runs/laptop --random-weights --out runs/laptop/eval_untrained
-    esm-jax eval summary --first runs/laptop/eval --second runs/laptop/eval_untrained --out runs/laptop/summary
+    esm-jax eval all --resume --checkpoint runs/laptop --out eval/results/laptop/trained
+    esm-jax eval all --resume --checkpoint runs/laptop --random-weights --out eval/results/laptop/untrained
+    esm-jax eval summary --first eval/results/laptop/trained --second eval/results/laptop/untrained \
+        --out eval/results/laptop/summary
 
-The second and third commands score the run and its untrained twin on every task; the fourth sets their headline
-figures side by side with paired differences (README's "what a laptop-scale run shows").
+The second and third commands score the run and its untrained twin on every task, keeping the committed results of
+the same weights (``weights_sha256``); the fourth sets their headline figures side by side with paired differences
+(README's "what a laptop-scale run shows").
 
 The model is ESM-2 t6 8M's shape (6 layers, width 320, 20 heads; Lin et al. 2023 via fair-esm) in float32 on
 the UniRef50 sample's training clusters, with the tiny run's data settings (length buckets, 8,192-token batches).
