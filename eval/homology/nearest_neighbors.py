@@ -140,32 +140,19 @@ def top_k_neighbors(
     return scores, indices
 
 
-def _twice_average_ranks(scores: jax.Array) -> jax.Array:
-    """2 x the 1-based average rank of each entry of each row (ties share their mean rank), as exact integers."""
-    ordered = jnp.sort(scores, axis=1)
-    below = jax.vmap(functools.partial(jnp.searchsorted, side="left"))(ordered, scores)
-    at_or_below = jax.vmap(functools.partial(jnp.searchsorted, side="right"))(ordered, scores)
-    return below + at_or_below + 1
+def _query_auc(scores: np.ndarray, positive: np.ndarray, ignored: np.ndarray) -> float:
+    """Mann-Whitney AUC of one query's positives against its negatives (ignored pairs left out); NaN if undefined.
 
-
-def _auc_block(q, q_labels, d, d_labels, *, metric: str, rule: PairRule):
-    """Mann-Whitney AUC of every query row over its positives and negatives (ignored pairs left out).
-
-    For each positive, the negatives below it (ties one half) are its rank among all candidates minus its
-    rank among positives, with ignored candidates (resp. all non-positives) sunk to -inf below everything;
-    integer ranks keep this exact for any database size.
+    Only the negatives are sorted: each positive's count of negatives below it (ties one half) is two binary searches.
     """
-    scores = _scores(q, d, metric)
-    positive, ignored = rule(tuple(a[:, None] for a in q_labels), tuple(a[None, :] for a in d_labels))
-    positive = positive & ~ignored
-    total = scores.shape[1]
-    n_ignored = jnp.sum(ignored, axis=1)
-    n_pos = jnp.sum(positive, axis=1)
-    n_neg = total - n_ignored - n_pos
-    rank_all = _twice_average_ranks(jnp.where(ignored, -jnp.inf, scores)) - 2 * n_ignored[:, None]
-    rank_pos = _twice_average_ranks(jnp.where(positive, scores, -jnp.inf)) - 2 * (total - n_pos)[:, None]
-    below = (rank_all - rank_pos).astype(jnp.float32) / (2.0 * jnp.maximum(n_neg, 1)[:, None].astype(jnp.float32))
-    return jnp.sum(jnp.where(positive, below, 0.0), axis=1) / jnp.maximum(n_pos, 1), n_pos, n_neg
+    negatives = np.sort(scores[~positive & ~ignored])
+    positives = scores[positive & ~ignored]
+    if positives.size == 0 or negatives.size == 0:
+        return float("nan")
+    twice_below = (
+        np.searchsorted(negatives, positives, "left").sum() + np.searchsorted(negatives, positives, "right").sum()
+    )
+    return float(twice_below) / (2.0 * positives.size * negatives.size)
 
 
 def per_query_auc(
@@ -182,17 +169,20 @@ def per_query_auc(
     """ROC AUC (ties count one half) of each query's scores over its positives vs negatives.
 
     ``categories(query_labels, candidate_labels) -> (positive, ignored)``. NaN where a query has no
-    positive or no negative.
+    positive or no negative. Scores are computed on the device; the ranking runs on the host, where NumPy's
+    sort is an order of magnitude faster than XLA:CPU's.
     """
-    compute = jax.jit(functools.partial(_auc_block, metric=metric, rule=categories))
-    blocks = _query_blocks(queries, database, metric, query_labels, database_labels, query_block)
+    search = {"metric": metric, "query_labels": query_labels, "database_labels": database_labels}
     aucs = np.empty(len(queries), np.float64)
+    done = 0
     with tqdm(total=len(queries), unit="query", desc=f"AUC {metric}", disable=not show_progress) as bar:
-        for start, stop, arguments in blocks:
-            auc, n_pos, n_neg = jax.device_get(compute(*arguments))
-            defined = (n_pos > 0) & (n_neg > 0)
-            aucs[start:stop] = np.where(defined, auc, np.nan)[: stop - start]
-            bar.update(stop - start)
+        for scores, positive, ignored in score_blocks(
+            queries, database, categories=categories, query_block=query_block, **search
+        ):
+            for row in range(len(scores)):
+                aucs[done + row] = _query_auc(scores[row], positive[row], ignored[row])
+            done += len(scores)
+            bar.update(len(scores))
     return aucs
 
 
