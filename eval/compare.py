@@ -58,7 +58,7 @@ def read_results(path: Path | None, flag: str) -> ResultsFile:
     if not isinstance(results.get("per_item"), dict) or not results["per_item"]:
         raise EsmJaxError(
             f"{NAME}: {path}: no per_item table (task {results['task']}); give results of remote-homology, "
-            "contacts-linear, contacts-unsupervised, contacts-deep, secondary-structure-linear, "
+            "family-alignment, contacts-linear, contacts-unsupervised, contacts-deep, secondary-structure-linear, "
             "secondary-structure-deep or structural-holdout written by this version"
         )
     backbone = {key: results.get(key) for key in ("checkpoint", "random_weights", "weights_sha256")}

@@ -20,6 +20,7 @@ from esm_jax.errors import EsmJaxError
 from eval.common.report import write_results
 from eval.common.task import Backbone, Result, Task, TaskOptions, option
 from eval.compare import compare_metric
+from eval.homology import family_alignment
 from eval.structure.holdout import ALIGNMENT_METRICS
 
 NAME = "summary"
@@ -84,7 +85,13 @@ def _remote_homology(r: dict) -> list[Headline]:
 
 def _family_alignment(r: dict) -> list[Headline]:
     return [
-        Headline("AUC, aligned vs unaligned pairs", r["mean_auc"]["all"], _interval(r["mean_auc_ci95"]["all"]), "0.5")
+        Headline(
+            "AUC, aligned vs unaligned pairs",
+            r["mean_auc"]["all"],
+            _interval(r["mean_auc_ci95"]["all"]),
+            "0.5",
+            per_item=family_alignment.PER_FAMILY_AUC,
+        )
     ]
 
 

@@ -12,6 +12,8 @@ from eval.cli import main
 from eval.homology import alignment_pairs, family_alignment
 from tests.eval_tiny_model import assert_summarised, save_tiny_checkpoint
 
+FAMILIES = ("PF00013", "PF00018", "PF00041")
+
 
 def test_residue_numbers_and_aligned_pairs_by_hand():
     np.testing.assert_array_equal(alignment_pairs.residue_numbers("A-CD-"), [0, -1, 1, 2, -1])
@@ -105,3 +107,24 @@ def test_family_alignment_task_end_to_end(shared_data, tmp_path):
         assert low <= results["mean_auc"][subset] <= high
     for name in ("family-alignment-distributions.png", "family-alignment-auc.png", "family-alignment.md"):
         assert (out / name).stat().st_size > 0
+
+
+def test_summary_pairs_two_runs_family_by_family(shared_data, tmp_path):
+    checkpoint = str(save_tiny_checkpoint(tmp_path, seed=1))  # not the weights of its seed-0 random twin
+    files = [str(shared_data / "pfam40_domains_kortemme" / "alignments" / f"{name}.align.80") for name in FAMILIES]
+    folders = {"trained": [], "untrained": ["--random-weights"]}
+    for folder, weights in folders.items():
+        argv = ["family-alignment", "--checkpoint", checkpoint, "--out", str(tmp_path / folder), *weights]
+        assert main([*argv, "--sequences-per-family", "4", "--alignments", *files]) == 0
+    results = {f: json.loads((tmp_path / f / "family-alignment.json").read_text()) for f in folders}
+    per_family = {f: {row["family"]: row["AUC all"] for row in r["per_family"]} for f, r in results.items()}
+    for folder, values in per_family.items():
+        assert results[folder]["per_item"][family_alignment.PER_FAMILY_AUC] == values
+    assert per_family["trained"] != per_family["untrained"]
+    summary_argv = ["--first", str(tmp_path / "trained"), "--second", str(tmp_path / "untrained")]
+    assert main(["summary", "--out", str(tmp_path / "summary"), *summary_argv]) == 0
+    (row,) = json.loads((tmp_path / "summary" / "summary.json").read_text())["rows"]
+    difference = np.mean([per_family["trained"][f] - per_family["untrained"][f] for f in FAMILIES])
+    assert row["metric"] == "AUC, aligned vs unaligned pairs"
+    assert row["first − second"].startswith(f"{difference:+.3f} [")
+    assert row["verdict"] in ("first higher", "second higher", "no difference shown")

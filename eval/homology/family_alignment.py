@@ -25,6 +25,8 @@ from eval.common.task import Backbone, Result, Task, TaskOptions, option
 from eval.homology import alignment_pairs
 
 NAME = "family-alignment"
+# each family's AUC over all pairs, which `eval compare` and `eval summary` pair between two runs
+PER_FAMILY_AUC = "AUC per family, all pairs"
 DEFAULT_SOURCES = (("pfam40_domains_kortemme/alignments", "*.align.80"), ("msa_examples", "*.sto"))
 SUBSETS = ("all", "same amino acid", "different amino acid")
 TRUNCATION = 1022
@@ -169,6 +171,7 @@ def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
         "mean_auc": means,
         "mean_auc_ci95": {subset: [value["ci95_low"], value["ci95_high"]] for subset, value in intervals.items()},
         "per_family": rows,
+        "per_item": {PER_FAMILY_AUC: {row["family"]: row["AUC all"] for row in rows}},
         "pooled_mean_cosine": {kind: float(np.mean(values["cosine"])) for kind, values in pooled.items()},
     }
     mean_row = {"family": "mean over families", **{f"AUC {subset}": means[subset] for subset in SUBSETS}}
