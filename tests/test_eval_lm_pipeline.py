@@ -8,8 +8,10 @@ import math
 import numpy as np
 import pytest
 
+from esm_jax.errors import EsmJaxError
 from eval.cli import main
 from eval.common import published
+from eval.language_model import task as language_model
 from tests.eval_tiny_model import assert_summarised, build_heldout_dataset, save_tiny_checkpoint
 
 
@@ -127,3 +129,31 @@ def test_ece_is_deterministic_and_independent_of_batch_size(small_dataset, check
 def test_missing_dataset_is_refused_with_the_fix(checkpoint, tmp_path):
     with pytest.raises(FileNotFoundError, match="esm-jax build-data"):
         run_task(checkpoint, tmp_path / "nowhere", tmp_path)
+
+
+def test_summary_pairs_two_runs_ece_over_the_same_resampled_sequences(small_dataset, tmp_path):
+    trained = save_tiny_checkpoint(tmp_path, seed=1)  # not the weights of its seed-0 random twin
+    runs = {"trained": [], "untrained": ["--random-weights"]}
+    results = {name: run_task(trained, small_dataset, tmp_path / name, *flags) for name, flags in runs.items()}
+    first, second = results["trained"]["per_sequence"], results["untrained"]["per_sequence"]
+    assert first["ids"] == sorted(first["ids"]) == second["ids"] and first["masked_tokens"] == second["masked_tokens"]
+    assert sum(first["masked_tokens"]) == results["trained"]["masked_tokens"]
+    assert math.exp(sum(first["nll"]) / sum(first["masked_tokens"])) == pytest.approx(results["trained"]["model_ece"])
+    argv = ["summary", "--out", str(tmp_path / "summary")]
+    assert main([*argv, "--first", str(tmp_path / "trained"), "--second", str(tmp_path / "untrained")]) == 0
+    (row,) = json.loads((tmp_path / "summary" / "summary.json").read_text())["rows"]
+    difference = results["trained"]["model_ece"] - results["untrained"]["model_ece"]
+    assert row["metric"] == "held-out ECE" and row["first − second"].startswith(f"{difference:+.3f} [")
+    assert row["verdict"] in ("first higher", "second higher", "no difference shown")
+
+
+def test_runs_on_different_heldout_masks_are_not_paired(small_dataset, checkpoint, tmp_path):
+    ours = run_task(checkpoint, small_dataset, tmp_path / "a")
+    other = run_task(checkpoint, small_dataset, tmp_path / "b", "--mask-seed", "7")
+    with pytest.raises(EsmJaxError, match="different held-out sequences or masked positions"):
+        language_model.ece_difference_between_runs(ours, other)
+    same = language_model.ece_difference_between_runs(ours, ours)
+    assert same["difference"] == 0.0 and same["ci95"] == [0.0, 0.0] and not same["excludes_zero"]
+    assert (
+        language_model.ece_difference_between_runs(ours, {k: v for k, v in ours.items() if k != "per_sequence"}) is None
+    )

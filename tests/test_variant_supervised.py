@@ -12,6 +12,7 @@ from flax import nnx
 
 from esm_jax import ModelConfig, build_model, pretrained
 from esm_jax.alphabet import STANDARD_AMINO_ACIDS, Alphabet
+from esm_jax.errors import EsmJaxError
 from esm_jax.inference.mutations import parse_mutants
 from esm_jax.inference.rank_correlation import spearman
 from eval.cli import main as eval_main
@@ -25,6 +26,7 @@ from eval.variants.protocol import (
     FrozenLearner,
     PreparedAssay,
     cross_validation,
+    cv_difference_between_runs,
     leave_one_protein_out,
 )
 from eval.variants.regression import (
@@ -37,7 +39,7 @@ from eval.variants.regression import (
     standardiser,
 )
 from eval.variants.sites import build_sites, site_hidden
-from eval.variants.zero_shot import NO_DIFFERENCE, Baseline
+from eval.variants.zero_shot import NO_DIFFERENCE, Baseline, rho_difference_between_runs
 from tests.eval_tiny_model import assert_summarised
 
 ALPHABET = Alphabet()
@@ -307,3 +309,90 @@ def test_position_held_out_folds_leave_site_memory_nothing_to_recall():
 def _singles_only(assay: Assay) -> tuple[tuple, np.ndarray]:
     keep = [i for i, mutant in enumerate(assay.mutants) if len(mutant.substitutions) == 1]
     return tuple(assay.mutants[i] for i in keep), assay.fitness[keep]
+
+
+def test_summary_pairs_two_runs_zero_shot_rho_over_the_same_resampled_variants(shared_data, checkpoint, tmp_path):
+    other = tmp_path / "esm2_other.pt"
+    pretrained.save_fair_esm(build_model(ModelConfig("esm2", 1, 32, 2, 128), seed=5), other)
+    options = ["--data", str(shared_data), "--assays", "DLG4_RAT", "--strategies", "wt-marginals", "--resamples", "50"]
+    for name, weights in (("first", checkpoint), ("second", other)):
+        argv = ["zero-shot-variants", "--checkpoint", str(weights), "--out", str(tmp_path / name)]
+        assert eval_main([*argv, *options]) == 0
+    results = [json.loads((tmp_path / name / "zero-shot-variants.json").read_text()) for name in ("first", "second")]
+    kept = [r["per_variant"]["DLG4_RAT"] for r in results]
+    assert kept[0]["mutants"] == kept[1]["mutants"] and len(kept[0]["mutants"]) == 1660
+    rhos = [spearman(np.array(k["scores"]["wt-marginals"]), np.array(k["fitness"])) for k in kept]
+    assert rhos == pytest.approx([r["assays"]["DLG4_RAT"]["ours"]["wt-marginals"]["rho"] for r in results])
+    summary = ["summary", "--out", str(tmp_path / "summary"), "--first", str(tmp_path / "first")]
+    assert eval_main([*summary, "--second", str(tmp_path / "second")]) == 0
+    (row,) = json.loads((tmp_path / "summary" / "summary.json").read_text())["rows"]
+    assert row["metric"] == "DLG4_RAT wt-marginals ρ"
+    assert row["first − second"].startswith(f"{rhos[0] - rhos[1]:+.3f} [")
+    assert row["verdict"] in ("first higher", "second higher", "no difference shown")
+
+
+def test_runs_over_different_variants_are_not_paired():
+    def results(mutants, fitness, scores):
+        return {"per_variant": {"P": {"mutants": mutants, "fitness": fitness, "scores": {"wt-marginals": scores}}}}
+
+    fitness = np.random.default_rng(0).normal(size=60)
+    exact, noise = results(["A1C"] * 60, fitness.tolist(), fitness.tolist()), np.random.default_rng(1).normal(size=60)
+    worse = results(["A1C"] * 60, fitness.tolist(), noise.tolist())
+    difference = rho_difference_between_runs(exact, worse, protein="P", strategy="wt-marginals")
+    assert difference["difference"] == pytest.approx(1.0 - spearman(noise, fitness))
+    assert difference["excludes_zero"] and difference["ci95"][0] > 0
+    assert rho_difference_between_runs(exact, worse, protein="P", strategy="masked-marginals") is None
+    with pytest.raises(EsmJaxError, match="different P variants"):
+        rho_difference_between_runs(
+            exact, results(["A1D"] * 60, fitness.tolist(), noise.tolist()), protein="P", strategy="wt-marginals"
+        )
+
+
+def test_summary_pairs_two_runs_cross_validation_over_the_same_folds(shared_data, checkpoint, tmp_path):
+    other = tmp_path / "esm2_other.pt"
+    pretrained.save_fair_esm(build_model(ModelConfig("esm2", 1, 32, 2, 128), seed=5), other)
+    options = ["--data", str(shared_data), "--assays", "PABP_YEAST", "--max-variants", "300", "--epochs", "10"]
+    for name, weights in (("first", checkpoint), ("second", other)):
+        argv = ["mutational-effect", "--checkpoint", str(weights), "--out", str(tmp_path / name), *options]
+        assert eval_main([*argv, "--protocols", "cv", "position-cv"]) == 0
+    results = [json.loads((tmp_path / name / "mutational-effect.json").read_text()) for name in ("first", "second")]
+    cv = [r["cross_validation"]["PABP_YEAST"] for r in results]
+    kept = cv[0]["out_of_fold"]
+    for k, rho in enumerate(cv[0]["rho_folds"]):
+        test = np.flatnonzero(np.array(kept["fold"]) == k)
+        assert spearman(np.array(kept["prediction"])[test], np.array(kept["fitness"])[test]) == pytest.approx(rho)
+    summary = ["summary", "--out", str(tmp_path / "summary"), "--first", str(tmp_path / "first")]
+    assert eval_main([*summary, "--second", str(tmp_path / "second")]) == 0
+    rows = {row["metric"]: row for row in json.loads((tmp_path / "summary" / "summary.json").read_text())["rows"]}
+    row = rows["PABP_YEAST 5-fold CV ρ"]
+    assert row["first − second"].startswith(f"{cv[0]['rho_mean'] - cv[1]['rho_mean']:+.3f} [")
+    assert rows["PABP_YEAST 5-fold CV ρ, positions held out"]["verdict"]
+
+
+def test_cross_validations_on_different_folds_are_not_paired():
+    generator = np.random.default_rng(0)
+    fitness = generator.normal(size=200)
+    folds = np.arange(200) % 5
+    close, far = fitness + generator.normal(0, 0.5, 200), generator.normal(size=200)
+
+    def results(prediction, fold=folds):
+        kept = {"fold": fold.tolist(), "prediction": prediction.tolist(), "fitness": fitness.tolist()}
+        return {"cross_validation": {"P": {"out_of_fold": kept}}}
+
+    difference = cv_difference_between_runs(
+        results(close), results(far), protocol="cross_validation", protein="P", resamples=200
+    )
+    per_fold = [
+        spearman(close[folds == k], fitness[folds == k]) - spearman(far[folds == k], fitness[folds == k])
+        for k in range(5)
+    ]
+    assert difference["difference"] == pytest.approx(np.mean(per_fold))
+    assert difference["excludes_zero"] and difference["ci95"][0] > 0
+    assert (
+        cv_difference_between_runs(results(close), results(far), protocol="position_cross_validation", protein="P")
+        is None
+    )
+    with pytest.raises(EsmJaxError, match="different folds"):
+        cv_difference_between_runs(
+            results(close), results(far, np.arange(200) % 4), protocol="cross_validation", protein="P"
+        )

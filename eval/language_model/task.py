@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from esm_jax import pretrained
+from esm_jax.errors import EsmJaxError
 from eval.common import charts, published, statistics
 from eval.common.report import interval_text, write_results
 from eval.common.task import Backbone, Result, Task, TaskOptions, option
@@ -100,6 +101,7 @@ def score_heldout(model, dataset: Path, mask_seed: int, token_budget: int, conte
         "masked_tokens": int(per_sequence[1].sum()),
         "sequences": len(ids),
         "residues": residues,
+        "sequence_ids": [_text(ids[i]) for i in order],
         "sequence_nll": per_sequence[0],
         "sequence_masked": per_sequence[1],
         "targets": _joined(targets, np.int64),
@@ -115,6 +117,10 @@ def _id_order(ids: list) -> tuple[np.ndarray, np.ndarray]:
     rank = np.empty_like(order)
     rank[order] = np.arange(order.size)
     return order, rank
+
+
+def _text(record_id) -> str:
+    return record_id.decode() if isinstance(record_id, bytes) else str(record_id)
 
 
 def _joined(parts: list[np.ndarray], dtype) -> np.ndarray:
@@ -165,6 +171,24 @@ def ece_intervals(model_nll: np.ndarray, ngram_nll: np.ndarray, masked: np.ndarr
     }
 
 
+def ece_difference_between_runs(first: dict, second: dict, seed: int = 0) -> dict | None:
+    """The first run's held-out ECE minus the second's, paired over resampled sequences (same masks in both).
+
+    ``first`` and ``second`` are two runs' results; None when either was written before per-sequence values were
+    kept. Runs that scored different sequences or masks are refused.
+    """
+    runs = [results.get("per_sequence") for results in (first, second)]
+    if not all(runs):
+        return None
+    if runs[0]["ids"] != runs[1]["ids"] or runs[0]["masked_tokens"] != runs[1]["masked_tokens"]:
+        raise EsmJaxError(
+            f"{NAME}: the two runs scored different held-out sequences or masked positions; "
+            "rerun both with the same --data and --mask-seed"
+        )
+    nll = [np.asarray(run["nll"], dtype=np.float64) for run in runs]
+    return ece_intervals(nll[0], nll[1], np.asarray(runs[0]["masked_tokens"]), seed)["difference"]
+
+
 def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
     dataset = heldout_dataset(data, options)
     model = backbone.model
@@ -203,6 +227,11 @@ def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
         "ngram": grams,
         "training_residues": int(sum(len(ids) for ids in training)),
         "model_seconds": scored["seconds"],
+        "per_sequence": {
+            "ids": scored["sequence_ids"],
+            "nll": scored["sequence_nll"].tolist(),
+            "masked_tokens": scored["sequence_masked"].tolist(),
+        },
     }
     table = _table(results)
     figure = _figure(out, grams, model_ece, uniform)

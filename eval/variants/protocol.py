@@ -20,10 +20,12 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 
+from esm_jax.errors import EsmJaxError
 from esm_jax.inference.rank_correlation import spearman
 from esm_jax.inference.variant_scoring import default_window
 from esm_jax.model import ESM
 from eval.common.splits import grouped_random_folds, random_folds
+from eval.common.statistics import RESAMPLES, difference_interval
 from eval.variants.assays import Assay
 from eval.variants.folds import fraction_size, training_subset
 from eval.variants.regression import (
@@ -194,12 +196,53 @@ def cross_validation(learner, prepared: PreparedAssay, folds: int, seed: int, by
     else:
         splits = random_folds(len(prepared.assay), folds, seed)
     rhos = []
+    fold, prediction = np.zeros(len(prepared.assay), np.int64), np.zeros(len(prepared.assay), np.float64)
     for number, (train, test) in enumerate(splits):
         key = jax.random.fold_in(jax.random.key(seed), number)
         predicted = learner.fit_predict([(prepared, train)], (prepared, test), key)
         rhos.append(spearman(predicted, prepared.assay.fitness[test]))
+        fold[test], prediction[test] = number, predicted
     training = round(float(np.mean([len(train) for train, _ in splits])))
-    return {"variants": len(prepared.assay), "training_variants": training, **_summary(rhos)}
+    out_of_fold = {"fold": fold.tolist(), "prediction": prediction.tolist(), "fitness": prepared.assay.fitness.tolist()}
+    return {
+        "variants": len(prepared.assay),
+        "training_variants": training,
+        **_summary(rhos),
+        "out_of_fold": out_of_fold,
+    }
+
+
+def cv_difference_between_runs(
+    first: dict, second: dict, seed: int = 0, *, protocol: str, protein: str, resamples: int = RESAMPLES
+) -> dict | None:
+    """Mean-over-folds ρ of the first run minus the second's on the same folds, paired over resampled test variants.
+
+    ``first`` and ``second`` are two runs' mutational-effect results and ``protocol`` their key for a cross validation
+    (``cross_validation``, ``position_cross_validation``). Each resample redraws every fold's test variants, the
+    same ones for both runs; the fitted heads stay fixed, so the interval covers the choice of test variants, not
+    of training ones. None when either run lacks out-of-fold predictions; runs on different folds are refused.
+    """
+    runs = [results.get(protocol, {}).get(protein, {}).get("out_of_fold") for results in (first, second)]
+    if not all(runs):
+        return None
+    if runs[0]["fold"] != runs[1]["fold"] or runs[0]["fitness"] != runs[1]["fitness"]:
+        raise EsmJaxError(
+            f"mutational-effect: the two runs' {protein} {protocol} used different folds or fitness values; "
+            "rerun both with the same --seed, --folds and --max-variants"
+        )
+    fitness = np.asarray(runs[0]["fitness"], dtype=np.float64)
+    predictions = [np.asarray(run["prediction"], dtype=np.float64) for run in runs]
+    folds = np.asarray(runs[0]["fold"])
+    members = [np.flatnonzero(folds == k) for k in np.unique(folds)]
+
+    def mean_difference(tests: list[np.ndarray]) -> float:
+        return float(
+            np.mean([spearman(predictions[0][t], fitness[t]) - spearman(predictions[1][t], fitness[t]) for t in tests])
+        )
+
+    generator = np.random.default_rng(seed)
+    draws = [mean_difference([m[generator.integers(0, m.size, m.size)] for m in members]) for _ in range(resamples)]
+    return difference_interval(mean_difference(members), np.array(draws))
 
 
 def fraction_sweep(learner, prepared: PreparedAssay, fractions: Sequence[float], folds: int, seed: int) -> dict:

@@ -20,6 +20,7 @@ import numpy as np
 from Bio.Align import substitution_matrices
 
 from data_pipeline.layout import dataset_file
+from esm_jax.errors import EsmJaxError
 from esm_jax.inference.rank_correlation import spearman
 from esm_jax.inference.variant_scoring import score_mutants
 from eval.common.charts import grouped_bars_png
@@ -81,7 +82,10 @@ def blosum62_scores(assay: Assay) -> np.ndarray:
 
 
 class Baseline:
-    """The BLOSUM62 baseline's ρ on one set of variants in each bootstrap resample, to pair strategies with."""
+    """A reference's ρ on one set of variants in each bootstrap resample, to pair other scores with.
+
+    The reference is the BLOSUM62 baseline, or another run's scores of the same variants.
+    """
 
     def __init__(self, scores: np.ndarray, fitness: np.ndarray, seed: int, resamples: int) -> None:
         self.fitness = np.asarray(fitness, dtype=np.float64)
@@ -118,16 +122,43 @@ def _verdict(difference: dict) -> str:
     return f"{'above' if difference['ci95'][0] > 0 else 'below'} the BLOSUM62 baseline"
 
 
-def _score_assay(model, assay: Assay, options: Options) -> tuple[dict, dict]:
-    """Each strategy's ρ against the BLOSUM62 baseline on the same variants, and the baseline's own ρ."""
+def rho_difference_between_runs(
+    first: dict, second: dict, seed: int = 0, *, protein: str, strategy: str
+) -> dict | None:
+    """ρ of the first run's ``strategy`` scores minus the second's on ``protein``, paired over resampled variants.
+
+    ``first`` and ``second`` are two runs' results; None when either lacks per-variant scores (written before they
+    were kept, or a strategy it did not score). Two runs that scored different variants are refused.
+    """
+    runs = [results.get("per_variant", {}).get(protein) for results in (first, second)]
+    if not all(runs) or not all(strategy in run["scores"] for run in runs):
+        return None
+    if runs[0]["mutants"] != runs[1]["mutants"] or runs[0]["fitness"] != runs[1]["fitness"]:
+        raise EsmJaxError(
+            f"{NAME}: the two runs scored different {protein} variants or fitness values; "
+            "rerun both with the same --data"
+        )
+    fitness = np.asarray(runs[0]["fitness"], dtype=np.float64)
+    reference = Baseline(np.asarray(runs[1]["scores"][strategy]), fitness, seed, RESAMPLES)
+    return reference.compare(np.asarray(runs[0]["scores"][strategy]))["minus_blosum62"]
+
+
+def _score_assay(model, assay: Assay, options: Options) -> tuple[dict, dict, dict]:
+    """Each strategy's ρ against the BLOSUM62 baseline on the same variants, the baseline's own ρ, and the scores."""
     blosum = blosum62_scores(assay)
     baseline = Baseline(blosum, assay.fitness, options.seed, options.resamples)
     results = {}
+    per_variant = {
+        "mutants": [mutant.text for mutant in assay.mutants],
+        "fitness": np.asarray(assay.fitness).tolist(),
+        "scores": {},
+    }
     for strategy in options.strategies:
         scores = score_mutants(
             model, assay.wild_type, assay.mutants, strategy, toks_per_batch=options.toks_per_batch, show_progress=True
         )
         results[strategy] = baseline.compare(scores)
+        per_variant["scores"][strategy] = np.asarray(scores, dtype=np.float64).tolist()
     if options.pseudo_ppl_variants > 0:
         count = min(options.pseudo_ppl_variants, len(assay))
         chosen = np.sort(np.random.default_rng(options.seed).choice(len(assay), size=count, replace=False))
@@ -143,18 +174,18 @@ def _score_assay(model, assay: Assay, options: Options) -> tuple[dict, dict]:
         results["pseudo-ppl"] = Baseline(blosum[chosen], subset.fitness, options.seed, options.resamples).compare(
             scores
         )
-    return results, baseline.summary()
+    return results, baseline.summary(), per_variant
 
 
 def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
     start = time.perf_counter()
     model = backbone.model
     published = published_rho(data)
-    per_assay = {}
+    per_assay, per_variant = {}, {}
     for protein in options.assays:
         assay = load_assay(data, protein)
         print(f"{protein}: {len(assay)} variants")
-        ours, blosum62 = _score_assay(model, assay, options)
+        ours, blosum62, per_variant[protein] = _score_assay(model, assay, options)
         per_assay[protein] = {
             "ours": ours,
             "blosum62": blosum62,
@@ -164,6 +195,7 @@ def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
         **backbone.report_fields(),
         "weights": f"random (seed {backbone.seed})" if backbone.random_weights else "trained",
         "assays": per_assay,
+        "per_variant": per_variant,
         "seconds": round(time.perf_counter() - start, 1),
     }
     figure = f"{NAME}_rho.png"
