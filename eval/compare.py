@@ -57,9 +57,10 @@ def read_results(path: Path | None, flag: str) -> ResultsFile:
         raise EsmJaxError(f"{NAME}: {path}: no 'task' field saying which task wrote it; rerun the task to rewrite it")
     if not isinstance(results.get("per_item"), dict) or not results["per_item"]:
         raise EsmJaxError(
-            f"{NAME}: {path}: no per_item table (task {results['task']}); give results of remote-homology, "
-            "family-alignment, contacts-linear, contacts-unsupervised, contacts-deep, secondary-structure-linear, "
-            "secondary-structure-deep or structural-holdout written by this version"
+            f"{NAME}: {path}: no per_item table (task {results['task']}); give results of aa-embeddings, "
+            "remote-homology, family-alignment, contacts-linear, contacts-unsupervised, contacts-deep, "
+            "secondary-structure-linear, secondary-structure-deep or structural-holdout written by this version "
+            "(language-model, zero-shot-variants and mutational-effect are paired by `esm-jax eval summary`)"
         )
     backbone = {key: results.get(key) for key in ("checkpoint", "random_weights", "weights_sha256")}
     return ResultsFile(path, results["task"], backbone, _per_item(path, results["per_item"]))

@@ -23,6 +23,7 @@ from eval.common.report import write_results
 from eval.common.task import Backbone, Result, Task, TaskOptions, option
 from eval.compare import compare_metric, verdict
 from eval.homology import family_alignment
+from eval.language_model import aa_embeddings
 from eval.language_model import task as language_model
 from eval.structure.holdout import ALIGNMENT_METRICS
 from eval.variants import protocol, zero_shot
@@ -72,7 +73,8 @@ def _language_model(r: dict) -> list[Headline]:
 
 def _aa_embeddings(r: dict) -> list[Headline]:
     chance = f"{r['nearest_class_chance']:.3f}"
-    return [Headline("nearest amino acid in the same class", r["nearest_class_agreement"], "", chance)]
+    metric = aa_embeddings.NEAREST_IN_CLASS
+    return [Headline(metric, r["nearest_class_agreement"], "", chance, per_item=metric)]
 
 
 def _remote_homology(r: dict) -> list[Headline]:

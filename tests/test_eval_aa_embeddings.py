@@ -99,5 +99,8 @@ def test_aa_embeddings_task_end_to_end(tmp_path):
     assert_summarised("aa-embeddings", results, tmp_path / "out")
     assert sorted(results["tsne_points"]) == sorted(STANDARD_AMINO_ACIDS)
     assert 0.0 <= results["nearest_class_agreement"] <= 1.0
+    per_amino_acid = results["per_item"][aa_embeddings.NEAREST_IN_CLASS]
+    assert sorted(per_amino_acid) == sorted(STANDARD_AMINO_ACIDS) and set(per_amino_acid.values()) <= {0.0, 1.0}
+    assert np.mean(list(per_amino_acid.values())) == pytest.approx(results["nearest_class_agreement"])
     for name in ("aa-embeddings-pca.png", "aa-embeddings-tsne.png", "aa-embeddings.md"):
         assert (tmp_path / "out" / name).stat().st_size > 0

@@ -45,15 +45,19 @@ def test_each_figure_sits_beside_the_twins_with_a_paired_difference_where_items_
     assert contacts["verdict"] in ("first higher", "second higher", "no difference shown")
     assert contacts["chance"].endswith("(random ranking)")
     embeddings = rows[embeddings_row]
-    assert embeddings["first − second"] == "" and embeddings["chance"]  # no per-item values to pair
+    agreements = [json.loads((two_folders / f / "aa-embeddings.json").read_text()) for f in ("trained", "untrained")]
+    difference = agreements[0]["nearest_class_agreement"] - agreements[1]["nearest_class_agreement"]
+    assert embeddings["first − second"].startswith(f"{difference:+.3f} [") and embeddings["chance"]  # over amino acids
     assert "(random weights)" in results["second_model"] and "(random weights)" not in results["first_model"]
     assert "| first − second |" in (tmp_path / "summary.md").read_text()
 
 
 def test_a_run_against_itself_differs_by_nothing(two_folders, tmp_path):
     trained = str(two_folders / "trained")
-    (row,) = [r for r in _summary(tmp_path, "--first", trained, "--second", trained)["rows"] if r["verdict"]]
-    assert row["first − second"] == "+0.000 [0.000, 0.000]" and row["verdict"] == "no difference shown"
+    rows = [r for r in _summary(tmp_path, "--first", trained, "--second", trained)["rows"] if r["verdict"]]
+    assert len(rows) == 2
+    for row in rows:
+        assert row["first − second"] == "+0.000 [0.000, 0.000]" and row["verdict"] == "no difference shown"
 
 
 def test_one_folder_alone_gives_its_figures_without_comparison_columns(two_folders, tmp_path):

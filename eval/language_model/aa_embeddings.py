@@ -24,6 +24,8 @@ from eval.common.task import Backbone, Result, Task, TaskOptions, option
 from eval.common.tsne import tsne
 
 NAME = "aa-embeddings"
+# per amino acid, 1 where its nearest other amino acid shares its class: `eval compare` and `summary` pair these
+NEAREST_IN_CLASS = "nearest amino acid in the same class"
 
 AMINO_ACID_CLASSES: dict[str, str] = {
     "hydrophobic": "AVLIM",
@@ -49,14 +51,19 @@ def amino_acid_rows(model) -> np.ndarray:
     return table[[alphabet.get_idx(letter) for letter in STANDARD_AMINO_ACIDS]]
 
 
-def nearest_class_agreement(rows: np.ndarray, classes: list[str]) -> tuple[float, float]:
-    """(fraction whose cosine-nearest other row shares the class, the same fraction for a random neighbour)."""
+def nearest_in_class(rows: np.ndarray, classes: list[str]) -> np.ndarray:
+    """Per row: is its cosine-nearest other row in the same class?"""
     unit = rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
     similarity = unit @ unit.T
     np.fill_diagonal(similarity, -np.inf)
-    nearest = np.argmax(similarity, axis=1)
     labels = np.array(classes)
-    agreement = float(np.mean(labels[nearest] == labels))
+    return labels[np.argmax(similarity, axis=1)] == labels
+
+
+def nearest_class_agreement(rows: np.ndarray, classes: list[str]) -> tuple[float, float]:
+    """(fraction whose cosine-nearest other row shares the class, the same fraction for a random neighbour)."""
+    agreement = float(np.mean(nearest_in_class(rows, classes)))
+    labels = np.array(classes)
     sizes = np.array([np.sum(labels == label) for label in labels])
     chance = float(np.mean((sizes - 1) / (len(labels) - 1)))
     return agreement, chance
@@ -100,6 +107,9 @@ def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
         "tsne_kl_divergence": embedded.kl_divergence,
         "nearest_class_agreement": agreement,
         "nearest_class_chance": chance,
+        "per_item": {
+            NEAREST_IN_CLASS: dict(zip(letters, nearest_in_class(rows, classes).astype(float).tolist(), strict=True))
+        },
     }
     table = [
         {"measure": "nearest amino acid in the same class (cosine)", "value": agreement},
