@@ -23,6 +23,8 @@ from eval.common.task import Backbone, Result, Task, TaskOptions, option
 
 NAME = "compare"
 NO_DIFFERENCE = "no difference shown"
+# below this many shared items a percentile-bootstrap interval means little (2 items give a near-zero width)
+MIN_PAIRED_ITEMS = 10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,8 +94,12 @@ def compare_metric(first: Mapping[str, float], second: Mapping[str, float], seed
     if not shared:
         return None
     ours, theirs = [first[item] for item in shared], [second[item] for item in shared]
-    difference = paired_difference(ours, theirs, seed=seed)
-    difference |= {"first_mean": sum(ours) / len(ours), "second_mean": sum(theirs) / len(theirs)}
+    means = {"first_mean": sum(ours) / len(ours), "second_mean": sum(theirs) / len(theirs)}
+    if len(shared) < MIN_PAIRED_ITEMS:
+        mean = means["first_mean"] - means["second_mean"]
+        too_few = f"{len(shared)} items: too few for an interval"
+        return means | {"n": len(shared), "mean": mean, "ci95_low": math.nan, "ci95_high": math.nan, "verdict": too_few}
+    difference = paired_difference(ours, theirs, seed=seed) | means
     return difference | {"verdict": verdict(difference)}
 
 
@@ -129,9 +135,14 @@ def _row(metric: str, difference: Mapping[str, Any]) -> dict[str, Any]:
         "first": difference["first_mean"],
         "second": difference["second_mean"],
         "first − second": difference["mean"],
-        "95% interval": f"[{difference['ci95_low']:.4g}, {difference['ci95_high']:.4g}]",
+        "95% interval": _interval_text(difference),
         "verdict": difference["verdict"],
     }
+
+
+def _interval_text(difference: Mapping[str, Any]) -> str:
+    low, high = difference["ci95_low"], difference["ci95_high"]
+    return f"[{low:.4g}, {high:.4g}]" if math.isfinite(low) else ""
 
 
 def _describe(results: ResultsFile) -> str:

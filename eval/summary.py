@@ -341,7 +341,8 @@ def _paired(figure: Headline, other: Headline | None, first: dict, second: dict 
     if difference is None:
         return {"first − second": "no item in both", "verdict": ""}
     low, high = difference["ci95_low"], difference["ci95_high"]
-    return {"first − second": f"{difference['mean']:+.3f} [{low:.3f}, {high:.3f}]", "verdict": difference["verdict"]}
+    interval = f" [{low:.3f}, {high:.3f}]" if math.isfinite(low) else ""
+    return {"first − second": f"{difference['mean']:+.3f}{interval}", "verdict": difference["verdict"]}
 
 
 def summary_rows(first: dict[str, dict], second: dict[str, dict] | None, folders: tuple, seed: int) -> list[dict]:

@@ -13,7 +13,7 @@ from esm_jax.cli import main as esm_jax_main
 from esm_jax.errors import EsmJaxError
 from eval.common.report import per_item
 from eval.common.task import Backbone
-from eval.compare import NO_DIFFERENCE, TASK, Options
+from eval.compare import MIN_PAIRED_ITEMS, NO_DIFFERENCE, TASK, Options
 
 TRAINED = {f"p{i}": 0.5 + 0.01 * i for i in range(20)}
 
@@ -124,3 +124,14 @@ def test_the_command_line_prints_one_error_line_and_skips_compare_in_all(tmp_pat
     error = capsys.readouterr().err
     assert error.startswith("esm-jax eval: error: compare:") and "missing.json" in error and "Traceback" not in error
     assert TASK.why_skipped(Backbone("x"), Options()) is not None
+
+
+def test_too_few_shared_items_give_the_mean_difference_without_an_interval_or_verdict(tmp_path):
+    few = {item: TRAINED[item] for item in list(TRAINED)[: MIN_PAIRED_ITEMS - 1]}
+    first = _results(tmp_path / "a.json", {"m": few})
+    second = _results(tmp_path / "b.json", {"m": {item: value - 0.1 for item, value in few.items()}})
+    results, report = _compare(tmp_path, first, second)
+    found = results["differences"]["m"]
+    assert found["mean"] == pytest.approx(0.1) and found["n"] == MIN_PAIRED_ITEMS - 1
+    assert found["verdict"] == f"{MIN_PAIRED_ITEMS - 1} items: too few for an interval"
+    assert "first higher" not in report and "too few for an interval" in report

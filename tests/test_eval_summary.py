@@ -18,7 +18,7 @@ def two_folders(tmp_path_factory, shared_data):
     """Results of a tiny checkpoint (``trained``) and of its --random-weights twin, for two real tasks."""
     root = tmp_path_factory.mktemp("summary")
     checkpoint = str(save_tiny_checkpoint(root, seed=1))  # not the weights of its twin, drawn with seed 0
-    contacts = ["--sets", "casp12", "--max-proteins", "3", "--layers", "last", "--steps", "3", "--no-baselines"]
+    contacts = ["--sets", "kortemme", "--max-proteins", "12", "--layers", "last", "--steps", "3", "--no-baselines"]
     for folder, weights in (("trained", []), ("untrained", ["--random-weights"])):
         common = ["--checkpoint", checkpoint, "--data", str(shared_data), "--out", str(root / folder), *weights]
         assert cli.main(["aa-embeddings", *common]) == 0
@@ -35,11 +35,11 @@ def test_each_figure_sits_beside_the_twins_with_a_paired_difference_where_items_
     results = _summary(tmp_path, "--first", str(two_folders / "trained"), "--second", str(two_folders / "untrained"))
     rows = {(row["task"], row["metric"]): row for row in results["rows"]}
     embeddings_row = ("aa-embeddings", "nearest amino acid in the same class")
-    assert list(rows) == [embeddings_row, ("contacts-linear", "casp12 long P@L, last layer")]
+    assert list(rows) == [embeddings_row, ("contacts-linear", "kortemme long P@L, last layer")]
     trained = json.loads((two_folders / "trained" / "contacts-linear.json").read_text())
     untrained = json.loads((two_folders / "untrained" / "contacts-linear.json").read_text())
-    contacts = rows["contacts-linear", "casp12 long P@L, last layer"]
-    ours, theirs = (r["sets"]["casp12"]["per_layer"]["2"]["long P@L"] for r in (trained, untrained))
+    contacts = rows["contacts-linear", "kortemme long P@L, last layer"]
+    ours, theirs = (r["sets"]["kortemme"]["per_layer"]["2"]["long P@L"] for r in (trained, untrained))
     assert contacts["first"].startswith(f"{ours:.3f} [") and contacts["second"].startswith(f"{theirs:.3f} [")
     assert contacts["first − second"].startswith(f"{ours - theirs:+.3f} [")
     assert contacts["verdict"] in ("first higher", "second higher", "no difference shown")
@@ -77,7 +77,7 @@ def test_results_without_a_field_this_version_reads_are_refused_naming_file_and_
     folder = tmp_path / "old"
     shutil.copytree(two_folders / "trained", folder)
     results = json.loads((folder / "contacts-linear.json").read_text())
-    del results["sets"]["casp12"]["random_ranking"]
+    del results["sets"]["kortemme"]["random_ranking"]
     (folder / "contacts-linear.json").write_text(json.dumps(results))
     refused = r"old/contacts-linear.json: no field 'random_ranking' .*rerun contacts-linear"
     with pytest.raises(EsmJaxError, match=refused):

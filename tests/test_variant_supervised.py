@@ -360,7 +360,9 @@ def test_summary_pairs_two_runs_cross_validation_over_the_same_folds(shared_data
     kept = cv[0]["out_of_fold"]
     for k, rho in enumerate(cv[0]["rho_folds"]):
         test = np.flatnonzero(np.array(kept["fold"]) == k)
-        assert spearman(np.array(kept["prediction"])[test], np.array(kept["fitness"])[test]) == pytest.approx(rho)
+        fitness = np.array(results[0]["fitness"]["PABP_YEAST"])[test]
+        assert spearman(np.array(kept["prediction"])[test], fitness) == pytest.approx(rho)
+    assert "out_of_fold" not in results[0]["baseline"]["cross_validation"]["PABP_YEAST"]
     summary = ["summary", "--out", str(tmp_path / "summary"), "--first", str(tmp_path / "first")]
     assert eval_main([*summary, "--second", str(tmp_path / "second")]) == 0
     rows = {row["metric"]: row for row in json.loads((tmp_path / "summary" / "summary.json").read_text())["rows"]}
@@ -376,8 +378,8 @@ def test_cross_validations_on_different_folds_are_not_paired():
     close, far = fitness + generator.normal(0, 0.5, 200), generator.normal(size=200)
 
     def results(prediction, fold=folds):
-        kept = {"fold": fold.tolist(), "prediction": prediction.tolist(), "fitness": fitness.tolist()}
-        return {"cross_validation": {"P": {"out_of_fold": kept}}}
+        kept = {"fold": fold.tolist(), "prediction": prediction.tolist()}
+        return {"cross_validation": {"P": {"out_of_fold": kept}}, "fitness": {"P": fitness.tolist()}}
 
     difference = cv_difference_between_runs(
         results(close), results(far), protocol="cross_validation", protein="P", resamples=200

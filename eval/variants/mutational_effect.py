@@ -98,6 +98,7 @@ def run(backbone: Backbone, data: Path, out: Path, options: Options) -> Result:
         "config": vars(config),
         "seed": options.seed,
         "folds": options.folds,
+        "fitness": {p.assay.protein: p.assay.fitness.tolist() for p in prepared},
     }
     results |= _protocols(learner, prepared, options, start)
     results["baseline"] = _baseline(model, config, prepared, options)
@@ -163,6 +164,9 @@ def _baseline(model, config: TrainConfig, prepared: list, options: Options) -> d
         }
     if "lopo" in options.protocols and len(inputs) > 1:
         results["leave_one_protein_out"] = leave_one_protein_out(baseline, inputs, options.seed)
+    for protocol in ("cross_validation", "position_cross_validation"):
+        for cv in results.get(protocol, {}).values():
+            del cv["out_of_fold"]  # the same in every run: nothing to pair
     return results
 
 

@@ -203,7 +203,7 @@ def cross_validation(learner, prepared: PreparedAssay, folds: int, seed: int, by
         rhos.append(spearman(predicted, prepared.assay.fitness[test]))
         fold[test], prediction[test] = number, predicted
     training = round(float(np.mean([len(train) for train, _ in splits])))
-    out_of_fold = {"fold": fold.tolist(), "prediction": prediction.tolist(), "fitness": prepared.assay.fitness.tolist()}
+    out_of_fold = {"fold": fold.tolist(), "prediction": prediction.tolist()}
     return {
         "variants": len(prepared.assay),
         "training_variants": training,
@@ -217,20 +217,22 @@ def cv_difference_between_runs(
 ) -> dict | None:
     """Mean-over-folds ρ of the first run minus the second's on the same folds, paired over resampled test variants.
 
-    ``first`` and ``second`` are two runs' mutational-effect results and ``protocol`` their key for a cross validation
-    (``cross_validation``, ``position_cross_validation``). Each resample redraws every fold's test variants, the
-    same ones for both runs; the fitted heads stay fixed, so the interval covers the choice of test variants, not
-    of training ones. None when either run lacks out-of-fold predictions; runs on different folds are refused.
+    ``first`` and ``second`` are two runs' mutational-effect results (each with the assays' ``fitness``) and
+    ``protocol`` their key for a cross validation (``cross_validation``, ``position_cross_validation``). Each
+    resample redraws every fold's test variants, the same ones for both runs; the fitted heads stay fixed, so the
+    interval covers the choice of test variants, not of training ones. None when either run lacks out-of-fold
+    predictions; runs on different folds or fitness values are refused.
     """
     runs = [results.get(protocol, {}).get(protein, {}).get("out_of_fold") for results in (first, second)]
     if not all(runs):
         return None
-    if runs[0]["fold"] != runs[1]["fold"] or runs[0]["fitness"] != runs[1]["fitness"]:
+    measured = [results["fitness"][protein] for results in (first, second)]
+    if runs[0]["fold"] != runs[1]["fold"] or measured[0] != measured[1]:
         raise EsmJaxError(
             f"mutational-effect: the two runs' {protein} {protocol} used different folds or fitness values; "
             "rerun both with the same --seed, --folds and --max-variants"
         )
-    fitness = np.asarray(runs[0]["fitness"], dtype=np.float64)
+    fitness = np.asarray(measured[0], dtype=np.float64)
     predictions = [np.asarray(run["prediction"], dtype=np.float64) for run in runs]
     folds = np.asarray(runs[0]["fold"])
     members = [np.flatnonzero(folds == k) for k in np.unique(folds)]
