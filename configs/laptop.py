@@ -8,7 +8,10 @@
 
 The second and third commands score the run and its untrained twin on every task, keeping the committed results of
 the same weights (``weights_sha256``); the fourth sets their headline figures side by side with paired differences
-(README's "what a laptop-scale run shows").
+(README's "what a laptop-scale run shows"). Three committed results were run on their own with other options, which
+``--resume`` keeps: ``feature-combination --seeds 1`` in both folders, and ``secondary-structure-deep`` and
+``contacts-deep`` with ``--features last`` in the untrained one (their one-hot and profile inputs do not depend on
+the model).
 
 The model is ESM-2 t6 8M's shape (6 layers, width 320, 20 heads; Lin et al. 2023 via fair-esm) in float32 on
 the UniRef50 sample's training clusters, with the tiny run's data settings (length buckets, 8,192-token batches).

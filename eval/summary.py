@@ -322,7 +322,7 @@ def _cell(figure: Headline | None) -> str:
 
 
 def _paired(figure: Headline, other: Headline | None, first: dict, second: dict | None, seed: int) -> dict[str, str]:
-    """First − second over the items both scored, with its interval and verdict; blank without per-item values."""
+    """First − second with its interval and verdict, by the figure's pairing; blank where it cannot be paired."""
     blank = {"first − second": "", "verdict": ""}
     if other is None or second is None:
         return blank

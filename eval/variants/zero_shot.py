@@ -140,7 +140,10 @@ def rho_difference_between_runs(
         )
     fitness = np.asarray(runs[0]["fitness"], dtype=np.float64)
     reference = Baseline(np.asarray(runs[1]["scores"][strategy]), fitness, seed, RESAMPLES)
-    return reference.compare(np.asarray(runs[0]["scores"][strategy]))["minus_blosum62"]
+    ours = np.asarray(runs[0]["scores"][strategy], dtype=np.float64)
+    return difference_interval(
+        spearman(ours, fitness) - reference.rho, reference.resampled_rho(ours) - reference.resampled
+    )
 
 
 def _score_assay(model, assay: Assay, options: Options) -> tuple[dict, dict, dict]:
