@@ -59,6 +59,8 @@ def _interval(ci: list[float] | None) -> str:
 
 
 def _sd(entry: dict) -> str:
+    if len(entry.get("runs", ())) == 1:
+        return "(1 seed)"  # no spread, whatever an older file wrote as its SD
     return "" if not math.isfinite(entry.get("sd", math.nan)) else f"± {entry['sd']:.3f}"
 
 

@@ -10,7 +10,7 @@ from flax import nnx
 from eval.common.deep_heads import DilatedResNet, NetSurfPHead
 from eval.common.linear_probes import BilinearContactProbe, bilinear_forward, contact_pair_mask
 from eval.common.probe_training import protein_batches
-from eval.common.seeds import mean_sd
+from eval.common.seeds import formatted, mean_sd
 from eval.structure.contacts.deep_runs import ResNetOptions, resnet_runs
 from eval.structure.contacts.metrics import random_ranking_precisions
 from eval.structure.contacts.plans import Plan
@@ -115,3 +115,10 @@ def test_deep_contact_head_learns_a_pairwise_rule_at_its_default_size():
     assert np.mean(list(per_protein.values())) == pytest.approx(learned)
     chance = random_ranking_precisions(plan.tested_proteins)["long P@L"]
     assert chance < 0.2 and learned > 0.5
+
+
+def test_a_single_seed_reports_no_spread():
+    summary = mean_sd([{"Q8": 0.5}])
+    assert summary["Q8"]["mean"] == 0.5 and np.isnan(summary["Q8"]["sd"])
+    assert formatted(summary, "Q8") == "0.5000 (1 seed)"
+    assert formatted(mean_sd([{"Q8": 0.5}, {"Q8": 0.7}]), "Q8") == "0.6000 ± 0.1414"

@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from esm_jax.errors import EsmJaxError
-from eval import cli
+from eval import cli, summary
 from tests.eval_tiny_model import save_tiny_checkpoint
 
 
@@ -109,3 +109,11 @@ def test_eval_all_leaves_the_summary_to_be_run_on_its_own():
 
     task = get_task("summary")
     assert not task.needs_checkpoint and "run it on its own" in task.why_skipped(None, task.options())
+
+
+def test_a_figure_from_one_seed_shows_no_spread():
+    one_seed = {"long P@L": {"mean": 0.126, "sd": 0.0, "runs": [0.126]}}
+    three = {"long P@L": {"mean": 0.15, "sd": 0.01, "runs": [0.14, 0.15, 0.16]}}
+    results = {"sets": {"kortemme": {"features": {"direct": one_seed, "avg": three}}}}
+    figures = {f.metric: f.spread for f in summary.HEADLINES["feature-combination"](results)}
+    assert figures == {"kortemme long P@L, direct": "(1 seed)", "kortemme long P@L, avg": "± 0.010"}
