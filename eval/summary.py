@@ -333,8 +333,7 @@ def _paired(figure: Headline, other: Headline | None, first: dict, second: dict 
         if found is None or found["ci95"] is None:
             return blank
         (low, high), mean = found["ci95"], found["difference"]
-        said = verdict({"excludes_zero": found["excludes_zero"], "ci95_low": low})
-        return {"first − second": f"{mean:+.3f} [{low:.3f}, {high:.3f}]", "verdict": said}
+        return _difference_cells(mean, low, high, verdict({"excludes_zero": found["excludes_zero"], "ci95_low": low}))
     key = figure.per_item
     tables = [results.get("per_item", {}).get(key) for results in (first, second)]
     if key is None or other.per_item != key or not all(tables):
@@ -342,9 +341,12 @@ def _paired(figure: Headline, other: Headline | None, first: dict, second: dict 
     difference = compare_metric(*tables, seed=seed)
     if difference is None:
         return {"first − second": "no item in both", "verdict": ""}
-    low, high = difference["ci95_low"], difference["ci95_high"]
-    interval = f" [{low:.3f}, {high:.3f}]" if math.isfinite(low) else ""
-    return {"first − second": f"{difference['mean']:+.3f}{interval}", "verdict": difference["verdict"]}
+    return _difference_cells(difference["mean"], difference["ci95_low"], difference["ci95_high"], difference["verdict"])
+
+
+def _difference_cells(mean: float, low: float, high: float, said: str) -> dict[str, str]:
+    interval = f" [{low:.3f}, {high:.3f}]" if math.isfinite(low) else ""  # too few items give no interval
+    return {"first − second": f"{mean:+.3f}{interval}", "verdict": said}
 
 
 def summary_rows(first: dict[str, dict], second: dict[str, dict] | None, folders: tuple, seed: int) -> list[dict]:
