@@ -57,7 +57,7 @@ setup(
     packages=find_packages(include=["esm_jax*", "configs*", "data_pipeline*", "eval*"]),
     install_requires=CORE,
     extras_require={"torch": TORCH, "beam": BEAM, "tpu": TPU, "cuda12": CUDA12, "dev": DEV},
-    package_data={"data_pipeline": ["datasets.toml"]},
+    package_data={"data_pipeline": ["datasets.toml"], "esm_jax.model": ["cpu_attention.cc"]},
     entry_points={"console_scripts": ["esm-jax=esm_jax.cli.main:main"]},
     license="MIT",
 )

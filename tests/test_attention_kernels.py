@@ -1,4 +1,7 @@
-"""The CPU attention kernel's hand-written backward pass: exact gradients without keeping the scores."""
+"""The CPU attention kernel's hand-written backward pass: exact gradients without keeping the scores.
+
+Each per-head test runs twice: with the fused C++ forward (``cpu_attention``) and with the XLA loop.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from esm_jax.model import attention_kernels
+from esm_jax.model import attention_kernels, cpu_attention
 from esm_jax.model.rotary import default_inverse_frequencies, rotate, rotation_tables, unrotate
 
 BATCH, LENGTH, HEADS, HEAD_DIM = 3, 17, 4, 8
@@ -16,6 +19,15 @@ PADDING[1, 12:] = True
 PADDING[2, 5:] = True
 SEGMENTS = np.array([[1] * 6 + [2] * 9 + [0] * 2, [1] * 17, [1] * 3 + [2] * 3 + [3] * 11], np.int32)
 MASKS = {"padding": (None, PADDING), "packed": (SEGMENTS, None), "no mask": (None, None)}
+
+
+@pytest.fixture(params=["fused", "xla"])
+def cpu_forward(request, monkeypatch):
+    """Which CPU forward the per-head kernel runs: the fused C++ kernel, or XLA's loop."""
+    if request.param == "fused" and not cpu_attention.registered():
+        pytest.skip("the fused CPU attention kernel could not be built here (no C++ compiler?)")
+    monkeypatch.setenv("ESM_JAX_CPU_ATTENTION", "1" if request.param == "fused" else "0")
+    return request.param
 
 
 def _inputs(shape, seed=0):
@@ -38,7 +50,7 @@ def _dense(query, key, value, segment_ids, key_padding_mask, dtype):
 
 
 @pytest.mark.parametrize("mask", sorted(MASKS))
-def test_per_head_gradients_equal_autodiff_of_dense_attention(mask):
+def test_per_head_gradients_equal_autodiff_of_dense_attention(mask, cpu_forward):
     inputs = _inputs((BATCH, LENGTH, HEADS, HEAD_DIM))
     ours = _gradients(attention_kernels.per_head_attention, MASKS[mask], inputs)
     reference = _gradients(_dense, MASKS[mask], inputs)
@@ -91,7 +103,7 @@ def test_unrotate_is_the_transpose_of_rotate():
 
 
 @pytest.mark.parametrize("mask", ["padding", "no mask"])
-def test_per_head_rotation_inside_the_loop_equals_rotating_before(mask):
+def test_per_head_rotation_equals_rotating_before(mask, cpu_forward):
     inputs = _inputs((BATCH, LENGTH, HEADS, HEAD_DIM), seed=2)
     forward = _rotating_per_head(*inputs[:3], *MASKS[mask], jnp.float32)
     expected = _rotated_dense(*inputs[:3], *MASKS[mask], jnp.float32)
@@ -110,7 +122,7 @@ def test_per_head_rotation_in_bfloat16_stays_close_to_float32():
         assert float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b))) < 3e-2
 
 
-def test_per_head_backward_keeps_no_score_matrices_alive():
+def test_per_head_backward_keeps_no_score_matrices_alive(cpu_forward):
     batch, length, heads, head_dim = 2, 512, 8, 16
     inputs = _inputs((batch, length, heads, head_dim))
     masks = (None, jnp.zeros((batch, length), bool))

@@ -12,8 +12,9 @@ float32 whatever the compute dtype. Which keys a query may see is given one of t
 Kernels:
 
 * ``dense``: all heads at once through XLA; writes the (B, H, T, T) scores to memory.
-* ``per_head``: one (sequence, head) at a time so each T×T block stays in a CPU's cache. It can also
-  apply the rotary rotation to each head's queries and keys inside its loop (``rotation``).
+* ``per_head``: one (sequence, head) at a time so each T×T block stays in a CPU's cache; in float32 the
+  forward is a fused C++ kernel (:mod:`esm_jax.model.cpu_attention`). It can also apply the rotary
+  rotation to each head's queries and keys itself (``rotation``).
 * ``splash``: the Pallas splash-attention (flash) kernel for TPUs; on any other platform it runs
   in Pallas interpret mode (slow, exact), which is how it is tested without a TPU.
 * ``cudnn``: cuDNN's fused attention through ``jax.nn.dot_product_attention`` (GPUs, bfloat16
@@ -34,6 +35,7 @@ import jax.numpy as jnp
 from jax.experimental.pallas.ops.tpu import splash_attention as splash
 from jax.sharding import PartitionSpec
 
+from esm_jax.model import cpu_attention
 from esm_jax.model.config import ATTENTION_IMPLEMENTATIONS
 from esm_jax.model.rotary import rotate, unrotate
 from esm_jax.sharding import BATCH_AXES
@@ -142,6 +144,8 @@ def per_head_attention(
         row_keys = jnp.zeros((batch, length), jnp.int32)
     else:
         row_keys = key_padding_mask.astype(jnp.int32)
+    if target_platform() == "cpu" and cpu_attention.usable(dtype, head_dim):
+        return _fused_core(query, key, value, row_keys, packed, rotation)
     row_keys = jnp.repeat(row_keys, heads, axis=0)
     context = _per_head_core(per_head(query), per_head(key), per_head(value), row_keys, packed, rotation)
     return jnp.swapaxes(context.reshape(batch, heads, length, head_dim), 1, 2)
@@ -226,6 +230,38 @@ def _per_head_core_backward(packed: bool, saved, d_context):
 
 
 _per_head_core.defvjp(_per_head_core_forward, _per_head_core_backward)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _fused_core(query, key, value, row_keys, packed: bool, rotation) -> jax.Array:
+    return cpu_attention.forward(query, key, value, row_keys, packed, rotation)[0]
+
+
+def _fused_core_forward(query, key, value, row_keys, packed: bool, rotation):
+    context, log_sum_exp = cpu_attention.forward(query, key, value, row_keys, packed, rotation)
+    return context, (query, key, value, row_keys, rotation, context, log_sum_exp)
+
+
+def _fused_core_backward(packed: bool, saved, d_context):
+    """The per-head backward pass, on the fused forward's (B, T, H, D) inputs and (B, H, T) log-sum-exp."""
+    query, key, value, row_keys, rotation, context, log_sum_exp = saved
+    batch, length, heads, head_dim = query.shape
+
+    def per_head(x):
+        return jnp.swapaxes(x, 1, 2).reshape(batch * heads, length, head_dim)
+
+    saved_per_head = (
+        *(per_head(x) for x in (query, key, value)),
+        jnp.repeat(row_keys, heads, axis=0),
+        rotation,
+        per_head(context),
+        log_sum_exp.reshape(batch * heads, length),
+    )
+    grads = _per_head_core_backward(packed, saved_per_head, per_head(d_context))[:3]
+    return (*(jnp.swapaxes(g.reshape(batch, heads, length, head_dim), 1, 2) for g in grads), None, None)
+
+
+_fused_core.defvjp(_fused_core_forward, _fused_core_backward)
 
 
 def on_each_device(kernel):

@@ -1,0 +1,127 @@
+"""The fused float32 attention forward for CPUs (``cpu_attention.cc``), built on first use, called through the XLA FFI.
+
+XLA:CPU runs attention as a product, a masked softmax and a product, each a separate kernel over the
+(T, T) scores; the C++ kernel keeps one block of queries' scores in cache from the first product to the
+last. It is compiled on the machine that runs it (``-march=native``) with the system's C++ compiler and
+kept under ``$ESM_JAX_CACHE/kernels`` (default ``~/.cache/esm_jax``). Without a compiler, or with
+``ESM_JAX_CPU_ATTENTION=0``, attention runs through XLA as before: the same results up to rounding,
+slower. The backward pass stays in JAX (:mod:`esm_jax.model.attention_kernels`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+SOURCE = Path(__file__).with_name("cpu_attention.cc")
+TARGET = "esm_jax_cpu_attention_forward"
+MAX_HEAD_DIM = 128
+_FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w")
+
+
+def enabled() -> bool:
+    """Whether the fused kernel may be used (``ESM_JAX_CPU_ATTENTION=0`` turns it off)."""
+    return os.environ.get("ESM_JAX_CPU_ATTENTION", "1") != "0"
+
+
+def kernel_dir() -> Path:
+    from esm_jax.pretrained import cache_dir  # esm_jax.pretrained imports the model package
+
+    return cache_dir() / "kernels"
+
+
+def _cpu_identity() -> str:
+    """The CPU model and instruction-set flags: a library built with ``-march=native`` runs only on such a CPU."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return os.uname().machine
+    wanted = [line for line in lines if line.startswith(("model name", "flags", "Features"))]
+    return "\n".join(dict.fromkeys(wanted))
+
+
+def build_command(compiler: str, output: Path) -> list[str]:
+    return [compiler, *_FLAGS, f"-I{jax.ffi.include_dir()}", str(SOURCE), "-o", str(output)]
+
+
+def library_path(compiler: str) -> Path:
+    """Where the library built from this source, with this compiler, for this CPU and JAX, is kept."""
+    key = hashlib.sha256()
+    for part in (SOURCE.read_bytes(), compiler.encode(), " ".join(_FLAGS).encode(), jax.__version__.encode(),
+                 _cpu_identity().encode()):  # fmt: skip
+        key.update(part + b"\0")
+    return kernel_dir() / f"cpu_attention-{key.hexdigest()[:16]}.so"
+
+
+def build(compiler: str) -> Path:
+    """The compiled library, built (atomically: into a temporary file, then renamed) unless already there."""
+    path = library_path(compiler)
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent) as folder:
+        partial = Path(folder) / path.name
+        result = subprocess.run(build_command(compiler, partial), capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"{' '.join(build_command(compiler, partial))} failed:\n{result.stderr[-2000:]}")
+        os.replace(partial, path)
+    return path
+
+
+def load(compiler: str) -> ctypes.CDLL | None:
+    """The kernel library built with ``compiler``, or None (with a warning saying why) when it cannot be had."""
+    if shutil.which(compiler) is None:
+        warnings.warn(
+            f"no C++ compiler ({compiler!r}) found: CPU attention runs through XLA, which is slower. "
+            "Install one (e.g. `apt install g++`) or name it in CXX to use the fused kernel.",
+            stacklevel=3,
+        )
+        return None
+    try:
+        return ctypes.cdll.LoadLibrary(str(build(compiler)))
+    except (OSError, RuntimeError) as error:
+        warnings.warn(f"the fused CPU attention kernel could not be built; attention runs through XLA: {error}",
+                      stacklevel=3)  # fmt: skip
+        return None
+
+
+@functools.cache
+def registered() -> bool:
+    """Build (or reuse) and register the kernel, once per process; False when it cannot be built."""
+    library = load(os.environ.get("CXX", "c++"))
+    if library is None:
+        return False
+    jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(library.EsmJaxAttentionForward), platform="cpu")
+    return True
+
+
+def usable(dtype, head_dim: int) -> bool:
+    """Whether attention of this compute ``dtype`` and head size can run through the fused kernel here."""
+    return jnp.dtype(dtype) == jnp.float32 and head_dim <= MAX_HEAD_DIM and enabled() and registered()
+
+
+def forward(query, key, value, row_keys, packed: bool, rotation: tuple | None) -> tuple[jax.Array, jax.Array]:
+    """Context (B, T, H, D) and each query's log-sum-exp (B, H, T) of float32 queries, keys, values (B, T, H, D).
+
+    ``row_keys`` (B, T): a query attends to the keys with its own row key when ``packed`` (segment ids),
+    else to the keys whose row key is 0 (not padding). ``rotation``: the rotary (cos, sin) tables (T, D)
+    applied to queries and keys, or None.
+    """
+    batch, length, heads, _ = query.shape
+    cos, sin = rotation if rotation is not None else (jnp.zeros((0,), jnp.float32),) * 2
+    shapes = (
+        jax.ShapeDtypeStruct(query.shape, jnp.float32),
+        jax.ShapeDtypeStruct((batch, heads, length), jnp.float32),
+    )
+    call = jax.ffi.ffi_call(TARGET, shapes, vmap_method="sequential")
+    return call(query, key, value, row_keys.astype(jnp.int32), cos, sin, packed=packed)

@@ -1,0 +1,99 @@
+"""The fused C++ attention forward for CPUs: the same context and log-sum-exp as dense attention, built once."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from esm_jax.model import attention_kernels, cpu_attention
+from esm_jax.model.rotary import default_inverse_frequencies, rotate, rotation_tables
+
+needs_kernel = pytest.mark.skipif(
+    not cpu_attention.registered(), reason="the fused CPU attention kernel could not be built (no C++ compiler?)"
+)
+
+# (batch, length, heads, head size): lengths off the kernel's 32-key and 32-query blocks, head sizes from
+# ESM-2 t6 (16), t12 (24), 650M (64) and 15B (128), and sizes that fill no whole vector (8, 40).
+SHAPES = [(3, 17, 4, 8), (2, 45, 3, 24), (2, 70, 2, 40), (1, 33, 2, 16), (2, 96, 2, 64), (1, 50, 2, 128)]
+
+
+def _masks(kind: str, batch: int, length: int, rng) -> tuple:
+    if kind == "packed":
+        cuts = np.sort(rng.integers(1, length, size=(batch, 2)), axis=1)
+        positions = np.arange(length)[None, :]
+        segments = 1 + (positions >= cuts[:, :1]) + (positions >= cuts[:, 1:])
+        segments[:, -2:] = 0  # trailing padding, which attends only to padding
+        return jnp.asarray(segments, jnp.int32), None
+    padding = np.zeros((batch, length), bool)
+    padding[0, length - length // 3 :] = True
+    return None, jnp.asarray(padding)
+
+
+def _reference(query, key, value, segment_ids, padding, rotation):
+    """Dense attention (queries and keys rotated first) and each query's log-sum-exp, (B, H, T)."""
+    if rotation is not None:
+        cos, sin = (table[None, :, None, :] for table in rotation)
+        query, key = rotate(query, cos, sin), rotate(key, cos, sin)
+    context, _ = attention_kernels.dense_attention(query, key, value, segment_ids, padding, jnp.float32)
+    scores = jnp.einsum("bqhd,bkhd->bhqk", query, key)
+    allowed = attention_kernels.allowed_pairs(segment_ids, padding, query.shape[:2])
+    return context, jax.nn.logsumexp(jnp.where(allowed, scores, -jnp.inf), axis=-1)
+
+
+@needs_kernel
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda shape: "x".join(map(str, shape)))
+@pytest.mark.parametrize("kind", ["padding", "packed"])
+@pytest.mark.parametrize("rotates", [False, True], ids=["plain", "rotary"])
+def test_fused_forward_equals_dense_attention(shape, kind, rotates):
+    rng = np.random.default_rng(sum(shape))
+    query, key, value = (jnp.asarray(rng.standard_normal(shape, dtype=np.float32)) for _ in range(3))
+    query = query * 2.0  # peaked softmax rows, as trained models have
+    segment_ids, padding = _masks(kind, shape[0], shape[1], rng)
+    rotation = None
+    if rotates:
+        cos, sin = rotation_tables(default_inverse_frequencies(shape[3]), None, shape[1])
+        rotation = (cos[0], sin[0])
+    row_keys = segment_ids if kind == "packed" else padding.astype(jnp.int32)
+    context, log_sum_exp = jax.jit(cpu_attention.forward, static_argnums=4)(
+        query, key, value, row_keys, kind == "packed", rotation
+    )
+    expected_context, expected_lse = _reference(query, key, value, segment_ids, padding, rotation)
+    np.testing.assert_allclose(np.asarray(context), np.asarray(expected_context), atol=2e-5, rtol=0)
+    np.testing.assert_allclose(np.asarray(log_sum_exp), np.asarray(expected_lse), atol=2e-5, rtol=1e-6)
+
+
+@needs_kernel
+def test_per_head_attention_calls_the_fused_kernel_only_in_float32_and_unless_turned_off(monkeypatch):
+    query = jnp.ones((1, 8, 2, 4))
+
+    def traced(dtype) -> str:
+        call = lambda q: attention_kernels.per_head_attention(q, q, q, None, None, dtype)  # noqa: E731
+        return str(jax.make_jaxpr(call)(query.astype(dtype)))
+
+    assert cpu_attention.TARGET in traced(jnp.float32)
+    assert cpu_attention.TARGET not in traced(jnp.bfloat16)
+    monkeypatch.setenv("ESM_JAX_CPU_ATTENTION", "0")
+    assert cpu_attention.TARGET not in traced(jnp.float32)
+
+
+def test_a_missing_compiler_leaves_attention_on_xla_with_a_warning():
+    with pytest.warns(UserWarning, match="no C\\+\\+ compiler .*runs through XLA"):
+        assert cpu_attention.load("no-such-c++-compiler") is None
+
+
+def test_a_failing_build_names_its_command_and_leaves_nothing_behind(tmp_path, monkeypatch):
+    monkeypatch.setenv("ESM_JAX_CACHE", str(tmp_path))
+    with pytest.warns(UserWarning, match="could not be built.*-march=native"):
+        assert cpu_attention.load("false") is None
+    assert list((tmp_path / "kernels").iterdir()) == []
+
+
+@needs_kernel
+def test_the_library_is_built_once_per_source_compiler_and_cpu(tmp_path, monkeypatch):
+    monkeypatch.setenv("ESM_JAX_CACHE", str(tmp_path))
+    built = cpu_attention.build("c++")
+    first_build = built.stat().st_mtime_ns
+    assert cpu_attention.build("c++") == built and built.stat().st_mtime_ns == first_build
+    assert [path.name for path in (tmp_path / "kernels").iterdir()] == [built.name]
