@@ -3,10 +3,10 @@
 // XLA runs attention as separate kernels (a product, a masked softmax, a product), each of which
 // reads or writes the (T, T) scores. This kernel computes one block of queries at a time: its
 // scores, softmax and context stay in cache and the scores are never written back to memory.
-// Inputs: queries (already scaled), keys and values (B, T, H, D) in float32 with D at most 128, read in
-// place; int32 row keys (B, T): a query attends to the keys whose row key equals its own when `packed`
+// Inputs: queries (already scaled), keys and values (B, T, H * D) in float32, H heads of size D at most
+// 128, read in place; int32 row keys (B, T): a query attends to the keys whose row key equals its own when `packed`
 // (segment ids), else to the keys whose row key is 0 (the padding mask); and the rotary tables (T, D) of
-// esm_jax.model.rotary.rotation_tables, or empty arrays for no rotation. Outputs: the context (B, T, H, D)
+// esm_jax.model.rotary.rotation_tables, or empty arrays for no rotation. Outputs: the context (B, T, H * D)
 // and each query's log-sum-exp (B, H, T), which the backward pass (in JAX) uses to rebuild the
 // probabilities.
 //
@@ -28,10 +28,10 @@
 
 namespace ffi = xla::ffi;
 
-using Array4 = ffi::Buffer<ffi::F32, 4>;  // (B, T, H, D)
+using Array3 = ffi::Buffer<ffi::F32, 3>;  // (B, T, H * D)
 using RowKeys = ffi::Buffer<ffi::S32, 2>;  // (B, T)
-using Result4 = ffi::ResultBuffer<ffi::F32, 4>;
-using Result3 = ffi::ResultBuffer<ffi::F32>;  // (B, H, T)
+using Result3 = ffi::ResultBuffer<ffi::F32, 3>;
+using ResultAny = ffi::ResultBuffer<ffi::F32>;
 
 namespace {
 
@@ -203,8 +203,8 @@ std::pair<float, float> SoftmaxRow(float* scores, const int32_t* row_keys, int32
   return {row_peak, HorizontalSum(total)};
 }
 
-// The inputs of one call: (B, T, H, D) queries, keys and values, (B, T) row keys, optional (T, D) rotation
-// tables, and the (B, T, H, D) context and (B, H, T) log-sum-exp it writes.
+// The inputs of one call: (B, T, H * D) queries, keys and values, (B, T) row keys, optional (T, D) rotation
+// tables, and the (B, T, H * D) context and (B, H, T) log-sum-exp it writes.
 struct Inputs {
   const float *query, *key, *value, *cos, *sin;
   const int32_t* row_keys;
@@ -212,7 +212,7 @@ struct Inputs {
   float *context, *log_sum_exp;
 };
 
-// Row t of one head's (T, D) slice of a (B, T, H, D) array, rotated by table row t when there are tables.
+// Row t of one head's (T, D) slice of a (B, T, H * D) array, rotated by table row t when there are tables.
 inline void HeadRow(const float* array, int64_t b, int64_t t, int64_t h, const Inputs& in, const Shape& s,
                     float* out) {
   const float* row = array + ((b * s.length + t) * s.heads + h) * s.dim;
@@ -259,12 +259,12 @@ void OneHead(int64_t pair, const Inputs& in, const Shape& s, Scratch& scratch) {
   }
 }
 
-ffi::Error AttentionForward(ffi::ThreadPool pool, Array4 query, Array4 key, Array4 value, RowKeys row_keys,
-                            ffi::Buffer<ffi::F32> cos, ffi::Buffer<ffi::F32> sin, bool packed, Result4 context,
-                            Result3 log_sum_exp) {
-  const auto dims = query.dimensions();  // (B, T, H, D)
-  const int64_t block = kScoreKeys * kLanes;
-  Shape s{dims[2], dims[1], dims[3], (dims[1] + block - 1) / block * block, (dims[3] + 7) / 8 * 8};
+ffi::Error AttentionForward(ffi::ThreadPool pool, Array3 query, Array3 key, Array3 value, RowKeys row_keys,
+                            ffi::Buffer<ffi::F32> cos, ffi::Buffer<ffi::F32> sin, bool packed, int64_t heads,
+                            Result3 context, ResultAny log_sum_exp) {
+  const auto dims = query.dimensions();  // (B, T, H * D)
+  const int64_t block = kScoreKeys * kLanes, dim = dims[2] / heads;
+  Shape s{heads, dims[1], dim, (dims[1] + block - 1) / block * block, (dim + 7) / 8 * 8};
   if (s.dim > 128) return ffi::Error::InvalidArgument("head size above 128");
   const bool rotates = cos.element_count() > 0;
   if (rotates && (cos.element_count() != s.length * s.dim || s.dim % 2 != 0))
@@ -309,12 +309,13 @@ ffi::Error AttentionForward(ffi::ThreadPool pool, Array4 query, Array4 key, Arra
 XLA_FFI_DEFINE_HANDLER_SYMBOL(EsmJaxAttentionForward, AttentionForward,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
-                                  .Arg<Array4>()
-                                  .Arg<Array4>()
-                                  .Arg<Array4>()
+                                  .Arg<Array3>()
+                                  .Arg<Array3>()
+                                  .Arg<Array3>()
                                   .Arg<RowKeys>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Attr<bool>("packed")
-                                  .Ret<Array4>()
+                                  .Attr<int64_t>("heads")
+                                  .Ret<Array3>()
                                   .Ret<ffi::Buffer<ffi::F32>>());

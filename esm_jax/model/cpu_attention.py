@@ -117,11 +117,11 @@ def forward(query, key, value, row_keys, packed: bool, rotation: tuple | None) -
     else to the keys whose row key is 0 (not padding). ``rotation``: the rotary (cos, sin) tables (T, D)
     applied to queries and keys, or None.
     """
-    batch, length, heads, _ = query.shape
+    batch, length, heads, head_dim = query.shape
     cos, sin = rotation if rotation is not None else (jnp.zeros((0,), jnp.float32),) * 2
-    shapes = (
-        jax.ShapeDtypeStruct(query.shape, jnp.float32),
-        jax.ShapeDtypeStruct((batch, heads, length), jnp.float32),
-    )
+    rows = (batch, length, heads * head_dim)  # the same memory; XLA writes the projections' output as is
+    shapes = (jax.ShapeDtypeStruct(rows, jnp.float32), jax.ShapeDtypeStruct((batch, heads, length), jnp.float32))
     call = jax.ffi.ffi_call(TARGET, shapes, vmap_method="sequential")
-    return call(query, key, value, row_keys.astype(jnp.int32), cos, sin, packed=packed)
+    q, k, v = (x.reshape(rows) for x in (query, key, value))
+    context, log_sum_exp = call(q, k, v, row_keys.astype(jnp.int32), cos, sin, packed=packed, heads=heads)
+    return context.reshape(query.shape), log_sum_exp
