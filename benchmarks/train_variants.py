@@ -2,11 +2,13 @@
 
 Each ``--variant KEY=VALUE`` replaces one field of the model config (``scan_layers=False``,
 ``remat_policy=dots_no_batch``, ...); ``bytes=N`` instead sets the per-head attention loop's
-``PER_HEAD_STEP_BYTES``. Every round times fair-esm's step once and each variant's once; the table gives
+``PER_HEAD_STEP_BYTES``, and ``cpu_attention=0`` or ``=1`` compiles the step with the fused C++ attention
+forward off or on (``ESM_JAX_CPU_ATTENTION``). Every round times fair-esm's step once and each variant's once; the table gives
 best and median milliseconds and the median tokens/s.
 
     python benchmarks/train_variants.py --variant scan_layers=True scan_layers=False
     python benchmarks/train_variants.py --variant remat_policy=none remat_policy=dots_no_batch --rounds 4
+    python benchmarks/train_variants.py --variant cpu_attention=1 cpu_attention=0 --rounds 7
 """
 
 from __future__ import annotations
@@ -34,7 +36,9 @@ def main() -> None:
     parser.add_argument("--model", default="esm2_t12_35M_UR50D")
     parser.add_argument("--rows", type=int, default=4)
     parser.add_argument("--length", type=int, default=256)
-    parser.add_argument("--variant", nargs="+", required=True, help="KEY=VALUE model-config fields, or bytes=N")
+    parser.add_argument(
+        "--variant", nargs="+", required=True, help="KEY=VALUE model-config fields, bytes=N or cpu_attention=0|1"
+    )
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     reference = reference_model(args.model)
@@ -45,11 +49,14 @@ def main() -> None:
         key, value = variant.split("=", 1)
         if key == "bytes":
             attention_kernels.PER_HEAD_STEP_BYTES = int(value)
+        elif key == "cpu_attention":
+            os.environ["ESM_JAX_CPU_ATTENTION"] = value
         else:
             train_throughput.named_config = _config_with(key, value)
         steps[variant] = train_throughput._jax_step(reference, args.model, batch)
         steps[variant](), steps[variant]()  # compiled, and again once the donated state comes back
         attention_kernels.PER_HEAD_STEP_BYTES = default_bytes
+        os.environ.pop("ESM_JAX_CPU_ATTENTION", None)
         train_throughput.named_config = named_config
     steps["fair-esm"] = train_throughput._torch_step(reference, batch)
     steps["fair-esm"]()

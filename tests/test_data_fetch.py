@@ -7,6 +7,7 @@ import hashlib
 import http.server
 import io
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -224,8 +225,11 @@ def test_doctor_prints_what_jax_sees_and_libtpu_stays_quiet_on_a_cpu_machine():
         "device kind:",
         "libtpu:",
         "attention auto:",
+        "cpu attention:",
         "data root:",
         "weights cache:",
     ):
         assert label in result.stdout
+    if shutil.which(os.environ.get("CXX", "c++")):
+        assert "fused C++ kernel" in result.stdout
     assert "TPU_ACCELERATOR_TYPE" not in result.stderr and "TPU_WORKER_HOSTNAMES" not in result.stderr

@@ -58,6 +58,7 @@ def add_parser(subcommands, name: str) -> None:
 def report(data: Path | None = None) -> dict[str, str]:
     """The facts ``esm-jax doctor`` prints, by label."""
     from data_pipeline.layout import data_root, offline_mirrors
+    from esm_jax.model import cpu_attention
     from esm_jax.model.attention_kernels import resolve
     from esm_jax.pretrained import cache_dir
 
@@ -74,6 +75,7 @@ def report(data: Path | None = None) -> dict[str, str]:
         "cuda runtime": _version("nvidia-cuda-runtime-cu12") or "not installed",
         "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS") or f"(unset; used {jax.config.jax_platforms or 'all'})",
         "attention auto": f"{resolve('auto', backend)} (float32), {resolve('auto', backend, 'bfloat16')} (bfloat16)",
+        "cpu attention": cpu_attention.describe() if backend == "cpu" else f"not used on {backend}",
         "data root": str(data_root(data)),
         "offline mirrors": ", ".join(str(path) for path in offline_mirrors()) or "none",
         "weights cache": str(cache_dir()),

@@ -34,6 +34,11 @@ def enabled() -> bool:
     return os.environ.get("ESM_JAX_CPU_ATTENTION", "1") != "0"
 
 
+def compiler() -> str:
+    """The C++ compiler the kernel is built with: ``$CXX``, else ``c++``."""
+    return os.environ.get("CXX", "c++")
+
+
 def kernel_dir() -> Path:
     from esm_jax.pretrained import cache_dir  # esm_jax.pretrained imports the model package
 
@@ -71,7 +76,7 @@ def build(compiler: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent) as folder:
         partial = Path(folder) / path.name
-        result = subprocess.run(build_command(compiler, partial), capture_output=True, text=True)
+        result = subprocess.run(build_command(compiler, partial), capture_output=True, text=True, timeout=600)
         if result.returncode != 0:
             raise RuntimeError(f"{' '.join(build_command(compiler, partial))} failed:\n{result.stderr[-2000:]}")
         os.replace(partial, path)
@@ -89,7 +94,7 @@ def load(compiler: str) -> ctypes.CDLL | None:
         return None
     try:
         return ctypes.cdll.LoadLibrary(str(build(compiler)))
-    except (OSError, RuntimeError) as error:
+    except (OSError, RuntimeError, subprocess.SubprocessError) as error:
         warnings.warn(f"the fused CPU attention kernel could not be built; attention runs through XLA: {error}",
                       stacklevel=3)  # fmt: skip
         return None
@@ -98,7 +103,7 @@ def load(compiler: str) -> ctypes.CDLL | None:
 @functools.cache
 def registered() -> bool:
     """Build (or reuse) and register the kernel, once per process; False when it cannot be built."""
-    library = load(os.environ.get("CXX", "c++"))
+    library = load(compiler())
     if library is None:
         return False
     jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(library.EsmJaxAttentionForward), platform="cpu")
@@ -125,3 +130,12 @@ def forward(query, key, value, row_keys, packed: bool, rotation: tuple | None) -
     q, k, v = (x.reshape(rows) for x in (query, key, value))
     context, log_sum_exp = call(q, k, v, row_keys.astype(jnp.int32), cos, sin, packed=packed, heads=heads)
     return context.reshape(query.shape), log_sum_exp
+
+
+def describe() -> str:
+    """Which CPU attention forward runs here, and why, for ``esm-jax doctor``."""
+    if not enabled():
+        return "XLA loop (ESM_JAX_CPU_ATTENTION=0)"
+    if not registered():
+        return "XLA loop (the fused kernel could not be built: see the warning above)"
+    return f"fused C++ kernel, float32 ({library_path(compiler())})"
