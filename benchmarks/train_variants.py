@@ -3,8 +3,8 @@
 Each ``--variant KEY=VALUE`` replaces one field of the model config (``scan_layers=False``,
 ``remat_policy=dots_no_batch``, ...); ``bytes=N`` instead sets the per-head attention loop's
 ``PER_HEAD_STEP_BYTES``, and ``cpu_attention=0`` or ``=1`` compiles the step with the fused C++ attention
-forward off or on (``ESM_JAX_CPU_ATTENTION``). Every round times fair-esm's step once and each variant's once; the table gives
-best and median milliseconds and the median tokens/s.
+forward off or on (``ESM_JAX_CPU_ATTENTION``). Every round times fair-esm's step once and each variant's
+once; the table gives best and median milliseconds and the median tokens/s.
 
     python benchmarks/train_variants.py --variant scan_layers=True scan_layers=False
     python benchmarks/train_variants.py --variant remat_policy=none remat_policy=dots_no_batch --rounds 4

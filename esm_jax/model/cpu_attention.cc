@@ -22,6 +22,8 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"

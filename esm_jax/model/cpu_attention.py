@@ -118,7 +118,7 @@ def usable(dtype, head_dim: int) -> bool:
 def forward(query, key, value, row_keys, packed: bool, rotation: tuple | None) -> tuple[jax.Array, jax.Array]:
     """Context (B, T, H, D) and each query's log-sum-exp (B, H, T) of float32 queries, keys, values (B, T, H, D).
 
-    ``row_keys`` (B, T): a query attends to the keys with its own row key when ``packed`` (segment ids),
+    ``row_keys`` (B, T), int32: a query attends to the keys with its own row key when ``packed`` (segment ids),
     else to the keys whose row key is 0 (not padding). ``rotation``: the rotary (cos, sin) tables (T, D)
     applied to queries and keys, or None.
     """
@@ -128,7 +128,7 @@ def forward(query, key, value, row_keys, packed: bool, rotation: tuple | None) -
     shapes = (jax.ShapeDtypeStruct(rows, jnp.float32), jax.ShapeDtypeStruct((batch, heads, length), jnp.float32))
     call = jax.ffi.ffi_call(TARGET, shapes, vmap_method="sequential")
     q, k, v = (x.reshape(rows) for x in (query, key, value))
-    context, log_sum_exp = call(q, k, v, row_keys.astype(jnp.int32), cos, sin, packed=packed, heads=heads)
+    context, log_sum_exp = call(q, k, v, row_keys, cos, sin, packed=packed, heads=heads)
     return context.reshape(query.shape), log_sum_exp
 
 
