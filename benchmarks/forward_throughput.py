@@ -12,6 +12,7 @@ to the largest logit.
     python benchmarks/forward_throughput.py                                   # three shapes, float32
     python benchmarks/forward_throughput.py --dtypes float32 bfloat16 --rounds 5
     python benchmarks/forward_throughput.py --quick                           # ESM-2 t12 only
+    python benchmarks/forward_throughput.py --quick --rows 8                  # ESM-2 t12 at 8 × 512
 """
 
 from __future__ import annotations
@@ -117,6 +118,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating timed rounds (default: 3)")
     parser.add_argument("--dtypes", nargs="+", default=["float32"], choices=["float32", "bfloat16"])
     parser.add_argument("--models", nargs="+", choices=sorted(CASES), help="shapes to run (default: all three)")
+    parser.add_argument("--rows", type=int, help="sequences per batch instead of each shape's default")
     args = parser.parse_args()
     print(
         f"jax {jax.__version__} on {jax.devices()[0].platform}, torch {torch.__version__} "
@@ -130,6 +132,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     for name in names:
         _, batch, length = CASES[name]
+        batch = args.rows or batch
         for row in run_case(name, batch, length, args.rounds, args.dtypes):
             print(
                 f"| {row['model']} | {row['batch']} | {row['dtype']} | {row['fair_esm_tok_s']:,.0f} | "

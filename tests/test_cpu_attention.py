@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -42,11 +48,7 @@ def _reference(query, key, value, segment_ids, padding, rotation):
     return context, jax.nn.logsumexp(jnp.where(allowed, scores, -jnp.inf), axis=-1)
 
 
-@needs_kernel
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda shape: "x".join(map(str, shape)))
-@pytest.mark.parametrize("kind", ["padding", "packed"])
-@pytest.mark.parametrize("rotates", [False, True], ids=["plain", "rotary"])
-def test_fused_forward_equals_dense_attention(shape, kind, rotates):
+def _assert_fused_forward_equals_dense_attention(shape, kind, rotates):
     rng = np.random.default_rng(sum(shape))
     query, key, value = (jnp.asarray(rng.standard_normal(shape, dtype=np.float32)) for _ in range(3))
     query = query * 2.0  # peaked softmax rows, as trained models have
@@ -56,12 +58,49 @@ def test_fused_forward_equals_dense_attention(shape, kind, rotates):
         cos, sin = rotation_tables(default_inverse_frequencies(shape[3]), None, shape[1])
         rotation = (cos[0], sin[0])
     row_keys = segment_ids if kind == "packed" else padding.astype(jnp.int32)
-    context, log_sum_exp = jax.jit(cpu_attention.forward, static_argnums=4)(
-        query, key, value, row_keys, kind == "packed", rotation
-    )
+
+    def forward(*args):  # a new function per call: jit's cache must not hand back a kernel of another TARGET
+        return cpu_attention.forward(*args)
+
+    lowered = jax.jit(forward, static_argnums=4).lower(query, key, value, row_keys, kind == "packed", rotation)
+    assert cpu_attention.TARGET in lowered.as_text()
+    context, log_sum_exp = lowered.compile()(query, key, value, row_keys, rotation)
     expected_context, expected_lse = _reference(query, key, value, segment_ids, padding, rotation)
     np.testing.assert_allclose(np.asarray(context), np.asarray(expected_context), atol=2e-5, rtol=0)
     np.testing.assert_allclose(np.asarray(log_sum_exp), np.asarray(expected_lse), atol=2e-5, rtol=1e-6)
+
+
+@needs_kernel
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda shape: "x".join(map(str, shape)))
+@pytest.mark.parametrize("kind", ["padding", "packed"])
+@pytest.mark.parametrize("rotates", [False, True], ids=["plain", "rotary"])
+def test_fused_forward_equals_dense_attention(shape, kind, rotates):
+    _assert_fused_forward_equals_dense_attention(shape, kind, rotates)
+
+
+def _has_avx2() -> bool:
+    flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").exists() else []
+    return platform.machine() == "x86_64" and {"avx2", "fma", "bmi2"} <= set(flags)
+
+
+@pytest.fixture(scope="module")
+def avx2_build(tmp_path_factory):
+    """The kernel built for AVX2 CPUs without AVX-512 (x86-64-v3), registered under its own target name."""
+    if shutil.which(cpu_attention.compiler()) is None or not _has_avx2():
+        pytest.skip("needs a C++ compiler and an x86-64 CPU with AVX2")
+    library = tmp_path_factory.mktemp("avx2") / "cpu_attention_avx2.so"
+    subprocess.run(cpu_attention.build_command(cpu_attention.compiler(), library, arch="x86-64-v3"), check=True)
+    target = cpu_attention.TARGET + "_avx2"
+    handler = ctypes.cdll.LoadLibrary(str(library)).EsmJaxAttentionForward
+    jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(handler), platform="cpu")
+    return target
+
+
+@pytest.mark.parametrize("shape", [(2, 45, 3, 24), (2, 96, 2, 64)], ids=lambda shape: "x".join(map(str, shape)))
+@pytest.mark.parametrize("kind", ["padding", "packed"])
+def test_the_avx2_build_equals_dense_attention_too(avx2_build, shape, kind, monkeypatch):
+    monkeypatch.setattr(cpu_attention, "TARGET", avx2_build)
+    _assert_fused_forward_equals_dense_attention(shape, kind, rotates=True)
 
 
 @needs_kernel

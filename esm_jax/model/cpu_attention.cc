@@ -22,11 +22,13 @@
 #include <memory>
 #include <mutex>
 #include <thread>
-#include <tuple>
-#include <utility>
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
+
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
 
 namespace ffi = xla::ffi;
 
@@ -62,7 +64,7 @@ inline HalfVec LoadHalf(const float* p) {
 }
 inline void Store(float* p, Vec v) { std::memcpy(p, &v, sizeof(v)); }
 inline void StoreHalf(float* p, HalfVec v) { std::memcpy(p, &v, sizeof(v)); }
-inline Vec Splat(float x) { return Vec{} + x; }
+inline Vec Splat(float x) { return x - Vec{}; }  // x - (+0) is x even for -0, so this compiles to a broadcast
 inline Vec Max(Vec a, Vec b) { return a > b ? a : b; }
 inline float HorizontalSum(Vec v) {
   float total = 0.0f;
@@ -76,12 +78,19 @@ inline float HorizontalMax(Vec v) {
 }
 
 // exp(x) for x <= 0: 2^n times a degree-7 Taylor polynomial of the remainder |r| <= ln(2)/2 (truncation
-// error below 1e-8 relative); exactly 0 below -87, so the masked pairs (-inf) weigh nothing.
+// error below 1e-8 relative). The masked pairs (-inf) weigh exactly 0: with AVX-512, scalef scales by 2^n
+// in one instruction and underflows to 0 below about -104; without it, results below -87 are set to 0.
 inline Vec Exp(Vec x) {
+#ifdef __AVX512F__
+  const Vec clamped = Max(x, Splat(-150.0f));
+  const __m512 scaled = (__m512)(clamped * 1.44269504088896341f);
+  const Vec n = (Vec)_mm512_roundscale_ps(scaled, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+#else
   const Vec clamped = Max(x, Splat(-87.0f));
   const Vec scaled = clamped * 1.44269504088896341f;
   const Vec n = (scaled + 12582912.0f) - 12582912.0f;  // round to nearest integer
-  Vec r = clamped - n * 0.693359375f;                   // ln 2 in two parts
+#endif
+  Vec r = clamped - n * 0.693359375f;  // ln 2 in two parts
   r = r - n * -2.12194440e-4f;
   Vec p = Splat(1.0f / 5040.0f);
   p = p * r + 1.0f / 720.0f;
@@ -91,9 +100,13 @@ inline Vec Exp(Vec x) {
   p = p * r + 0.5f;
   p = p * r + 1.0f;
   p = p * r + 1.0f;
+#ifdef __AVX512F__
+  return (Vec)_mm512_scalef_ps((__m512)p, (__m512)n);
+#else
   const IntVec exponent = (__builtin_convertvector(n, IntVec) + 127) << 23;
   const Vec result = p * (Vec)exponent;
   return x < -87.0f ? Splat(0.0f) : result;
+#endif
 }
 
 // Scratch of one worker: one head's transposed keys, padded values and row keys, one block's scores.
@@ -117,8 +130,10 @@ struct Shape {
   int64_t heads, length, dim, padded_length, padded_dim;
 };
 
-// scores[r, j] = sum_d queries[r, d] * keys_t[d, j] for kScoreRows rows and kScoreKeys key vectors.
-inline void ScoreTile(const float* queries, const float* keys_t, float* scores, const Shape& s) {
+// scores[r, j] = sum_d queries[r, d] * keys_t[d, j] for kScoreRows rows and kScoreKeys key vectors, masked
+// to -inf where the key's row key differs from the row's own; peaks[r] keeps each row's lane-wise maximum.
+inline void ScoreTile(const float* queries, const float* keys_t, const int32_t* row_keys, const int32_t* own_keys,
+                      float* scores, Vec* peaks, const Shape& s) {
   Vec acc[kScoreRows][kScoreKeys] = {};
   for (int64_t d = 0; d < s.dim; ++d) {
     Vec keys[kScoreKeys];
@@ -128,8 +143,16 @@ inline void ScoreTile(const float* queries, const float* keys_t, float* scores, 
       for (int k = 0; k < kScoreKeys; ++k) acc[r][k] += q * keys[k];
     }
   }
-  for (int r = 0; r < kScoreRows; ++r)
-    for (int k = 0; k < kScoreKeys; ++k) Store(scores + r * s.padded_length + k * kLanes, acc[r][k]);
+  const Vec minus_inf = Splat(-INFINITY);
+  IntVec key_ids[kScoreKeys];
+  for (int k = 0; k < kScoreKeys; ++k) key_ids[k] = LoadInt(row_keys + k * kLanes);
+  for (int r = 0; r < kScoreRows; ++r) {
+    for (int k = 0; k < kScoreKeys; ++k) {
+      const Vec masked = key_ids[k] == own_keys[r] ? acc[r][k] : minus_inf;
+      Store(scores + r * s.padded_length + k * kLanes, masked);
+      peaks[r] = Max(peaks[r], masked);
+    }
+  }
 }
 
 // context[r, :] = sum_j weights[r, j] * values[j, :] for Rows rows; the head size is covered by Full
@@ -187,23 +210,15 @@ void Context(const float* weights, const float* values, float* context, int64_t 
   }
 }
 
-// Masked softmax of one row of scores in place, unnormalised; returns (peak, sum of the weights).
-std::pair<float, float> SoftmaxRow(float* scores, const int32_t* row_keys, int32_t own_key, const Shape& s) {
-  const Vec minus_inf = Splat(-INFINITY);
-  Vec peak = minus_inf;
-  for (int64_t j = 0; j < s.padded_length; j += kLanes) {
-    const Vec masked = LoadInt(row_keys + j) == own_key ? Load(scores + j) : minus_inf;
-    Store(scores + j, masked);
-    peak = Max(peak, masked);
-  }
-  const float row_peak = HorizontalMax(peak);
+// Softmax of one row of masked scores in place, unnormalised; returns the sum of the weights.
+float SoftmaxRow(float* scores, float peak, const Shape& s) {
   Vec total = {};
   for (int64_t j = 0; j < s.padded_length; j += kLanes) {
-    const Vec weight = Exp(Load(scores + j) - row_peak);
+    const Vec weight = Exp(Load(scores + j) - peak);
     Store(scores + j, weight);
     total += weight;
   }
-  return {row_peak, HorizontalSum(total)};
+  return HorizontalSum(total);
 }
 
 // The inputs of one call: (B, T, H * D) queries, keys and values, (B, T) row keys, optional (T, D) rotation
@@ -242,21 +257,27 @@ void OneHead(int64_t pair, const Inputs& in, const Shape& s, Scratch& scratch) {
   for (int64_t start = 0; start < T; start += kQueryBlock) {
     const int64_t rows = std::min<int64_t>(kQueryBlock, T - start);
     for (int64_t r = 0; r < rows; ++r) HeadRow(in.query, b, start + r, h, in, s, scratch.queries.data() + r * D);
+    int32_t own_keys[kQueryBlock];
+    Vec row_peaks[kQueryBlock];
+    for (int64_t r = 0; r < kQueryBlock; ++r) {
+      own_keys[r] = in.packed && r < rows ? keys[start + r] : 0;
+      row_peaks[r] = Splat(-INFINITY);
+    }
     for (int64_t j = 0; j < s.padded_length; j += kScoreKeys * kLanes)
       for (int64_t r = 0; r < rows; r += kScoreRows)
-        ScoreTile(scratch.queries.data() + r * D, scratch.keys_t.data() + j,
-                  scratch.scores.data() + r * s.padded_length + j, s);
+        ScoreTile(scratch.queries.data() + r * D, scratch.keys_t.data() + j, scratch.row_keys.data() + j,
+                  own_keys + r, scratch.scores.data() + r * s.padded_length + j, row_peaks + r, s);
     float peaks[kQueryBlock], totals[kQueryBlock];
     for (int64_t r = 0; r < rows; ++r) {
-      const int32_t own_key = in.packed ? keys[start + r] : 0;
-      std::tie(peaks[r], totals[r]) =
-          SoftmaxRow(scratch.scores.data() + r * s.padded_length, scratch.row_keys.data(), own_key, s);
+      peaks[r] = HorizontalMax(row_peaks[r]);
+      totals[r] = SoftmaxRow(scratch.scores.data() + r * s.padded_length, peaks[r], s);
     }
     Context(scratch.scores.data(), scratch.values.data(), scratch.context.data(), rows, s);
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t t = start + r;
       float* out = in.context + ((b * T + t) * s.heads + h) * D;
-      for (int64_t d = 0; d < D; ++d) out[d] = scratch.context[r * s.padded_dim + d] / totals[r];
+      const float scale = 1.0f / totals[r];
+      for (int64_t d = 0; d < D; ++d) out[d] = scratch.context[r * s.padded_dim + d] * scale;
       in.log_sum_exp[pair * T + t] = peaks[r] + std::log(totals[r]);
     }
   }

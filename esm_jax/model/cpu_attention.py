@@ -26,7 +26,7 @@ import jax.numpy as jnp
 SOURCE = Path(__file__).with_name("cpu_attention.cc")
 TARGET = "esm_jax_cpu_attention_forward"
 MAX_HEAD_DIM = 128
-_FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w")
+_FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-w")
 
 
 def enabled() -> bool:
@@ -55,15 +55,16 @@ def _cpu_identity() -> str:
     return "\n".join(dict.fromkeys(wanted))
 
 
-def build_command(compiler: str, output: Path) -> list[str]:
-    return [compiler, *_FLAGS, f"-I{jax.ffi.include_dir()}", str(SOURCE), "-o", str(output)]
+def build_command(compiler: str, output: Path, arch: str = "native") -> list[str]:
+    """The compiler call that builds the library for ``arch`` (``-march``; the kernel is built for ``native``)."""
+    return [compiler, f"-march={arch}", *_FLAGS, f"-I{jax.ffi.include_dir()}", str(SOURCE), "-o", str(output)]
 
 
 def library_path(compiler: str) -> Path:
     """Where the library built from this source, with this compiler, for this CPU and JAX, is kept."""
     key = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), compiler.encode(), " ".join(_FLAGS).encode(), jax.__version__.encode(),
-                 _cpu_identity().encode()):  # fmt: skip
+    for part in (SOURCE.read_bytes(), compiler.encode(), " ".join(build_command(compiler, Path())).encode(),
+                 jax.__version__.encode(), _cpu_identity().encode()):  # fmt: skip
         key.update(part + b"\0")
     return kernel_dir() / f"cpu_attention-{key.hexdigest()[:16]}.so"
 
