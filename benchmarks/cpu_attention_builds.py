@@ -35,12 +35,10 @@ SOURCE_IN_REPOSITORY = "esm_jax/model/cpu_attention.cc"
 def _register(name: str, source: Path, folder: Path) -> str:
     """Build ``source`` into ``folder`` and register it as FFI target ``esm_jax_attention_<name>``."""
     library = folder / f"{name}.so"
-    command = cpu_attention.build_command(cpu_attention.compiler(), library)
-    command[command.index(str(cpu_attention.SOURCE))] = str(source)
+    command = cpu_attention.build_command(cpu_attention.compiler(), library, source=source)
     subprocess.run(command, check=True, capture_output=True)
     target = f"esm_jax_attention_{name}"
-    handler = ctypes.cdll.LoadLibrary(str(library)).EsmJaxAttentionForward
-    jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(handler), platform="cpu")
+    cpu_attention.register(ctypes.cdll.LoadLibrary(str(library)), target)
     return target
 
 

@@ -91,8 +91,7 @@ def avx2_build(tmp_path_factory):
     library = tmp_path_factory.mktemp("avx2") / "cpu_attention_avx2.so"
     subprocess.run(cpu_attention.build_command(cpu_attention.compiler(), library, arch="x86-64-v3"), check=True)
     target = cpu_attention.TARGET + "_avx2"
-    handler = ctypes.cdll.LoadLibrary(str(library)).EsmJaxAttentionForward
-    jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(handler), platform="cpu")
+    cpu_attention.register(ctypes.cdll.LoadLibrary(str(library)), target)
     return target
 
 

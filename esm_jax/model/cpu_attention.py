@@ -55,9 +55,9 @@ def _cpu_identity() -> str:
     return "\n".join(dict.fromkeys(wanted))
 
 
-def build_command(compiler: str, output: Path, arch: str = "native") -> list[str]:
-    """The compiler call that builds the library for ``arch`` (``-march``; the kernel is built for ``native``)."""
-    return [compiler, f"-march={arch}", *_FLAGS, f"-I{jax.ffi.include_dir()}", str(SOURCE), "-o", str(output)]
+def build_command(compiler: str, output: Path, arch: str = "native", source: Path = SOURCE) -> list[str]:
+    """The compiler call that builds ``source`` for ``arch`` (``-march``; esm-jax builds its own for ``native``)."""
+    return [compiler, f"-march={arch}", *_FLAGS, f"-I{jax.ffi.include_dir()}", str(source), "-o", str(output)]
 
 
 def library_path(compiler: str) -> Path:
@@ -101,13 +101,18 @@ def load(compiler: str) -> ctypes.CDLL | None:
         return None
 
 
+def register(library: ctypes.CDLL, target: str = TARGET) -> None:
+    """Register the attention forward of a loaded kernel library as the CPU FFI target ``target``."""
+    jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(library.EsmJaxAttentionForward), platform="cpu")
+
+
 @functools.cache
 def registered() -> bool:
     """Build (or reuse) and register the kernel, once per process; False when it cannot be built."""
     library = load(compiler())
     if library is None:
         return False
-    jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(library.EsmJaxAttentionForward), platform="cpu")
+    register(library)
     return True
 
 
