@@ -13,8 +13,8 @@ Kernels:
 
 * ``dense``: all heads at once through XLA; writes the (B, H, T, T) scores to memory.
 * ``per_head``: one (sequence, head) at a time so each T×T block stays in a CPU's cache; in float32 the
-  forward is a fused C++ kernel (:mod:`esm_jax.model.cpu_attention`). It can also apply the rotary
-  rotation to each head's queries and keys itself (``rotation``).
+  forward and backward are fused C++ kernels (:mod:`esm_jax.model.cpu_attention`). It can also apply the
+  rotary rotation to each head's queries and keys itself (``rotation``).
 * ``splash``: the Pallas splash-attention (flash) kernel for TPUs; on any other platform it runs
   in Pallas interpret mode (slow, exact), which is how it is tested without a TPU.
 * ``cudnn``: cuDNN's fused attention through ``jax.nn.dot_product_attention`` (GPUs, bfloat16
@@ -243,22 +243,10 @@ def _fused_core_forward(query, key, value, row_keys, packed: bool, rotation):
 
 
 def _fused_core_backward(packed: bool, saved, d_context):
-    """The per-head backward pass, on the fused forward's (B, T, H, D) inputs and (B, H, T) log-sum-exp."""
+    """The fused C++ backward pass: each block's probabilities rebuilt from the saved log-sum-exp."""
     query, key, value, row_keys, rotation, context, log_sum_exp = saved
-    batch, length, heads, head_dim = query.shape
-
-    def per_head(x):
-        return jnp.swapaxes(x, 1, 2).reshape(batch * heads, length, head_dim)
-
-    saved_per_head = (
-        *(per_head(x) for x in (query, key, value)),
-        jnp.repeat(row_keys, heads, axis=0),
-        rotation,
-        per_head(context),
-        log_sum_exp.reshape(batch * heads, length),
-    )
-    grads = _per_head_core_backward(packed, saved_per_head, per_head(d_context))[:3]
-    return (*(jnp.swapaxes(g.reshape(batch, heads, length, head_dim), 1, 2) for g in grads), None, None)
+    grads = cpu_attention.backward(query, key, value, row_keys, packed, rotation, context, log_sum_exp, d_context)
+    return (*grads, None, None)
 
 
 _fused_core.defvjp(_fused_core_forward, _fused_core_backward)

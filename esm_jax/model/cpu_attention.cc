@@ -1,14 +1,15 @@
-// Fused attention forward for CPUs, called from JAX through the XLA FFI.
+// Fused attention for CPUs, forward and backward, called from JAX through the XLA FFI.
 //
 // XLA runs attention as separate kernels (a product, a masked softmax, a product), each of which
-// reads or writes the (T, T) scores. This kernel computes one block of queries at a time: its
-// scores, softmax and context stay in cache and the scores are never written back to memory.
-// Inputs: queries (already scaled), keys and values (B, T, H * D) in float32, H heads of size D at most
-// 128, read in place; int32 row keys (B, T): a query attends to the keys whose row key equals its own when `packed`
-// (segment ids), else to the keys whose row key is 0 (the padding mask); and the rotary tables (T, D) of
-// esm_jax.model.rotary.rotation_tables, or empty arrays for no rotation. Outputs: the context (B, T, H * D)
-// and each query's log-sum-exp (B, H, T), which the backward pass (in JAX) uses to rebuild the
-// probabilities.
+// reads or writes the (T, T) scores. These kernels compute one block of queries at a time: its
+// scores, softmax and products stay in cache and the scores are never written back to memory.
+// Forward inputs: queries (already scaled), keys and values (B, T, H * D) in float32, H heads of size D at
+// most 128, read in place; int32 row keys (B, T): a query attends to the keys whose row key equals its own
+// when `packed` (segment ids), else to the keys whose row key is 0 (the padding mask); and the rotary tables
+// (T, D) of esm_jax.model.rotary.rotation_tables, or empty arrays for no rotation. Forward outputs: the
+// context (B, T, H * D) and each query's log-sum-exp (B, H, T). The backward pass takes the same inputs,
+// the context, the log-sum-exp and the context's gradient, rebuilds each block's probabilities from the
+// log-sum-exp (as flash attention does) and returns the gradients of the (unrotated) queries, keys and values.
 //
 // Vectors are GCC vector extensions of 16 floats: one AVX-512 register where the CPU has them,
 // two AVX2 registers otherwise (compiled with -march=native on the machine that runs it).
@@ -130,19 +131,26 @@ struct Shape {
   int64_t heads, length, dim, padded_length, padded_dim;
 };
 
+// acc[r][k] += sum_i a[r * lda + i] * b[i * ldb + 16 k + lane] over i < depth, for kScoreRows rows of a
+// and kScoreKeys vectors of b: the micro-kernel of every product whose result is laid out along keys.
+inline void ProductTile(const float* a, int64_t lda, const float* b, int64_t ldb, int64_t depth,
+                        Vec (&acc)[kScoreRows][kScoreKeys]) {
+  for (int64_t i = 0; i < depth; ++i) {
+    Vec columns[kScoreKeys];
+    for (int k = 0; k < kScoreKeys; ++k) columns[k] = Load(b + i * ldb + k * kLanes);
+    for (int r = 0; r < kScoreRows; ++r) {
+      const Vec x = Splat(a[r * lda + i]);
+      for (int k = 0; k < kScoreKeys; ++k) acc[r][k] += x * columns[k];
+    }
+  }
+}
+
 // scores[r, j] = sum_d queries[r, d] * keys_t[d, j] for kScoreRows rows and kScoreKeys key vectors, masked
 // to -inf where the key's row key differs from the row's own; peaks[r] keeps each row's lane-wise maximum.
 inline void ScoreTile(const float* queries, const float* keys_t, const int32_t* row_keys, const int32_t* own_keys,
                       float* scores, Vec* peaks, const Shape& s) {
   Vec acc[kScoreRows][kScoreKeys] = {};
-  for (int64_t d = 0; d < s.dim; ++d) {
-    Vec keys[kScoreKeys];
-    for (int k = 0; k < kScoreKeys; ++k) keys[k] = Load(keys_t + d * s.padded_length + k * kLanes);
-    for (int r = 0; r < kScoreRows; ++r) {
-      const Vec q = Splat(queries[r * s.dim + d]);
-      for (int k = 0; k < kScoreKeys; ++k) acc[r][k] += q * keys[k];
-    }
-  }
+  ProductTile(queries, s.dim, keys_t, s.padded_length, s.dim, acc);
   const Vec minus_inf = Splat(-INFINITY);
   IntVec key_ids[kScoreKeys];
   for (int k = 0; k < kScoreKeys; ++k) key_ids[k] = LoadInt(row_keys + k * kLanes);
@@ -151,6 +159,24 @@ inline void ScoreTile(const float* queries, const float* keys_t, const int32_t* 
       const Vec masked = key_ids[k] == own_keys[r] ? acc[r][k] : minus_inf;
       Store(scores + r * s.padded_length + k * kLanes, masked);
       peaks[r] = Max(peaks[r], masked);
+    }
+  }
+}
+
+// c = a · b, or c += a · b when `accumulate`: a (rows, depth) with row stride lda, b (depth, columns) and c
+// (rows, columns) with row strides ldb and ldc; rows a multiple of kScoreRows, columns of kScoreKeys vectors.
+void Product(const float* a, int64_t lda, const float* b, int64_t ldb, int64_t depth, float* c, int64_t ldc,
+             int64_t rows, int64_t columns, bool accumulate) {
+  for (int64_t j = 0; j < columns; j += kScoreKeys * kLanes) {
+    for (int64_t r = 0; r < rows; r += kScoreRows) {
+      Vec acc[kScoreRows][kScoreKeys] = {};
+      ProductTile(a + r * lda, lda, b + j, ldb, depth, acc);
+      for (int i = 0; i < kScoreRows; ++i) {
+        for (int k = 0; k < kScoreKeys; ++k) {
+          float* out = c + (r + i) * ldc + j + k * kLanes;
+          Store(out, accumulate ? Load(out) + acc[i][k] : acc[i][k]);
+        }
+      }
     }
   }
 }
@@ -221,34 +247,57 @@ float SoftmaxRow(float* scores, float peak, const Shape& s) {
   return HorizontalSum(total);
 }
 
-// The inputs of one call: (B, T, H * D) queries, keys and values, (B, T) row keys, optional (T, D) rotation
-// tables, and the (B, T, H * D) context and (B, H, T) log-sum-exp it writes.
-struct Inputs {
-  const float *query, *key, *value, *cos, *sin;
-  const int32_t* row_keys;
-  bool packed;
-  float *context, *log_sum_exp;
+// The rotary tables (T, D) of a call, or null pointers when it rotates nothing.
+struct Rotation {
+  const float *cos, *sin;
 };
 
 // Row t of one head's (T, D) slice of a (B, T, H * D) array, rotated by table row t when there are tables.
-inline void HeadRow(const float* array, int64_t b, int64_t t, int64_t h, const Inputs& in, const Shape& s,
+inline void HeadRow(const float* array, int64_t b, int64_t t, int64_t h, const Rotation& rotation, const Shape& s,
                     float* out) {
   const float* row = array + ((b * s.length + t) * s.heads + h) * s.dim;
-  if (in.cos == nullptr) {
+  if (rotation.cos == nullptr) {
     std::copy(row, row + s.dim, out);
     return;
   }
   const int64_t half = s.dim / 2;
-  const float *cos = in.cos + t * s.dim, *sin = in.sin + t * s.dim;
+  const float *cos = rotation.cos + t * s.dim, *sin = rotation.sin + t * s.dim;
   for (int64_t d = 0; d < s.dim; ++d) out[d] = row[d] * cos[d] + row[d < half ? d + half : d - half] * sin[d];
 }
+
+// Writes the gradient of a rotated head row (D floats) to row t of one head's slice of a (B, T, H * D) array,
+// rotated back: the transpose of HeadRow's rotation.
+inline void StoreHeadRow(const float* gradient, int64_t b, int64_t t, int64_t h, const Rotation& rotation,
+                         const Shape& s, float* array) {
+  float* row = array + ((b * s.length + t) * s.heads + h) * s.dim;
+  if (rotation.cos == nullptr) {
+    std::copy(gradient, gradient + s.dim, row);
+    return;
+  }
+  const int64_t half = s.dim / 2;
+  const float *cos = rotation.cos + t * s.dim, *sin = rotation.sin + t * s.dim;
+  for (int64_t d = 0; d < s.dim; ++d) {
+    const int64_t partner = d < half ? d + half : d - half;
+    row[d] = gradient[d] * cos[d] + gradient[partner] * sin[partner];
+  }
+}
+
+// The arrays of one forward call: (B, T, H * D) queries, keys and values, (B, T) row keys, the rotation, and
+// the (B, T, H * D) context and (B, H, T) log-sum-exp it writes.
+struct Inputs {
+  const float *query, *key, *value;
+  Rotation rotation;
+  const int32_t* row_keys;
+  bool packed;
+  float *context, *log_sum_exp;
+};
 
 void OneHead(int64_t pair, const Inputs& in, const Shape& s, Scratch& scratch) {
   const int64_t b = pair / s.heads, h = pair % s.heads, T = s.length, D = s.dim;
   const int32_t* keys = in.row_keys + b * T;
   float row[128];
   for (int64_t j = 0; j < T; ++j) {
-    HeadRow(in.key, b, j, h, in, s, row);
+    HeadRow(in.key, b, j, h, in.rotation, s, row);
     for (int64_t d = 0; d < D; ++d) scratch.keys_t[d * s.padded_length + j] = row[d];
     const float* value = in.value + ((b * T + j) * s.heads + h) * D;
     std::copy(value, value + D, scratch.values.data() + j * s.padded_dim);
@@ -256,7 +305,8 @@ void OneHead(int64_t pair, const Inputs& in, const Shape& s, Scratch& scratch) {
   }
   for (int64_t start = 0; start < T; start += kQueryBlock) {
     const int64_t rows = std::min<int64_t>(kQueryBlock, T - start);
-    for (int64_t r = 0; r < rows; ++r) HeadRow(in.query, b, start + r, h, in, s, scratch.queries.data() + r * D);
+    for (int64_t r = 0; r < rows; ++r)
+      HeadRow(in.query, b, start + r, h, in.rotation, s, scratch.queries.data() + r * D);
     int32_t own_keys[kQueryBlock];
     Vec row_peaks[kQueryBlock];
     for (int64_t r = 0; r < kQueryBlock; ++r) {
@@ -283,30 +333,114 @@ void OneHead(int64_t pair, const Inputs& in, const Shape& s, Scratch& scratch) {
   }
 }
 
-ffi::Error AttentionForward(ffi::ThreadPool pool, Array3 query, Array3 key, Array3 value, RowKeys row_keys,
-                            ffi::Buffer<ffi::F32> cos, ffi::Buffer<ffi::F32> sin, bool packed, int64_t heads,
-                            Result3 context, ResultAny log_sum_exp) {
-  const auto dims = query.dimensions();  // (B, T, H * D)
-  const int64_t block = kScoreKeys * kLanes, dim = dims[2] / heads;
-  Shape s{heads, dims[1], dim, (dims[1] + block - 1) / block * block, (dim + 7) / 8 * 8};
-  if (s.dim > 128) return ffi::Error::InvalidArgument("head size above 128");
-  const bool rotates = cos.element_count() > 0;
-  if (rotates && (cos.element_count() != s.length * s.dim || s.dim % 2 != 0))
-    return ffi::Error::InvalidArgument("rotation tables must be (T, D) with D even");
-  const Inputs in{query.typed_data(), key.typed_data(), value.typed_data(),
-                  rotates ? cos.typed_data() : nullptr, rotates ? sin.typed_data() : nullptr,
-                  row_keys.typed_data(), packed, context->typed_data(), log_sum_exp->typed_data()};
-  const int64_t pairs = dims[0] * s.heads;
-  std::atomic<int64_t> next_pair{0};
-  auto work = [&]() {
-    Scratch scratch{std::vector<float>(s.dim * s.padded_length), std::vector<float>(s.length * s.padded_dim),
-                    std::vector<int32_t>(s.padded_length, INT_MIN), std::vector<float>(kQueryBlock * s.dim),
-                    std::vector<float>(kQueryBlock * s.padded_length),
-                    std::vector<float>(kQueryBlock * s.padded_dim)};
-    for (int64_t n = next_pair++; n < pairs; n = next_pair++) OneHead(n, in, s, scratch);
-  };
-  // Helpers that start after the caller has finished every pair do nothing, so the caller never waits
-  // for a task the pool has not started (its threads may all be busy).
+// The arrays of one backward call: the forward's inputs, context and log-sum-exp, the context's gradient, and
+// the (B, T, H * D) gradients of the queries, keys and values it writes.
+struct GradientInputs {
+  const float *query, *key, *value;
+  Rotation rotation;
+  const int32_t* row_keys;
+  bool packed;
+  const float *context, *log_sum_exp, *d_context;
+  float *d_query, *d_key, *d_value;
+};
+
+// Scratch of one backward worker. Names ending in _t are transposed: (head dimension, tokens).
+struct GradientScratch {
+  explicit GradientScratch(const Shape& s)
+      : keys_t(s.dim * s.padded_length), keys(s.length * s.padded_dim), values_t(s.dim * s.padded_length),
+        row_keys(s.padded_length, INT_MIN), queries(kQueryBlock * s.dim), queries_t(s.padded_dim * kQueryBlock),
+        d_context(kQueryBlock * s.dim), d_context_t(s.padded_dim * kQueryBlock),
+        probs(kQueryBlock * s.padded_length), d_scores(kQueryBlock * s.padded_length),
+        d_queries(kQueryBlock * s.padded_dim), d_keys_t(s.padded_dim * s.padded_length),
+        d_values_t(s.padded_dim * s.padded_length) {}
+  std::vector<float> keys_t, keys, values_t;  // one head's rotated keys, both ways, and values; zero past T and D
+  std::vector<int32_t> row_keys;              // (padded T), INT_MIN past T
+  std::vector<float> queries, queries_t;      // one block's rotated queries
+  std::vector<float> d_context, d_context_t;  // one block's context gradients
+  std::vector<float> probs, d_scores;         // (kQueryBlock, padded T)
+  std::vector<float> d_queries;               // (kQueryBlock, padded D)
+  std::vector<float> d_keys_t, d_values_t;    // summed over the head's query blocks
+};
+
+// One head's gradients. Per block of queries: probabilities P = exp(scores - log-sum-exp), the probabilities'
+// gradients dP = dC V^T, the scores' gradients dS = P (dP - rowsum(dC * C)); then dV += P^T dC, dK += dS^T Q
+// and dQ = dS K, with Q and K rotated; the rotations are transposed as the gradients are written.
+void OneHeadGradients(int64_t pair, const GradientInputs& in, const Shape& s, GradientScratch& w) {
+  const int64_t b = pair / s.heads, h = pair % s.heads, T = s.length, D = s.dim;
+  const int64_t padded_t = s.padded_length, padded_d = s.padded_dim;
+  const int32_t* keys = in.row_keys + b * T;
+  for (int64_t j = 0; j < T; ++j) {
+    float* key = w.keys.data() + j * padded_d;
+    HeadRow(in.key, b, j, h, in.rotation, s, key);
+    const float* value = in.value + ((b * T + j) * s.heads + h) * D;
+    for (int64_t d = 0; d < D; ++d) {
+      w.keys_t[d * padded_t + j] = key[d];
+      w.values_t[d * padded_t + j] = value[d];
+    }
+    w.row_keys[j] = keys[j];
+  }
+  std::fill(w.d_keys_t.begin(), w.d_keys_t.end(), 0.0f);
+  std::fill(w.d_values_t.begin(), w.d_values_t.end(), 0.0f);
+  for (int64_t start = 0; start < T; start += kQueryBlock) {
+    const int64_t rows = std::min<int64_t>(kQueryBlock, T - start);
+    const int64_t tile_rows = (rows + kScoreRows - 1) / kScoreRows * kScoreRows;
+    int32_t own_keys[kQueryBlock];
+    float log_sum_exp[kQueryBlock], delta[kQueryBlock];
+    Vec unused_peaks[kQueryBlock];
+    for (int64_t r = 0; r < kQueryBlock; ++r) {
+      own_keys[r] = in.packed && r < rows ? keys[start + r] : 0;
+      unused_peaks[r] = Splat(-INFINITY);
+    }
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t t = start + r, offset = ((b * T + t) * s.heads + h) * D;
+      float *query = w.queries.data() + r * D, *d_context = w.d_context.data() + r * D;
+      HeadRow(in.query, b, t, h, in.rotation, s, query);
+      std::copy(in.d_context + offset, in.d_context + offset + D, d_context);
+      delta[r] = 0.0f;
+      for (int64_t d = 0; d < D; ++d) {
+        w.queries_t[d * kQueryBlock + r] = query[d];
+        w.d_context_t[d * kQueryBlock + r] = d_context[d];
+        delta[r] += d_context[d] * in.context[offset + d];
+      }
+      log_sum_exp[r] = in.log_sum_exp[pair * T + t];
+    }
+    for (int64_t j = 0; j < padded_t; j += kScoreKeys * kLanes)
+      for (int64_t r = 0; r < rows; r += kScoreRows)
+        ScoreTile(w.queries.data() + r * D, w.keys_t.data() + j, w.row_keys.data() + j, own_keys + r,
+                  w.probs.data() + r * padded_t + j, unused_peaks + r, s);
+    Product(w.d_context.data(), D, w.values_t.data(), padded_t, D, w.d_scores.data(), padded_t, tile_rows, padded_t,
+            false);
+    for (int64_t r = 0; r < rows; ++r) {
+      float *probs = w.probs.data() + r * padded_t, *d_scores = w.d_scores.data() + r * padded_t;
+      for (int64_t j = 0; j < padded_t; j += kLanes) {
+        const Vec prob = Exp(Load(probs + j) - log_sum_exp[r]);
+        Store(probs + j, prob);
+        Store(d_scores + j, prob * (Load(d_scores + j) - delta[r]));
+      }
+    }
+    Product(w.d_context_t.data(), kQueryBlock, w.probs.data(), padded_t, rows, w.d_values_t.data(), padded_t,
+            padded_d, padded_t, true);
+    Product(w.queries_t.data(), kQueryBlock, w.d_scores.data(), padded_t, rows, w.d_keys_t.data(), padded_t,
+            padded_d, padded_t, true);
+    Context(w.d_scores.data(), w.keys.data(), w.d_queries.data(), rows, s);
+    for (int64_t r = 0; r < rows; ++r)
+      StoreHeadRow(w.d_queries.data() + r * padded_d, b, start + r, h, in.rotation, s, in.d_query);
+  }
+  float row[128];
+  for (int64_t j = 0; j < T; ++j) {
+    for (int64_t d = 0; d < D; ++d) row[d] = w.d_keys_t[d * padded_t + j];
+    StoreHeadRow(row, b, j, h, in.rotation, s, in.d_key);
+    float* d_value = in.d_value + ((b * T + j) * s.heads + h) * D;
+    for (int64_t d = 0; d < D; ++d) d_value[d] = w.d_values_t[d * padded_t + j];
+  }
+}
+
+// Runs `work` on the calling thread and on up to (pool threads - 1) helper tasks; each run of `work` takes
+// (sequence, head) pairs from a shared counter until none are left. Helpers that start after the caller has
+// finished every pair do nothing, so the caller never waits for a task the pool has not started (its threads
+// may all be busy).
+template <typename Work>
+void RunOnPool(ffi::ThreadPool& pool, int64_t pairs, Work& work) {
   auto job = std::make_shared<HelperJob>();
   const int64_t helpers = std::min<int64_t>(std::max<int64_t>(pool.num_threads(), 1), pairs) - 1;
   for (int64_t i = 0; i < helpers; ++i) pool.Schedule([job, &work]() {
@@ -325,6 +459,62 @@ ffi::Error AttentionForward(ffi::ThreadPool pool, Array3 query, Array3 key, Arra
     job->closed = true;
     waiting = job->active > 0;
   }
+}
+
+// The shape of a call's (B, T, H * D) arrays, or an error when the head size or the rotary tables do not fit.
+ffi::Error ShapeOf(const Array3& query, int64_t heads, const ffi::Buffer<ffi::F32>& cos, Shape& s) {
+  const auto dims = query.dimensions();
+  const int64_t block = kScoreKeys * kLanes, dim = dims[2] / heads;
+  s = Shape{heads, dims[1], dim, (dims[1] + block - 1) / block * block, (dim + 7) / 8 * 8};
+  if (s.dim > 128) return ffi::Error::InvalidArgument("head size above 128");
+  const int64_t table_size = static_cast<int64_t>(cos.element_count());
+  if (table_size > 0 && (table_size != s.length * s.dim || s.dim % 2 != 0))
+    return ffi::Error::InvalidArgument("rotation tables must be (T, D) with D even");
+  return ffi::Error::Success();
+}
+
+Rotation RotationOf(const ffi::Buffer<ffi::F32>& cos, const ffi::Buffer<ffi::F32>& sin) {
+  if (cos.element_count() == 0) return Rotation{nullptr, nullptr};
+  return Rotation{cos.typed_data(), sin.typed_data()};
+}
+
+ffi::Error AttentionForward(ffi::ThreadPool pool, Array3 query, Array3 key, Array3 value, RowKeys row_keys,
+                            ffi::Buffer<ffi::F32> cos, ffi::Buffer<ffi::F32> sin, bool packed, int64_t heads,
+                            Result3 context, ResultAny log_sum_exp) {
+  Shape s;
+  if (ffi::Error error = ShapeOf(query, heads, cos, s); error.failure()) return error;
+  const Inputs in{query.typed_data(),    key.typed_data(), value.typed_data(),   RotationOf(cos, sin),
+                  row_keys.typed_data(), packed,           context->typed_data(), log_sum_exp->typed_data()};
+  const int64_t pairs = query.dimensions()[0] * s.heads;
+  std::atomic<int64_t> next_pair{0};
+  auto work = [&]() {
+    Scratch scratch{std::vector<float>(s.dim * s.padded_length), std::vector<float>(s.length * s.padded_dim),
+                    std::vector<int32_t>(s.padded_length, INT_MIN), std::vector<float>(kQueryBlock * s.dim),
+                    std::vector<float>(kQueryBlock * s.padded_length),
+                    std::vector<float>(kQueryBlock * s.padded_dim)};
+    for (int64_t n = next_pair++; n < pairs; n = next_pair++) OneHead(n, in, s, scratch);
+  };
+  RunOnPool(pool, pairs, work);
+  return ffi::Error::Success();
+}
+
+ffi::Error AttentionBackward(ffi::ThreadPool pool, Array3 query, Array3 key, Array3 value, RowKeys row_keys,
+                             ffi::Buffer<ffi::F32> cos, ffi::Buffer<ffi::F32> sin, Array3 context,
+                             ffi::Buffer<ffi::F32> log_sum_exp, Array3 d_context, bool packed, int64_t heads,
+                             Result3 d_query, Result3 d_key, Result3 d_value) {
+  Shape s;
+  if (ffi::Error error = ShapeOf(query, heads, cos, s); error.failure()) return error;
+  const GradientInputs in{query.typed_data(),    key.typed_data(),         value.typed_data(),
+                          RotationOf(cos, sin),   row_keys.typed_data(),    packed,
+                          context.typed_data(),   log_sum_exp.typed_data(), d_context.typed_data(),
+                          d_query->typed_data(), d_key->typed_data(),      d_value->typed_data()};
+  const int64_t pairs = query.dimensions()[0] * s.heads;
+  std::atomic<int64_t> next_pair{0};
+  auto work = [&]() {
+    GradientScratch scratch(s);
+    for (int64_t n = next_pair++; n < pairs; n = next_pair++) OneHeadGradients(n, in, s, scratch);
+  };
+  RunOnPool(pool, pairs, work);
   return ffi::Error::Success();
 }
 
@@ -343,3 +533,21 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(EsmJaxAttentionForward, AttentionForward,
                                   .Attr<int64_t>("heads")
                                   .Ret<Array3>()
                                   .Ret<ffi::Buffer<ffi::F32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(EsmJaxAttentionBackward, AttentionBackward,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<Array3>()
+                                  .Arg<Array3>()
+                                  .Arg<Array3>()
+                                  .Arg<RowKeys>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<Array3>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<Array3>()
+                                  .Attr<bool>("packed")
+                                  .Attr<int64_t>("heads")
+                                  .Ret<Array3>()
+                                  .Ret<Array3>()
+                                  .Ret<Array3>());

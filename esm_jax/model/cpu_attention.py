@@ -1,11 +1,12 @@
-"""The fused float32 attention forward for CPUs (``cpu_attention.cc``), built on first use, called through the XLA FFI.
+"""Fused float32 attention for CPUs, forward and backward (``cpu_attention.cc``), called through the XLA FFI.
 
 XLA:CPU runs attention as a product, a masked softmax and a product, each a separate kernel over the
-(T, T) scores; the C++ kernel keeps one block of queries' scores in cache from the first product to the
-last. It is compiled on the machine that runs it (``-march=native``) with the system's C++ compiler and
+(T, T) scores; the C++ kernels keep one block of queries' scores in cache from the first product to the
+last, and the backward pass rebuilds them from the saved log-sum-exp instead of keeping them. They are
+built on first use, on the machine that runs them (``-march=native``), with the system's C++ compiler and
 kept under ``$ESM_JAX_CACHE/kernels`` (default ``~/.cache/esm_jax``). Without a compiler, or with
-``ESM_JAX_CPU_ATTENTION=0``, attention runs through XLA as before: the same results up to rounding,
-slower. The backward pass stays in JAX (:mod:`esm_jax.model.attention_kernels`).
+``ESM_JAX_CPU_ATTENTION=0``, attention runs through XLA's loop (:mod:`esm_jax.model.attention_kernels`):
+the same results up to rounding, slower.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 SOURCE = Path(__file__).with_name("cpu_attention.cc")
-TARGET = "esm_jax_cpu_attention_forward"
+TARGET = "esm_jax_cpu_attention"  # the FFI targets are TARGET + "_forward" and TARGET + "_backward"
 MAX_HEAD_DIM = 128
 _FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-w")
 
@@ -102,8 +103,14 @@ def load(compiler: str) -> ctypes.CDLL | None:
 
 
 def register(library: ctypes.CDLL, target: str = TARGET) -> None:
-    """Register the attention forward of a loaded kernel library as the CPU FFI target ``target``."""
-    jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(library.EsmJaxAttentionForward), platform="cpu")
+    """Register a kernel library's forward and backward as CPU FFI targets ``target`` + ``_forward``/``_backward``.
+
+    A library built from an earlier revision's source (``benchmarks/cpu_attention_builds.py``) may have only
+    the forward.
+    """
+    for suffix, symbol in (("_forward", "EsmJaxAttentionForward"), ("_backward", "EsmJaxAttentionBackward")):
+        if hasattr(library, symbol):
+            jax.ffi.register_ffi_target(target + suffix, jax.ffi.pycapsule(getattr(library, symbol)), platform="cpu")
 
 
 @functools.cache
@@ -121,6 +128,10 @@ def usable(dtype, head_dim: int) -> bool:
     return jnp.dtype(dtype) == jnp.float32 and head_dim <= MAX_HEAD_DIM and enabled() and registered()
 
 
+def _rotation_tables(rotation: tuple | None) -> tuple[jax.Array, jax.Array]:
+    return rotation if rotation is not None else (jnp.zeros((0,), jnp.float32),) * 2
+
+
 def forward(query, key, value, row_keys, packed: bool, rotation: tuple | None) -> tuple[jax.Array, jax.Array]:
     """Context (B, T, H, D) and each query's log-sum-exp (B, H, T) of float32 queries, keys, values (B, T, H, D).
 
@@ -129,19 +140,34 @@ def forward(query, key, value, row_keys, packed: bool, rotation: tuple | None) -
     applied to queries and keys, or None.
     """
     batch, length, heads, head_dim = query.shape
-    cos, sin = rotation if rotation is not None else (jnp.zeros((0,), jnp.float32),) * 2
     rows = (batch, length, heads * head_dim)  # the same memory; XLA writes the projections' output as is
     shapes = (jax.ShapeDtypeStruct(rows, jnp.float32), jax.ShapeDtypeStruct((batch, heads, length), jnp.float32))
-    call = jax.ffi.ffi_call(TARGET, shapes, vmap_method="sequential")
+    call = jax.ffi.ffi_call(TARGET + "_forward", shapes, vmap_method="sequential")
     q, k, v = (x.reshape(rows) for x in (query, key, value))
-    context, log_sum_exp = call(q, k, v, row_keys, cos, sin, packed=packed, heads=heads)
+    context, log_sum_exp = call(q, k, v, row_keys, *_rotation_tables(rotation), packed=packed, heads=heads)
     return context.reshape(query.shape), log_sum_exp
 
 
+def backward(
+    query, key, value, row_keys, packed: bool, rotation: tuple | None, context, log_sum_exp, d_context
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Gradients (B, T, H, D) of the queries, keys and values given the context's gradient ``d_context``.
+
+    Takes :func:`forward`'s arguments and outputs; the gradients are those of the unrotated queries and keys.
+    """
+    batch, length, heads, head_dim = query.shape
+    rows = (batch, length, heads * head_dim)
+    shapes = (jax.ShapeDtypeStruct(rows, jnp.float32),) * 3
+    call = jax.ffi.ffi_call(TARGET + "_backward", shapes, vmap_method="sequential")
+    q, k, v, c, d_c = (x.reshape(rows) for x in (query, key, value, context, d_context))
+    grads = call(q, k, v, row_keys, *_rotation_tables(rotation), c, log_sum_exp, d_c, packed=packed, heads=heads)
+    return tuple(grad.reshape(query.shape) for grad in grads)
+
+
 def describe() -> str:
-    """Which CPU attention forward runs here, and why, for ``esm-jax doctor``."""
+    """Which CPU attention kernel runs here, and why, for ``esm-jax doctor``."""
     if not enabled():
         return "XLA loop (ESM_JAX_CPU_ATTENTION=0)"
     if not registered():
         return "XLA loop (the fused kernel could not be built: see the warning above)"
-    return f"fused C++ kernel, float32 ({library_path(compiler())})"
+    return f"fused C++ kernels (forward and backward), float32 ({library_path(compiler())})"
