@@ -8,6 +8,8 @@ output shardings instead.
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -21,9 +23,29 @@ def partitioned(initializer, axes: tuple[str | None, ...]):
     return nnx.with_partitioning(initializer, axes, eager_sharding=False)
 
 
+@jax.custom_vjp
 def gelu(x: jax.Array) -> jax.Array:
-    """Exact (erf) GELU as ESM uses; ``jax.nn.gelu`` defaults to the tanh approximation."""
+    """Exact (erf) GELU as ESM uses; ``jax.nn.gelu`` defaults to the tanh approximation.
+
+    Its gradient keeps only the input and recomputes the rest: autodiff would keep three more
+    activations of the feed-forward width per layer, whose writing and reading cost a training step on
+    a CPU more than the recomputation (`benchmarks/train_variants.py`).
+    """
     return jax.nn.gelu(x, approximate=False)
+
+
+def _gelu_forward(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    return gelu(x), x
+
+
+def _gelu_backward(x: jax.Array, d_output: jax.Array) -> tuple[jax.Array]:
+    """d gelu / dx = Φ(x) + x φ(x), with Φ and φ the standard normal distribution and density."""
+    cdf = 0.5 * (1.0 + jax.lax.erf(x * (1.0 / math.sqrt(2.0))))
+    density = jnp.exp(-0.5 * jnp.square(x)) * (1.0 / math.sqrt(2.0 * math.pi))
+    return ((d_output * (cdf + x * density)).astype(x.dtype),)
+
+
+gelu.defvjp(_gelu_forward, _gelu_backward)
 
 
 def dense(
