@@ -33,13 +33,13 @@ SOURCE_IN_REPOSITORY = "esm_jax/model/cpu_attention.cc"
 
 
 def _register(name: str, source: Path, folder: Path) -> str:
-    """Build ``source`` into ``folder`` and register it as FFI target ``esm_jax_attention_<name>``."""
+    """Build ``source`` into ``folder``, register it, and return its forward's FFI target name."""
     library = folder / f"{name}.so"
     command = cpu_attention.build_command(cpu_attention.compiler(), library, source=source)
     subprocess.run(command, check=True, capture_output=True)
     target = f"esm_jax_attention_{name}"
     cpu_attention.register(ctypes.cdll.LoadLibrary(str(library)), target)
-    return target
+    return target + "_forward"
 
 
 def main() -> None:
