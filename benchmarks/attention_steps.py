@@ -7,7 +7,7 @@ computes together should stay in cache: ``PER_HEAD_STEP_BYTES`` bounds the float
 times the forward and forward+backward of the fused kernels and of the XLA loop at several bounds, beside
 fair-esm's attention core in PyTorch (``bmm``, ``softmax``, ``bmm``, float32), on the shapes of the CPU
 benchmarks (ESM-2 t12 training and scoring rows, t12 and 650M forward rows). Each round times every variant
-once; the table gives medians.
+once, each call after a pause; the table gives medians.
 
     python benchmarks/attention_steps.py
     python benchmarks/attention_steps.py --step-bytes 1 1048576 2097152 4194304 --rounds 9
@@ -31,6 +31,12 @@ SHAPES = ((4, 256, 20, 24), (3, 288, 20, 24), (4, 512, 20, 24), (2, 512, 20, 64)
 
 
 def _timed(call) -> float:
+    """Seconds of one call, started after a pause.
+
+    PyTorch's OpenMP threads keep spinning for a while after each of its calls and would slow a
+    millisecond-scale JAX call that starts right after one.
+    """
+    time.sleep(0.2)
     start = time.perf_counter()
     call()
     return time.perf_counter() - start
