@@ -7,7 +7,7 @@ computes together should stay in cache: ``PER_HEAD_STEP_BYTES`` bounds the float
 times the forward and forward+backward of the fused kernels and of the XLA loop at several bounds, beside
 fair-esm's attention core in PyTorch (``bmm``, ``softmax``, ``bmm``, float32), on the shapes of the CPU
 benchmarks (ESM-2 t12 training and scoring rows, t12 and 650M forward rows). Each round times every variant
-once, each call after a pause; the table gives medians.
+once, ten calls back to back; the table gives medians of the mean call.
 
     python benchmarks/attention_steps.py
     python benchmarks/attention_steps.py --step-bytes 1 1048576 2097152 4194304 --rounds 9
@@ -30,16 +30,16 @@ from esm_jax.model import attention_kernels, cpu_attention
 SHAPES = ((4, 256, 20, 24), (3, 288, 20, 24), (4, 512, 20, 24), (2, 512, 20, 64), (8, 128, 20, 24))
 
 
-def _timed(call) -> float:
-    """Seconds of one call, started after a pause.
+def _timed(call, repeats: int = 10) -> float:
+    """Seconds per call over ``repeats`` calls back to back, as a model's layers make them.
 
-    PyTorch's OpenMP threads keep spinning for a while after each of its calls and would slow a
-    millisecond-scale JAX call that starts right after one.
+    A single millisecond-scale call measures mostly what ran before it: after an idle pause the cores
+    wake slowly, and right after a PyTorch call its OpenMP threads still spin.
     """
-    time.sleep(0.2)
     start = time.perf_counter()
-    call()
-    return time.perf_counter() - start
+    for _ in range(repeats):
+        call()
+    return (time.perf_counter() - start) / repeats
 
 
 def jax_calls(shape: tuple, step_bytes: int | None) -> tuple:
