@@ -91,8 +91,8 @@ def _timed(call) -> float:
     return time.perf_counter() - start
 
 
-def _jax_step(reference: torch.nn.Module, name: str, batch: dict):
-    """esm-jax's jitted train step on the reference's weights: one call is one step (state kept inside)."""
+def jax_train_step(reference: torch.nn.Module, name: str, batch: dict) -> tuple:
+    """esm-jax's jitted train step on the reference's weights: (step, state, batch on the device, mesh)."""
     config = named_config(name)
     state_dict = {key: value.detach().numpy() for key, value in reference.state_dict().items()}
     model = build_from_tensors(config, fair_esm.model_slots(config) + fair_esm.CONTACT_SLOTS, state_dict, "bench")
@@ -103,6 +103,12 @@ def _jax_step(reference: torch.nn.Module, name: str, batch: dict):
     sharding = batch_sharding(mesh)
     train_step = make_train_step(graphdef, shardings, sharding, 1, learning_rate_schedule(OPTIMIZER, 1000))
     device_batch = {key: jax.device_put(value, sharding) for key, value in batch.items()}
+    return train_step, state, device_batch, mesh
+
+
+def _jax_step(reference: torch.nn.Module, name: str, batch: dict):
+    """esm-jax's train step as a call: one call is one step (state kept inside)."""
+    train_step, state, device_batch, mesh = jax_train_step(reference, name, batch)
     current = {"state": state}
 
     def step():
