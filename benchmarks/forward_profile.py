@@ -45,11 +45,12 @@ def op_milliseconds(trace_dir: Path, calls: int) -> list[tuple[str, float, int]]
 
 
 def op_origins(hlo_text: str) -> dict[str, str]:
-    """Each HLO instruction's output shape and the last part of the JAX operation name it carries."""
+    """Each HLO instruction's output shape and the last part of the JAX operation name it carries, if any."""
     origins = {}
-    for match in re.finditer(r"^\s*%(\S+) = (\S+) .*?op_name=\"([^\"]*)\"", hlo_text, re.M):
-        name, shape, operation = match.groups()
-        origins[name] = f"{shape} {operation.rsplit('/', 1)[-1]}"
+    for match in re.finditer(r"^\s*%(\S+) = (\S+) (.*)$", hlo_text, re.M):
+        name, shape, rest = match.groups()
+        operation = re.search(r'op_name="([^"]*)"', rest)
+        origins[name] = f"{shape} {operation.group(1).rsplit('/', 1)[-1]}" if operation else shape
     return origins
 
 
