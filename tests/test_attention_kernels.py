@@ -1,6 +1,6 @@
 """The CPU attention kernel's hand-written backward pass: exact gradients without keeping the scores.
 
-Each per-head test runs twice: with the fused C++ forward (``cpu_attention``) and with the XLA loop.
+Each per-head test runs twice: with the fused C++ kernels (``cpu_attention``) and with the XLA loop.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ MASKS = {"padding": (None, PADDING), "packed": (SEGMENTS, None), "no mask": (Non
 
 @pytest.fixture(params=["fused", "xla"])
 def cpu_forward(request, monkeypatch):
-    """Which CPU forward the per-head kernel runs: the fused C++ kernel, or XLA's loop."""
+    """Which CPU kernels per-head attention runs: the fused C++ forward and backward, or XLA's loop."""
     if request.param == "fused" and not cpu_attention.registered():
         pytest.skip("the fused CPU attention kernel could not be built here (no C++ compiler?)")
     monkeypatch.setenv("ESM_JAX_CPU_ATTENTION", "1" if request.param == "fused" else "0")
