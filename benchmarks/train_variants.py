@@ -3,14 +3,16 @@
 Each ``--variant KEY=VALUE`` replaces one field of the model config (``scan_layers=False``,
 ``remat_policy=dots_no_batch``, ...); ``bytes=N`` instead sets the per-head attention loop's
 ``PER_HEAD_STEP_BYTES``, ``cpu_attention=0`` or ``=1`` compiles the step with the fused C++ attention
-kernels off or on (``ESM_JAX_CPU_ATTENTION``), and ``gelu=autodiff`` differentiates the feed-forward GELU
-with JAX's autodiff instead of its hand-written gradient (``gelu=custom``). Every round times fair-esm's
-step once and each variant's once; the table gives best and median milliseconds and the median tokens/s.
+kernels off or on (``ESM_JAX_CPU_ATTENTION``), and ``gelu=autodiff`` and ``dense_gradient=autodiff``
+differentiate the feed-forward GELU and the dense layers' products with JAX's autodiff instead of their
+hand-written gradients (``gelu=custom``, ``dense_gradient=custom``). Every round times fair-esm's step once
+and each variant's once; the table gives best and median milliseconds and the median tokens/s.
 
     python benchmarks/train_variants.py --variant scan_layers=True scan_layers=False
     python benchmarks/train_variants.py --variant remat_policy=none remat_policy=dots_no_batch --rounds 4
     python benchmarks/train_variants.py --variant cpu_attention=1 cpu_attention=0 --rounds 7
     python benchmarks/train_variants.py --variant gelu=custom gelu=autodiff --rounds 7
+    python benchmarks/train_variants.py --variant dense_gradient=custom dense_gradient=autodiff --rounds 7
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import train_throughput  # noqa: E402
 from benchmarks.forward_throughput import reference_model  # noqa: E402
-from esm_jax.model import attention_kernels, block, named_config  # noqa: E402
+from esm_jax.model import attention_kernels, block, layers, named_config  # noqa: E402
 
 
 def _autodiff_gelu(x):
@@ -48,13 +50,14 @@ def main() -> None:
         "--variant",
         nargs="+",
         required=True,
-        help="KEY=VALUE model-config fields, bytes=N, cpu_attention=0|1 or gelu=custom|autodiff",
+        help="KEY=VALUE model-config fields, bytes=N, cpu_attention=0|1, gelu= or dense_gradient=custom|autodiff",
     )
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     reference = reference_model(args.model)
     batch = train_throughput._batch(args.rows, args.length)
     default_bytes, default_gelu = attention_kernels.PER_HEAD_STEP_BYTES, block.gelu
+    default_product = layers.dense_product
     steps = {}
     for variant in args.variant:
         key, value = variant.split("=", 1)
@@ -64,11 +67,14 @@ def main() -> None:
             os.environ["ESM_JAX_CPU_ATTENTION"] = value
         elif key == "gelu":
             block.gelu = {"custom": default_gelu, "autodiff": _autodiff_gelu}[value]
+        elif key == "dense_gradient":
+            layers.dense_product = {"custom": default_product, "autodiff": jax.lax.dot_general}[value]
         else:
             train_throughput.named_config = _config_with(key, value)
         steps[variant] = train_throughput._jax_step(reference, args.model, batch)
         steps[variant](), steps[variant]()  # compiled, and again once the donated state comes back
         attention_kernels.PER_HEAD_STEP_BYTES, block.gelu = default_bytes, default_gelu
+        layers.dense_product = default_product
         os.environ.pop("ESM_JAX_CPU_ATTENTION", None)
         train_throughput.named_config = named_config
     steps["fair-esm"] = train_throughput._torch_step(reference, batch)

@@ -1,12 +1,14 @@
-"""GELU with a hand-written gradient: the same values as exact GELU, the same gradient."""
+"""GELU and the dense layers' product with hand-written gradients: the same values and gradients as autodiff's."""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
+from jax import lax
 
-from esm_jax.model.layers import gelu
+from esm_jax.model.layers import dense_product, gelu
 
 
 def _exact_gelu_float64_gradient(x: np.ndarray, d_output: np.ndarray) -> np.ndarray:
@@ -28,3 +30,33 @@ def test_gelu_equals_exact_gelu_and_its_gradient_equals_float64_autodiff():
 def test_gelu_gradient_keeps_the_input_dtype():
     x = jnp.linspace(-3, 3, 16, dtype=jnp.bfloat16)
     assert jax.grad(lambda v: jnp.sum(gelu(v).astype(jnp.float32)))(x).dtype == jnp.bfloat16
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=["float32", "bfloat16"])
+def test_dense_product_and_its_gradients_equal_dot_general_and_autodiff(dtype):
+    rng = np.random.default_rng(2)
+    inputs = jnp.asarray(rng.standard_normal((3, 11, 40)), dtype)
+    kernel = jnp.asarray(rng.standard_normal((40, 24)), dtype)
+    d_output = jnp.asarray(rng.standard_normal((3, 11, 24)), jnp.float32)
+    contraction = (((2,), (0,)), ((), ()))
+
+    def ours(x, w):
+        return dense_product(x, w, contraction, preferred_element_type=jnp.float32)
+
+    def autodiff(x, w):
+        return lax.dot_general(x, w, contraction, preferred_element_type=jnp.float32)
+
+    output, pullback = jax.vjp(ours, inputs, kernel)
+    expected, expected_pullback = jax.vjp(autodiff, inputs, kernel)
+    assert np.array_equal(np.asarray(output), np.asarray(expected))
+    for got, want in zip(pullback(d_output), expected_pullback(d_output), strict=True):
+        assert got.dtype == want.dtype and got.shape == want.shape
+        scale = float(jnp.max(jnp.abs(want.astype(jnp.float32))))
+        np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32), atol=1e-6 * scale)
+
+
+def test_other_contractions_go_to_dot_general_unchanged():
+    lhs, rhs = jnp.ones((4, 3)), jnp.ones((5, 3))
+    contraction = (((1,), (1,)), ((), ()))
+    jaxpr = str(jax.make_jaxpr(lambda a, b: dense_product(a, b, contraction))(lhs, rhs))
+    assert "custom_vjp" not in jaxpr and "dot_general" in jaxpr
