@@ -5,7 +5,8 @@ ESM-2 t12 at 4 × 256 by default) until compiled, times a few steps, traces ``--
 milliseconds per step of each kind of op (matrix products, the fused attention kernels, buffers filled with a
 constant, writes into and reads from the layer scan's stacked buffers, copies, other fusions), then the
 largest ops with their output shape and the JAX operation each came from. Ops on the two cores may overlap,
-so the kinds need not sum to the step's wall time. Run it on an idle machine.
+so the kinds need not sum to the step's wall time; XLA's plain ``dot`` ops (not YNNPACK's) run asynchronously
+and their events may cover only part of their run. Run it on an idle machine.
 
     python benchmarks/train_profile.py
     python benchmarks/train_profile.py --model esm2_t6_8M_UR50D --rows 16 --length 512
