@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.forward_profile import op_milliseconds, op_origins  # noqa: E402
 from benchmarks.forward_throughput import reference_model  # noqa: E402
-from benchmarks.train_throughput import _batch, _timed, jax_train_step  # noqa: E402
+from benchmarks.train_throughput import _batch, _timed, jax_step_and_hlo  # noqa: E402
 
 
 def op_kind(name: str, origin: str) -> str:
@@ -55,15 +55,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="steps traced")
     parser.add_argument("--top", type=int, default=25, help="ops listed")
     args = parser.parse_args()
-    batch = _batch(args.rows, args.length)
-    train_step, state, device_batch, mesh = jax_train_step(reference_model(args.model), args.model, batch)
-    current = {"state": state}
-
-    def step():
-        with jax.set_mesh(mesh):
-            current["state"], metrics = train_step(current["state"], device_batch)
-            jax.block_until_ready(metrics)
-
+    step, compiled_hlo = jax_step_and_hlo(reference_model(args.model), args.model, _batch(args.rows, args.length))
     step(), step()  # compiled, and again once the donated state comes back
     seconds = [_timed(step) for _ in range(5)]
     print(f"{args.model}, {args.rows} × {args.length}, float32 training step: best {min(seconds) * 1e3:.0f} ms, "
@@ -73,8 +65,7 @@ def main() -> None:
             for _ in range(args.steps):
                 step()
         rows = op_milliseconds(Path(folder), args.steps)
-    with jax.set_mesh(mesh):
-        origins = op_origins(train_step.lower(current["state"], device_batch).compile().as_text())
+    origins = op_origins(compiled_hlo())
     ops = [row for row in rows if not any(mark in row[0] for mark in ("::", " ", "(", "$"))]  # no runtime spans
     kinds = collections.Counter()
     for name, milliseconds, _ in ops:

@@ -20,6 +20,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -91,8 +92,12 @@ def _timed(call) -> float:
     return time.perf_counter() - start
 
 
-def jax_train_step(reference: torch.nn.Module, name: str, batch: dict) -> tuple:
-    """esm-jax's jitted train step on the reference's weights: (step, state, batch on the device, mesh)."""
+def jax_step_and_hlo(reference: torch.nn.Module, name: str, batch: dict) -> tuple[Callable, Callable]:
+    """esm-jax's jitted train step on the reference's weights, as ``step()`` and ``compiled_hlo()``.
+
+    ``step()`` runs one step (the state is kept inside); ``compiled_hlo()`` is the step's compiled HLO for
+    the current state (its layouts settle once the donated state has come back).
+    """
     config = named_config(name)
     state_dict = {key: value.detach().numpy() for key, value in reference.state_dict().items()}
     model = build_from_tensors(config, fair_esm.model_slots(config) + fair_esm.CONTACT_SLOTS, state_dict, "bench")
@@ -103,12 +108,6 @@ def jax_train_step(reference: torch.nn.Module, name: str, batch: dict) -> tuple:
     sharding = batch_sharding(mesh)
     train_step = make_train_step(graphdef, shardings, sharding, 1, learning_rate_schedule(OPTIMIZER, 1000))
     device_batch = {key: jax.device_put(value, sharding) for key, value in batch.items()}
-    return train_step, state, device_batch, mesh
-
-
-def _jax_step(reference: torch.nn.Module, name: str, batch: dict):
-    """esm-jax's train step as a call: one call is one step (state kept inside)."""
-    train_step, state, device_batch, mesh = jax_train_step(reference, name, batch)
     current = {"state": state}
 
     def step():
@@ -116,7 +115,16 @@ def _jax_step(reference: torch.nn.Module, name: str, batch: dict):
             current["state"], metrics = train_step(current["state"], device_batch)
             jax.block_until_ready(metrics)
 
-    return step
+    def compiled_hlo() -> str:
+        with jax.set_mesh(mesh):
+            return train_step.lower(current["state"], device_batch).compile().as_text()
+
+    return step, compiled_hlo
+
+
+def _jax_step(reference: torch.nn.Module, name: str, batch: dict) -> Callable:
+    """esm-jax's train step as a call: one call is one step (state kept inside)."""
+    return jax_step_and_hlo(reference, name, batch)[0]
 
 
 def step_times(reference: torch.nn.Module, name: str, batch: dict, rounds: int) -> tuple[list, list]:

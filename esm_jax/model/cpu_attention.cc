@@ -110,16 +110,6 @@ inline Vec Exp(Vec x) {
 #endif
 }
 
-// Scratch of one worker: one head's transposed keys, padded values and row keys, one block's scores.
-struct Scratch {
-  std::vector<float> keys_t;   // (D, padded T), zero past T
-  std::vector<float> values;   // (T, padded D), zero past D
-  std::vector<int32_t> row_keys;  // (padded T), INT_MIN past T
-  std::vector<float> queries;  // (kQueryBlock, D)
-  std::vector<float> scores;   // (kQueryBlock, padded T)
-  std::vector<float> context;  // (kQueryBlock, padded D)
-};
-
 // Which helper tasks of one call are still working; shared with tasks that may start after the call ends.
 struct HelperJob {
   std::mutex mutex;
@@ -129,6 +119,19 @@ struct HelperJob {
 
 struct Shape {
   int64_t heads, length, dim, padded_length, padded_dim;
+};
+
+// Scratch of one forward worker: one head's transposed keys, padded values and row keys, one block's scores.
+struct Scratch {
+  explicit Scratch(const Shape& s)
+      : keys_t(s.dim * s.padded_length), values(s.length * s.padded_dim), row_keys(s.padded_length, INT_MIN),
+        queries(kQueryBlock * s.dim), scores(kQueryBlock * s.padded_length), context(kQueryBlock * s.padded_dim) {}
+  std::vector<float> keys_t;      // (D, padded T), zero past T
+  std::vector<float> values;      // (T, padded D), zero past D
+  std::vector<int32_t> row_keys;  // (padded T), INT_MIN past T
+  std::vector<float> queries;     // (kQueryBlock, D)
+  std::vector<float> scores;      // (kQueryBlock, padded T)
+  std::vector<float> context;     // (kQueryBlock, padded D)
 };
 
 // acc[r][k] += sum_i a[r * lda + i] * b[i * ldb + 16 k + lane] over i < depth, for kScoreRows rows of a
@@ -435,12 +438,17 @@ void OneHeadGradients(int64_t pair, const GradientInputs& in, const Shape& s, Gr
   }
 }
 
-// Runs `work` on the calling thread and on up to (pool threads - 1) helper tasks; each run of `work` takes
-// (sequence, head) pairs from a shared counter until none are left. Helpers that start after the caller has
-// finished every pair do nothing, so the caller never waits for a task the pool has not started (its threads
-// may all be busy).
-template <typename Work>
-void RunOnPool(ffi::ThreadPool& pool, int64_t pairs, Work& work) {
+// Runs one_head(pair, scratch) for every (sequence, head) pair, on the calling thread and on up to (pool
+// threads - 1) helper tasks, each with its own ScratchT(s), taking pairs from a shared counter until none are
+// left. Helpers that start after the caller has finished every pair do nothing, so the caller never waits for
+// a task the pool has not started (its threads may all be busy).
+template <typename ScratchT, typename OneHeadFn>
+void ForEachPair(ffi::ThreadPool& pool, int64_t pairs, const Shape& s, OneHeadFn one_head) {
+  std::atomic<int64_t> next_pair{0};
+  auto work = [&]() {
+    ScratchT scratch(s);
+    for (int64_t n = next_pair++; n < pairs; n = next_pair++) one_head(n, scratch);
+  };
   auto job = std::make_shared<HelperJob>();
   const int64_t helpers = std::min<int64_t>(std::max<int64_t>(pool.num_threads(), 1), pairs) - 1;
   for (int64_t i = 0; i < helpers; ++i) pool.Schedule([job, &work]() {
@@ -485,16 +493,8 @@ ffi::Error AttentionForward(ffi::ThreadPool pool, Array3 query, Array3 key, Arra
   if (ffi::Error error = ShapeOf(query, heads, cos, s); error.failure()) return error;
   const Inputs in{query.typed_data(),    key.typed_data(), value.typed_data(),   RotationOf(cos, sin),
                   row_keys.typed_data(), packed,           context->typed_data(), log_sum_exp->typed_data()};
-  const int64_t pairs = query.dimensions()[0] * s.heads;
-  std::atomic<int64_t> next_pair{0};
-  auto work = [&]() {
-    Scratch scratch{std::vector<float>(s.dim * s.padded_length), std::vector<float>(s.length * s.padded_dim),
-                    std::vector<int32_t>(s.padded_length, INT_MIN), std::vector<float>(kQueryBlock * s.dim),
-                    std::vector<float>(kQueryBlock * s.padded_length),
-                    std::vector<float>(kQueryBlock * s.padded_dim)};
-    for (int64_t n = next_pair++; n < pairs; n = next_pair++) OneHead(n, in, s, scratch);
-  };
-  RunOnPool(pool, pairs, work);
+  ForEachPair<Scratch>(pool, query.dimensions()[0] * s.heads, s,
+                       [&](int64_t pair, Scratch& scratch) { OneHead(pair, in, s, scratch); });
   return ffi::Error::Success();
 }
 
@@ -508,13 +508,8 @@ ffi::Error AttentionBackward(ffi::ThreadPool pool, Array3 query, Array3 key, Arr
                           RotationOf(cos, sin),   row_keys.typed_data(),    packed,
                           context.typed_data(),   log_sum_exp.typed_data(), d_context.typed_data(),
                           d_query->typed_data(), d_key->typed_data(),      d_value->typed_data()};
-  const int64_t pairs = query.dimensions()[0] * s.heads;
-  std::atomic<int64_t> next_pair{0};
-  auto work = [&]() {
-    GradientScratch scratch(s);
-    for (int64_t n = next_pair++; n < pairs; n = next_pair++) OneHeadGradients(n, in, s, scratch);
-  };
-  RunOnPool(pool, pairs, work);
+  ForEachPair<GradientScratch>(pool, query.dimensions()[0] * s.heads, s,
+                               [&](int64_t pair, GradientScratch& scratch) { OneHeadGradients(pair, in, s, scratch); });
   return ffi::Error::Success();
 }
 
