@@ -31,6 +31,7 @@ import torch
 from forward_throughput import reference_model, same_weights
 
 from esm_jax.fasta import bundled_proteome, read_fasta
+from esm_jax.host_allocator import allocator_setting
 from esm_jax.inference.batching import default_row_width, plan_batches, plan_packed_batches
 from esm_jax.inference.embedding import encode_records
 from esm_jax.inference.extract import extract
@@ -137,7 +138,10 @@ def main() -> None:
     print(f"{len(records)} proteins, {residues:,} residues, {args.model}, {args.toks_per_batch} tokens per batch")
     batching_report(records, named_config(args.model), args.toks_per_batch)
     if not args.plan_only:
-        print(f"torch {torch.__version__} ({torch.get_num_threads()} threads), load {os.getloadavg()[0]:.2f}")
+        print(
+            f"torch {torch.__version__} ({torch.get_num_threads()} threads), load {os.getloadavg()[0]:.2f}; "
+            f"malloc: {allocator_setting()}"
+        )
         options = {"dtypes": args.dtypes, "row_width": args.row_width}
         timed_extractions(records, args.model, args.toks_per_batch, args.rounds, options)
 

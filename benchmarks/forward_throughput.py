@@ -31,6 +31,7 @@ from esm.model.esm2 import ESM2
 
 from esm_jax.checkpoints import fair_esm
 from esm_jax.checkpoints.tensor_map import build_from_tensors
+from esm_jax.host_allocator import allocator_setting
 from esm_jax.model import named_config
 
 CASES = {
@@ -122,7 +123,7 @@ def main() -> None:
     args = parser.parse_args()
     print(
         f"jax {jax.__version__} on {jax.devices()[0].platform}, torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads), load {os.getloadavg()[0]:.2f}"
+        f"({torch.get_num_threads()} threads), load {os.getloadavg()[0]:.2f}; malloc: {allocator_setting()}"
     )
     names = ["esm2_t12_35M_UR50D"] if args.quick else args.models or list(CASES)
     print(

@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.forward_throughput import reference_model  # noqa: E402
 from esm_jax.checkpoints import fair_esm  # noqa: E402
 from esm_jax.checkpoints.tensor_map import build_from_tensors  # noqa: E402
+from esm_jax.host_allocator import allocator_setting  # noqa: E402
 from esm_jax.mesh import batch_sharding, build_mesh  # noqa: E402
 from esm_jax.model import named_config  # noqa: E402
 from esm_jax.sharding import (  # noqa: E402
@@ -175,7 +176,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating timed steps of each (default: 3)")
     args = parser.parse_args()
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, torch {torch.__version__} "
-          f"({torch.get_num_threads()} threads), load {os.getloadavg()[0]:.2f}")  # fmt: skip
+          f"({torch.get_num_threads()} threads), load {os.getloadavg()[0]:.2f}; "
+          f"malloc: {allocator_setting()}")  # fmt: skip
     print("| model | batch | PyTorch tok/s | esm-jax tok/s | ratio (min–max) | esm-jax GFLOP/s |")
     print("|---|---|---|---|---|---|")
     for name, (rows, length) in CASES.items():

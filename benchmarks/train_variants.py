@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import train_throughput  # noqa: E402
 from benchmarks.forward_throughput import reference_model  # noqa: E402
+from esm_jax.host_allocator import allocator_setting  # noqa: E402
 from esm_jax.model import attention_kernels, block, layers, named_config  # noqa: E402
 
 
@@ -84,7 +85,10 @@ def main() -> None:
         for name, step in steps.items():
             times[name].append(train_throughput._timed(step))
     tokens = args.rows * args.length
-    print(f"{args.model}, {args.rows} × {args.length}, load {os.getloadavg()[0]:.2f}, {args.rounds} rounds")
+    print(
+        f"{args.model}, {args.rows} × {args.length}, load {os.getloadavg()[0]:.2f}, {args.rounds} rounds; "
+        f"malloc: {allocator_setting()}"
+    )
     print("| variant | best ms | median ms | tok/s |\n|---|---|---|---|")
     for name, values in times.items():
         median = statistics.median(values)

@@ -34,6 +34,7 @@ from forward_throughput import reference_model, same_weights
 
 from data_pipeline.layout import data_root
 from esm_jax.alphabet import STANDARD_AMINO_ACIDS
+from esm_jax.host_allocator import allocator_setting
 from esm_jax.inference.mutations import parse_mutants
 from esm_jax.inference.variant_scoring import default_tokens_per_batch, score_mutants
 from eval.variants.assays import load_assay
@@ -117,7 +118,7 @@ def main() -> None:
     wild_type = load_assay(args.data, "BLAT_ECOLX").wild_type
     positions = args.positions or len(wild_type)
     print(f"BLAT_ECOLX, {len(wild_type)} residues; torch threads: {torch.get_num_threads()}, CPUs: {os.cpu_count()}, "
-          f"load {os.getloadavg()[0]:.2f}")  # fmt: skip
+          f"load {os.getloadavg()[0]:.2f}; malloc: {allocator_setting()}")  # fmt: skip
     batch_sizes = args.toks_per_batch or [default_tokens_per_batch()]
     print("| model | esm-jax dtype | tokens per batch | mutants | fair-esm s | esm-jax s (warm) | ratio (min–max) "
           "| esm-jax s (cold) | ratio cold | max abs diff |")  # fmt: skip

@@ -226,6 +226,7 @@ def test_doctor_prints_what_jax_sees_and_libtpu_stays_quiet_on_a_cpu_machine():
         "libtpu:",
         "attention auto:",
         "cpu attention:",
+        "host allocator:",
         "data root:",
         "weights cache:",
     ):
