@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import time
 
 import esm
 import jax
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 from esm.model.esm1 import ProteinBertModel
 from esm.model.esm2 import ESM2
+from settled import settled_run
 
 from esm_jax.checkpoints import fair_esm
 from esm_jax.checkpoints.tensor_map import build_from_tensors
@@ -39,12 +39,6 @@ CASES = {
     "esm2_t33_650M_UR50D": ("esm2_t33_650M_UR50D", 2, 512),
     "esm1b_t33_650M_UR50S": ("esm1b_t33_650M_UR50S", 2, 512),
 }
-
-
-def _seconds(call) -> float:
-    start = time.perf_counter()
-    call()
-    return time.perf_counter() - start
 
 
 def reference_model(name: str) -> torch.nn.Module:
@@ -94,9 +88,9 @@ def run_case(name: str, batch: int, length: int, rounds: int, dtypes: list[str])
         differences[dtype] = (float(difference), float(difference / np.abs(expected).max()))
     reference_times, our_times = [], {dtype: [] for dtype in dtypes}
     for _ in range(rounds):
-        reference_times.append(_seconds(run_reference))
+        reference_times.append(settled_run(run_reference)[0])
         for dtype, model in ours.items():
-            our_times[dtype].append(_seconds(runner(model)))
+            our_times[dtype].append(settled_run(runner(model))[0])
     tokens_total = batch * length
     flops = named_config(name).forward_flops_per_token(length) * tokens_total
     rows = []

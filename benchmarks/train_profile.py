@@ -4,9 +4,10 @@ Runs the jitted float32 training step of ``train_throughput.py`` (forward, backw
 ESM-2 t12 at 4 × 256 by default) until compiled, times a few steps, traces ``--steps`` more and prints the
 milliseconds per step of each kind of op (matrix products, the fused attention kernels, buffers filled with a
 constant, writes into and reads from the layer scan's stacked buffers, copies, other fusions), then the
-largest ops with their output shape and the JAX operation each came from. Ops on the two cores may overlap,
-so the kinds need not sum to the step's wall time; XLA's plain ``dot`` ops (not YNNPACK's) run asynchronously
-and their events may cover only part of their run. Run it on an idle machine.
+largest ops with their output shape and the JAX operation each came from, and counts the page faults per step
+(see ``esm_jax/host_allocator.py``). Ops on the two cores may overlap, so the kinds need not sum to the step's
+wall time; XLA's plain ``dot`` ops (not YNNPACK's) run asynchronously and their events may cover only part of
+their run. Run it on an idle machine.
 
     python benchmarks/train_profile.py
     python benchmarks/train_profile.py --model esm2_t6_8M_UR50D --rows 16 --length 512
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import resource
 import statistics
 import sys
 import tempfile
@@ -28,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.forward_profile import op_milliseconds, op_origins  # noqa: E402
 from benchmarks.forward_throughput import reference_model  # noqa: E402
 from benchmarks.train_throughput import _batch, _timed, jax_step_and_hlo  # noqa: E402
+from esm_jax.host_allocator import allocator_setting  # noqa: E402
 
 
 def op_kind(name: str, origin: str) -> str:
@@ -57,9 +60,12 @@ def main() -> None:
     args = parser.parse_args()
     step, compiled_hlo = jax_step_and_hlo(reference_model(args.model), args.model, _batch(args.rows, args.length))
     step(), step()  # compiled, and again once the donated state comes back
+    faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     seconds = [_timed(step) for _ in range(5)]
+    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before) / len(seconds)
     print(f"{args.model}, {args.rows} × {args.length}, float32 training step: best {min(seconds) * 1e3:.0f} ms, "
-          f"median {statistics.median(seconds) * 1e3:.0f} ms")  # fmt: skip
+          f"median {statistics.median(seconds) * 1e3:.0f} ms, {faults:,.0f} page faults per step; "
+          f"malloc: {allocator_setting()}")  # fmt: skip
     with tempfile.TemporaryDirectory() as folder:
         with jax.profiler.trace(folder, create_perfetto_trace=True):
             for _ in range(args.steps):

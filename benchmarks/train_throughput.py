@@ -33,6 +33,7 @@ from flax import nnx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.forward_throughput import reference_model  # noqa: E402
+from benchmarks.settled import SETTLE_SECONDS, settled_run  # noqa: E402
 from esm_jax.checkpoints import fair_esm  # noqa: E402
 from esm_jax.checkpoints.tensor_map import build_from_tensors  # noqa: E402
 from esm_jax.host_allocator import allocator_setting  # noqa: E402
@@ -128,28 +129,34 @@ def _jax_step(reference: torch.nn.Module, name: str, batch: dict) -> Callable:
     return jax_step_and_hlo(reference, name, batch)[0]
 
 
-def step_times(reference: torch.nn.Module, name: str, batch: dict, rounds: int) -> tuple[list, list]:
-    """Seconds per step of PyTorch and esm-jax after warm-up steps.
+def step_times(
+    reference: torch.nn.Module, name: str, batch: dict, rounds: int, settle: float = SETTLE_SECONDS
+) -> tuple[list, list]:
+    """Seconds per step of PyTorch and esm-jax after warm-up steps, each step started ``settle`` s after the last.
 
     Where both optimiser states fit in memory beside each other the steps alternate, one of each per
     round; for the 650M shape (two AdamW states of ~10 GB each would not fit in 24 GB) esm-jax's rounds run
     first and its state is freed before PyTorch's rounds.
     """
+
+    def timed(step: Callable) -> float:
+        return settled_run(step, settle)[0]
+
     ours = _jax_step(reference, name, batch)
     ours(), ours()  # esm-jax compiles again once the donated state comes back with its own layout
     if name in SEQUENTIAL:
-        jax_times = [_timed(ours) for _ in range(rounds)]
+        jax_times = [timed(ours) for _ in range(rounds)]
         del ours
         gc.collect()
         theirs = _torch_step(reference, batch)
         theirs()
-        return [_timed(theirs) for _ in range(rounds)], jax_times
+        return [timed(theirs) for _ in range(rounds)], jax_times
     theirs = _torch_step(reference, batch)
     theirs()
     torch_times, jax_times = [], []
     for _ in range(rounds):
-        torch_times.append(_timed(theirs))
-        jax_times.append(_timed(ours))
+        torch_times.append(timed(theirs))
+        jax_times.append(timed(ours))
     return torch_times, jax_times
 
 
@@ -174,6 +181,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--rounds", type=int, default=3, help="alternating timed steps of each (default: 3)")
+    parser.add_argument(
+        "--settle", type=float, default=SETTLE_SECONDS, help=f"idle seconds before each step (default {SETTLE_SECONDS})"
+    )
     args = parser.parse_args()
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads), load {os.getloadavg()[0]:.2f}; "
@@ -184,7 +194,7 @@ def main() -> None:
         if args.quick and name != "esm2_t12_35M_UR50D":
             continue
         batch = _batch(rows, length)
-        torch_times, jax_times = step_times(reference_model(name), name, batch, args.rounds)
+        torch_times, jax_times = step_times(reference_model(name), name, batch, args.rounds, args.settle)
         ratios = [theirs / ours for theirs, ours in zip(torch_times, jax_times, strict=True)]
         tokens = rows * length
         ours, theirs = statistics.median(jax_times), statistics.median(torch_times)

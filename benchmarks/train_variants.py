@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import train_throughput  # noqa: E402
 from benchmarks.forward_throughput import reference_model  # noqa: E402
+from benchmarks.settled import settled_run  # noqa: E402
 from esm_jax.host_allocator import allocator_setting  # noqa: E402
 from esm_jax.model import attention_kernels, block, layers, named_config  # noqa: E402
 
@@ -83,7 +84,7 @@ def main() -> None:
     times = {name: [] for name in steps}
     for _ in range(args.rounds):
         for name, step in steps.items():
-            times[name].append(train_throughput._timed(step))
+            times[name].append(settled_run(step)[0])
     tokens = args.rows * args.length
     print(
         f"{args.model}, {args.rows} × {args.length}, load {os.getloadavg()[0]:.2f}, {args.rounds} rounds; "

@@ -31,6 +31,7 @@ import esm
 import numpy as np
 import torch
 from forward_throughput import reference_model, same_weights
+from settled import settled_run
 
 from data_pipeline.layout import data_root
 from esm_jax.alphabet import STANDARD_AMINO_ACIDS
@@ -84,13 +85,10 @@ def run(
         cold[dtype, tokens] = time.perf_counter() - start
     reference_times, warm = [], {variant: [] for variant in variants}
     for _ in range(rounds):
-        start = time.perf_counter()
-        expected = fair_esm_script(reference, wild_type, texts, positions)
-        reference_times.append(time.perf_counter() - start)
+        seconds, expected = settled_run(lambda: fair_esm_script(reference, wild_type, texts, positions))
+        reference_times.append(seconds)
         for variant, scorer in scorers.items():
-            start = time.perf_counter()
-            scorer()
-            warm[variant].append(time.perf_counter() - start)
+            warm[variant].append(settled_run(scorer)[0])
     rows = []
     for variant in variants:
         ratios = [theirs / mine for theirs, mine in zip(reference_times, warm[variant], strict=True)]
