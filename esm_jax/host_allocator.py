@@ -2,18 +2,19 @@
 
 XLA:CPU takes each call's temporary buffer (650 MB for the ESM-2 t12 training step at 4 × 256) from malloc. Under
 glibc's defaults a block that large is mapped fresh from the kernel on every call and unmapped after it, so each
-call touches every page for the first time: 167,000 page faults per t12 step on the project's machine, where the
-step ran 15–20% faster once the memory was kept (README, "Host memory allocator"). PyTorch pays the same on its
-large activations. glibc keeps freed memory for reuse when told to by its tunables, which it reads only when a
-process starts, so the setting goes in the environment of the command:
+call touches every page for the first time: 166,815 page faults per t12 step on the project's machine. PyTorch
+pays the same on its large activations. glibc keeps freed memory for reuse when its tunables say so; it reads
+them only when a process starts, so they go in the environment of the command:
 
     export GLIBC_TUNABLES=glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:\
     glibc.malloc.trim_threshold=68719476736:glibc.malloc.hugetlb=1   (one line, no spaces)
 
 One heap for all threads (``arena_max=1``), never a separate mapping (``mmap_max=0``), never given back to the
 kernel below 64 GiB free (``trim_threshold``), and grown in transparent huge pages where the kernel offers them
-(``hugetlb=1``: fewer faults while the heap still grows; glibc 2.35 or later). The price: the process keeps its
-peak memory until it exits, and all its threads allocate from one heap.
+(``hugetlb=1``, glibc 2.35 or later). The process then keeps its peak memory until it exits, and all its threads
+allocate from one heap. Measured on the project's machine (README, "Speed on CPU"): the float32 t12 training step
+runs about 10% faster with it, fair-esm's forward and training much faster still, and esm-jax's bfloat16 forward
+slower and erratic; so it is a choice per job, not a default, and ``esm-jax doctor`` says which one is in force.
 """
 
 from __future__ import annotations
