@@ -130,13 +130,19 @@ def _jax_step(reference: torch.nn.Module, name: str, batch: dict) -> Callable:
 
 
 def step_times(
-    reference: torch.nn.Module, name: str, batch: dict, rounds: int, settle: float = SETTLE_SECONDS
+    reference: torch.nn.Module,
+    name: str,
+    batch: dict,
+    rounds: int,
+    settle: float = SETTLE_SECONDS,
+    alone: bool = False,
 ) -> tuple[list, list]:
     """Seconds per step of PyTorch and esm-jax after warm-up steps, each step started ``settle`` s after the last.
 
     Where both optimiser states fit in memory beside each other the steps alternate, one of each per
     round; for the 650M shape (two AdamW states of ~10 GB each would not fit in 24 GB) esm-jax's rounds run
-    first and its state is freed before PyTorch's rounds.
+    first and its state is freed before PyTorch's rounds. With ``alone``, alternating shapes then run
+    ``rounds`` more steps of each framework back to back and print their medians, to compare with the rounds.
     """
 
     def timed(step: Callable) -> float:
@@ -157,6 +163,11 @@ def step_times(
     for _ in range(rounds):
         torch_times.append(timed(theirs))
         jax_times.append(timed(ours))
+    if alone:
+        jax_alone = [timed(ours) for _ in range(rounds)]
+        torch_alone = [timed(theirs) for _ in range(rounds)]
+        print(f"{name} back to back, not alternating, median ms: fair-esm {statistics.median(torch_alone) * 1e3:,.0f}"
+              f", esm-jax {statistics.median(jax_alone) * 1e3:,.0f}", flush=True)  # fmt: skip
     return torch_times, jax_times
 
 
@@ -184,6 +195,7 @@ def main() -> None:
     parser.add_argument(
         "--settle", type=float, default=SETTLE_SECONDS, help=f"idle seconds before each step (default {SETTLE_SECONDS})"
     )
+    parser.add_argument("--alone", action="store_true", help="also time each framework's steps back to back")
     args = parser.parse_args()
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads), load {os.getloadavg()[0]:.2f}; "
@@ -194,7 +206,7 @@ def main() -> None:
         if args.quick and name != "esm2_t12_35M_UR50D":
             continue
         batch = _batch(rows, length)
-        torch_times, jax_times = step_times(reference_model(name), name, batch, args.rounds, args.settle)
+        torch_times, jax_times = step_times(reference_model(name), name, batch, args.rounds, args.settle, args.alone)
         ratios = [theirs / ours for theirs, ours in zip(torch_times, jax_times, strict=True)]
         tokens = rows * length
         ours, theirs = statistics.median(jax_times), statistics.median(torch_times)
