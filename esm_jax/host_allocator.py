@@ -14,7 +14,7 @@ One heap for all threads (``arena_max=1``), never a separate mapping (``mmap_max
 kernel below 64 GiB free (``trim_threshold``), and grown in transparent huge pages where the kernel offers them
 (``hugetlb=1``, glibc 2.35 or later). The process then keeps its peak memory until it exits, and all its threads
 allocate from one heap. Measured on the project's machine (README, "Speed on CPU"): the float32 t12 training step
-runs about 10% faster with it, fair-esm's forward and training much faster still, and esm-jax's bfloat16 forward
+runs 8–10% faster with it, fair-esm's forward and training much faster still, and esm-jax's bfloat16 forward
 slower and erratic; so it is a choice per job, not a default, and ``esm-jax doctor`` says which one is in force.
 """
 
