@@ -29,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.forward_profile import op_milliseconds, op_origins  # noqa: E402
 from benchmarks.forward_throughput import reference_model  # noqa: E402
-from benchmarks.train_throughput import _batch, _timed, jax_step_and_hlo  # noqa: E402
+from benchmarks.settled import settled_run  # noqa: E402
+from benchmarks.train_throughput import _batch, jax_step_and_hlo  # noqa: E402
 from esm_jax.host_allocator import allocator_setting  # noqa: E402
 
 
@@ -61,7 +62,7 @@ def main() -> None:
     step, compiled_hlo = jax_step_and_hlo(reference_model(args.model), args.model, _batch(args.rows, args.length))
     step(), step()  # compiled, and again once the donated state comes back
     faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    seconds = [_timed(step) for _ in range(5)]
+    seconds = [settled_run(step, settle=0.0)[0] for _ in range(5)]  # back to back
     faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before) / len(seconds)
     print(f"{args.model}, {args.rows} × {args.length}, float32 training step: best {min(seconds) * 1e3:.0f} ms, "
           f"median {statistics.median(seconds) * 1e3:.0f} ms, {faults:,.0f} page faults per step; "

@@ -88,12 +88,6 @@ def _torch_step(reference: torch.nn.Module, batch: dict):
     return step
 
 
-def _timed(call) -> float:
-    start = time.perf_counter()
-    call()
-    return time.perf_counter() - start
-
-
 def jax_step_and_hlo(reference: torch.nn.Module, name: str, batch: dict) -> tuple[Callable, Callable]:
     """esm-jax's jitted train step on the reference's weights, as ``step()`` and ``compiled_hlo()``.
 
