@@ -11,8 +11,10 @@
 // the context, the log-sum-exp and the context's gradient, rebuilds each block's probabilities from the
 // log-sum-exp (as flash attention does) and returns the gradients of the (unrotated) queries, keys and values.
 //
-// Vectors are GCC vector extensions of 16 floats: one AVX-512 register where the CPU has them,
-// two AVX2 registers otherwise (compiled with -march=native on the machine that runs it).
+// Vectors are GCC vector extensions of one register (compiled with -march=native on the machine that runs
+// it): 16 floats with AVX-512, 8 floats otherwise (AVX2). Vectors wider than the CPU's registers would not do:
+// GCC then spills them and turns their comparisons and selects into one scalar operation per lane, which made
+// the AVX2 build of 16-float vectors run at about 7 GFLOP/s per core.
 
 #include <algorithm>
 #include <atomic>
@@ -40,13 +42,19 @@ using ResultAny = ffi::ResultBuffer<ffi::F32>;
 
 namespace {
 
-typedef float Vec __attribute__((vector_size(64)));
-typedef float HalfVec __attribute__((vector_size(32)));
-typedef int32_t IntVec __attribute__((vector_size(64)));
+#ifdef __AVX512F__
 constexpr int kLanes = 16;
+constexpr int kScoreRows = 8;  // query rows per score micro-kernel call
+constexpr int kScoreKeys = 2;  // key vectors per score micro-kernel call: 16 accumulators of 32 registers
+#else
+constexpr int kLanes = 8;
+constexpr int kScoreRows = 4;
+constexpr int kScoreKeys = 3;  // 12 accumulators, 3 key vectors and a broadcast query fill AVX2's 16 registers
+#endif
 constexpr int kQueryBlock = 32;  // rows of scores computed together: 32 x 512 floats stay in L2
-constexpr int kScoreRows = 8;    // query rows per score micro-kernel call
-constexpr int kScoreKeys = 2;    // key vectors per score micro-kernel call
+typedef float Vec __attribute__((vector_size(4 * kLanes)));
+typedef int32_t IntVec __attribute__((vector_size(4 * kLanes)));
+typedef float HalfVec __attribute__((vector_size(32)));  // 8 floats: half a vector with AVX-512
 
 inline Vec Load(const float* p) {
   Vec v;
@@ -185,7 +193,7 @@ void Product(const float* a, int64_t lda, const float* b, int64_t ldb, int64_t d
 }
 
 // context[r, :] = sum_j weights[r, j] * values[j, :] for Rows rows; the head size is covered by Full
-// vectors of 16 floats and, when Half, one of 8 (head size 24 = 16 + 8 wastes no lanes).
+// vectors and, when Half, one of 8 floats (with AVX-512, head size 24 = 16 + 8 wastes no lanes).
 template <int Rows, int Full, bool Half>
 inline void ContextTile(const float* weights, const float* values, float* context, const Shape& s) {
   Vec acc[Rows][Full > 0 ? Full : 1] = {};
@@ -207,9 +215,18 @@ inline void ContextTile(const float* weights, const float* values, float* contex
   }
 }
 
+// Rows of a context tile: as many as keep their accumulators and one key's values in registers.
+constexpr int ContextRows(int full) {
+#ifdef __AVX512F__
+  return full <= 2 ? 8 : (full <= 4 ? 4 : 2);
+#else
+  return std::clamp((15 - full) / full, 1, 8);
+#endif
+}
+
 template <int Full, bool Half>
 void ContextBlock(const float* weights, const float* values, float* context, int64_t rows, const Shape& s) {
-  constexpr int kRows = Full <= 2 ? 8 : (Full <= 4 ? 4 : 2);
+  constexpr int kRows = ContextRows(Full);
   int64_t r = 0;
   for (; r + kRows <= rows; r += kRows)
     ContextTile<kRows, Full, Half>(weights + r * s.padded_length, values, context + r * s.padded_dim, s);
@@ -217,25 +234,30 @@ void ContextBlock(const float* weights, const float* values, float* context, int
     ContextTile<1, Full, Half>(weights + r * s.padded_length, values, context + r * s.padded_dim, s);
 }
 
-// The head size is padded to a multiple of 8 floats (s.padded_dim).
+// Context for a head size padded to Eighths times 8 floats (s.padded_dim).
+template <int Eighths>
+void ContextOf(const float* weights, const float* values, float* context, int64_t rows, const Shape& s) {
+  ContextBlock<Eighths * 8 / kLanes, Eighths * 8 % kLanes != 0>(weights, values, context, rows, s);
+}
+
 void Context(const float* weights, const float* values, float* context, int64_t rows, const Shape& s) {
   switch (s.padded_dim / 8) {
-    case 1: return ContextBlock<0, true>(weights, values, context, rows, s);
-    case 2: return ContextBlock<1, false>(weights, values, context, rows, s);
-    case 3: return ContextBlock<1, true>(weights, values, context, rows, s);
-    case 4: return ContextBlock<2, false>(weights, values, context, rows, s);
-    case 5: return ContextBlock<2, true>(weights, values, context, rows, s);
-    case 6: return ContextBlock<3, false>(weights, values, context, rows, s);
-    case 7: return ContextBlock<3, true>(weights, values, context, rows, s);
-    case 8: return ContextBlock<4, false>(weights, values, context, rows, s);
-    case 9: return ContextBlock<4, true>(weights, values, context, rows, s);
-    case 10: return ContextBlock<5, false>(weights, values, context, rows, s);
-    case 11: return ContextBlock<5, true>(weights, values, context, rows, s);
-    case 12: return ContextBlock<6, false>(weights, values, context, rows, s);
-    case 13: return ContextBlock<6, true>(weights, values, context, rows, s);
-    case 14: return ContextBlock<7, false>(weights, values, context, rows, s);
-    case 15: return ContextBlock<7, true>(weights, values, context, rows, s);
-    default: return ContextBlock<8, false>(weights, values, context, rows, s);
+    case 1: return ContextOf<1>(weights, values, context, rows, s);
+    case 2: return ContextOf<2>(weights, values, context, rows, s);
+    case 3: return ContextOf<3>(weights, values, context, rows, s);
+    case 4: return ContextOf<4>(weights, values, context, rows, s);
+    case 5: return ContextOf<5>(weights, values, context, rows, s);
+    case 6: return ContextOf<6>(weights, values, context, rows, s);
+    case 7: return ContextOf<7>(weights, values, context, rows, s);
+    case 8: return ContextOf<8>(weights, values, context, rows, s);
+    case 9: return ContextOf<9>(weights, values, context, rows, s);
+    case 10: return ContextOf<10>(weights, values, context, rows, s);
+    case 11: return ContextOf<11>(weights, values, context, rows, s);
+    case 12: return ContextOf<12>(weights, values, context, rows, s);
+    case 13: return ContextOf<13>(weights, values, context, rows, s);
+    case 14: return ContextOf<14>(weights, values, context, rows, s);
+    case 15: return ContextOf<15>(weights, values, context, rows, s);
+    default: return ContextOf<16>(weights, values, context, rows, s);
   }
 }
 
