@@ -52,6 +52,7 @@ constexpr int kScoreRows = 4;
 constexpr int kScoreKeys = 3;  // 12 accumulators, 3 key vectors and a broadcast query fill AVX2's 16 registers
 #endif
 constexpr int kQueryBlock = 32;  // rows of scores computed together: 32 x 512 floats stay in L2
+static_assert(kQueryBlock % kScoreRows == 0 && 8 % kScoreRows == 0, "tiles cover query blocks and padded heads");
 typedef float Vec __attribute__((vector_size(4 * kLanes)));
 typedef int32_t IntVec __attribute__((vector_size(4 * kLanes)));
 typedef float HalfVec __attribute__((vector_size(32)));  // 8 floats: half a vector with AVX-512
