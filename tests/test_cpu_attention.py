@@ -121,6 +121,27 @@ def test_fused_forward_and_backward_equal_dense_attention(shape, kind, rotates):
     _assert_fused_gradients_equal_dense_attention(shape, kind, rotates)
 
 
+@needs_kernel
+def test_a_sequence_of_padding_only_gets_zero_context_and_zero_gradients():
+    """Its queries have no key to attend to: 0, not NaN or a made-up average, so a batch's sums stay finite."""
+    shape = (2, 40, 2, 24)
+    query, key, value, segment_ids, padding, row_keys, rotation = _case(shape, "padding", rotates=True)
+    row_keys, padding = row_keys.at[1].set(1), padding.at[1].set(True)
+    d_context = jnp.asarray(np.random.default_rng(2).standard_normal(shape, dtype=np.float32))
+
+    def run(*args):  # a new function per call, as in the checks above
+        context, log_sum_exp = cpu_attention.forward(*args)
+        return context, cpu_attention.backward(*args, context, log_sum_exp, d_context)
+
+    context, gradients = jax.jit(run, static_argnums=4)(query, key, value, row_keys, False, rotation)
+    assert np.all(np.asarray(context)[1] == 0)
+    for gradient in gradients:
+        assert np.all(np.asarray(gradient)[1] == 0)
+        assert np.all(np.isfinite(np.asarray(gradient)))
+    expected, _ = _reference(query, key, value, segment_ids, padding, rotation)
+    np.testing.assert_allclose(np.asarray(context)[0], np.asarray(expected)[0], atol=2e-5, rtol=0)
+
+
 def _has_avx2() -> bool:
     flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").exists() else []
     return platform.machine() == "x86_64" and {"avx2", "fma", "bmi2"} <= set(flags)

@@ -72,6 +72,14 @@ inline HalfVec LoadHalf(const float* p) {
   std::memcpy(&v, p, sizeof(v));
   return v;
 }
+// Keeps a loaded vector in a register. Without AVX-512, GCC otherwise folds each of its uses in the
+// micro-kernels below into a memory operand: one load per multiply-add, so that on AVX2 they wait on loads
+// rather than on multiply-adds. The AVX-512 build was tuned without it and is left as it was.
+inline void InRegister(Vec& v) {
+#if defined(__x86_64__) && !defined(__AVX512F__)
+  asm("" : "+x"(v));
+#endif
+}
 inline void Store(float* p, Vec v) { std::memcpy(p, &v, sizeof(v)); }
 inline void StoreHalf(float* p, HalfVec v) { std::memcpy(p, &v, sizeof(v)); }
 inline Vec Splat(float x) { return x - Vec{}; }  // x - (+0) is x even for -0, so this compiles to a broadcast
@@ -88,18 +96,13 @@ inline float HorizontalMax(Vec v) {
 }
 
 // exp(x) for x <= 0: 2^n times a degree-7 Taylor polynomial of the remainder |r| <= ln(2)/2 (truncation
-// error below 1e-8 relative). The masked pairs (-inf) weigh exactly 0: with AVX-512, scalef scales by 2^n
-// in one instruction and underflows to 0 below about -104; without it, results below -87 are set to 0.
-inline Vec Exp(Vec x) {
+// error below 1e-8 relative). Masked pairs (x = -inf, or NaN in a row with no key to attend to) weigh exactly 0.
 #ifdef __AVX512F__
+// scalef scales by 2^n in one instruction and underflows to 0 below about -104.
+inline Vec Exp(Vec x) {
   const Vec clamped = Max(x, Splat(-150.0f));
   const __m512 scaled = (__m512)(clamped * 1.44269504088896341f);
   const Vec n = (Vec)_mm512_roundscale_ps(scaled, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-#else
-  const Vec clamped = Max(x, Splat(-87.0f));
-  const Vec scaled = clamped * 1.44269504088896341f;
-  const Vec n = (scaled + 12582912.0f) - 12582912.0f;  // round to nearest integer
-#endif
   Vec r = clamped - n * 0.693359375f;  // ln 2 in two parts
   r = r - n * -2.12194440e-4f;
   Vec p = Splat(1.0f / 5040.0f);
@@ -110,14 +113,26 @@ inline Vec Exp(Vec x) {
   p = p * r + 0.5f;
   p = p * r + 1.0f;
   p = p * r + 1.0f;
-#ifdef __AVX512F__
   return (Vec)_mm512_scalef_ps((__m512)p, (__m512)n);
-#else
-  const IntVec exponent = (__builtin_convertvector(n, IntVec) + 127) << 23;
-  const Vec result = p * (Vec)exponent;
-  return x < -87.0f ? Splat(0.0f) : result;
-#endif
 }
+#else
+// Written for a short chain of dependent operations, which is what bounds the softmax loop on AVX2: n = x / ln 2
+// rounded by adding 1.5 * 2^23 + 127, so that the sum's low bits hold the biased exponent n + 127; the remainder
+// in one multiply-add; the polynomial evaluated in pairs. Within 1.8e-7 of exp(x) relative (Horner's rule with
+// ln 2 in two parts, as above: 8e-8). Results below -87, whose exponent would not fit, are set to 0.
+inline Vec Exp(Vec x) {
+  constexpr float kShift = 12582912.0f + 127.0f;
+  const Vec shifted = x * 1.44269504088896341f + kShift;
+  const Vec n = shifted - kShift;
+  const Vec r = x - n * 0.693147180559945309f;
+  const Vec r2 = r * r;
+  const Vec low = (r + 1.0f) + r2 * (r * (1.0f / 6.0f) + 0.5f);
+  const Vec high = (r * (1.0f / 120.0f) + 1.0f / 24.0f) + r2 * (r * (1.0f / 5040.0f) + 1.0f / 720.0f);
+  const Vec p = low + (r2 * r2) * high;
+  const Vec result = p * (Vec)((IntVec)shifted << 23);
+  return x >= -87.0f ? result : Splat(0.0f);
+}
+#endif
 
 // Which helper tasks of one call are still working; shared with tasks that may start after the call ends.
 struct HelperJob {
@@ -149,7 +164,10 @@ inline void ProductTile(const float* a, int64_t lda, const float* b, int64_t ldb
                         Vec (&acc)[kScoreRows][kScoreKeys]) {
   for (int64_t i = 0; i < depth; ++i) {
     Vec columns[kScoreKeys];
-    for (int k = 0; k < kScoreKeys; ++k) columns[k] = Load(b + i * ldb + k * kLanes);
+    for (int k = 0; k < kScoreKeys; ++k) {
+      columns[k] = Load(b + i * ldb + k * kLanes);
+      InRegister(columns[k]);
+    }
     for (int r = 0; r < kScoreRows; ++r) {
       const Vec x = Splat(a[r * lda + i]);
       for (int k = 0; k < kScoreKeys; ++k) acc[r][k] += x * columns[k];
@@ -201,7 +219,10 @@ inline void ContextTile(const float* weights, const float* values, float* contex
   HalfVec half_acc[Rows] = {};
   for (int64_t j = 0; j < s.length; ++j) {
     Vec v[Full > 0 ? Full : 1];
-    for (int c = 0; c < Full; ++c) v[c] = Load(values + j * s.padded_dim + c * kLanes);
+    for (int c = 0; c < Full; ++c) {
+      v[c] = Load(values + j * s.padded_dim + c * kLanes);
+      InRegister(v[c]);
+    }
     HalfVec half_v = {};
     if (Half) half_v = LoadHalf(values + j * s.padded_dim + Full * kLanes);
     for (int r = 0; r < Rows; ++r) {
@@ -216,7 +237,15 @@ inline void ContextTile(const float* weights, const float* values, float* contex
   }
 }
 
-// Rows of a context tile: as many as keep their accumulators and one key's values in registers.
+// Vectors of the head size that one context tile covers: all of them with AVX-512's 32 registers; with
+// AVX2's 16, at most three, so that a tile's accumulators and one key's values stay in registers.
+#ifdef __AVX512F__
+constexpr int kContextColumns = 16;
+#else
+constexpr int kContextColumns = 3;
+#endif
+
+// Rows of a context tile of `full` vectors: as many as keep their accumulators and one key's values in registers.
 constexpr int ContextRows(int full) {
 #ifdef __AVX512F__
   return full <= 2 ? 8 : (full <= 4 ? 4 : 2);
@@ -225,14 +254,21 @@ constexpr int ContextRows(int full) {
 #endif
 }
 
+// Context rows for a head size of Full vectors and, when Half, one of 8 floats, kContextColumns at a time.
 template <int Full, bool Half>
 void ContextBlock(const float* weights, const float* values, float* context, int64_t rows, const Shape& s) {
-  constexpr int kRows = ContextRows(Full);
-  int64_t r = 0;
-  for (; r + kRows <= rows; r += kRows)
-    ContextTile<kRows, Full, Half>(weights + r * s.padded_length, values, context + r * s.padded_dim, s);
-  for (; r < rows; ++r)
-    ContextTile<1, Full, Half>(weights + r * s.padded_length, values, context + r * s.padded_dim, s);
+  if constexpr (Full > kContextColumns) {
+    ContextBlock<kContextColumns, false>(weights, values, context, rows, s);
+    constexpr int kDone = kContextColumns * kLanes;
+    ContextBlock<Full - kContextColumns, Half>(weights, values + kDone, context + kDone, rows, s);
+  } else {
+    constexpr int kRows = ContextRows(Full);
+    int64_t r = 0;
+    for (; r + kRows <= rows; r += kRows)
+      ContextTile<kRows, Full, Half>(weights + r * s.padded_length, values, context + r * s.padded_dim, s);
+    for (; r < rows; ++r)
+      ContextTile<1, Full, Half>(weights + r * s.padded_length, values, context + r * s.padded_dim, s);
+  }
 }
 
 // Context for a head size padded to Eighths times 8 floats (s.padded_dim).
@@ -352,7 +388,7 @@ void OneHead(int64_t pair, const Inputs& in, const Shape& s, Scratch& scratch) {
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t t = start + r;
       float* out = in.context + ((b * T + t) * s.heads + h) * D;
-      const float scale = 1.0f / totals[r];
+      const float scale = totals[r] > 0.0f ? 1.0f / totals[r] : 0.0f;  // a row with no key to attend to gets 0
       for (int64_t d = 0; d < D; ++d) out[d] = scratch.context[r * s.padded_dim + d] * scale;
       in.log_sum_exp[pair * T + t] = peaks[r] + std::log(totals[r]);
     }
