@@ -121,8 +121,7 @@ def test_fused_forward_and_backward_equal_dense_attention(shape, kind, rotates):
     _assert_fused_gradients_equal_dense_attention(shape, kind, rotates)
 
 
-@needs_kernel
-def test_a_sequence_of_padding_only_gets_zero_context_and_zero_gradients():
+def _assert_a_sequence_of_padding_only_gets_zeros():
     """Its queries have no key to attend to: 0, not NaN or a made-up average, so a batch's sums stay finite."""
     shape = (2, 40, 2, 24)
     query, key, value, segment_ids, padding, row_keys, rotation = _case(shape, "padding", rotates=True)
@@ -140,6 +139,11 @@ def test_a_sequence_of_padding_only_gets_zero_context_and_zero_gradients():
         assert np.all(np.isfinite(np.asarray(gradient)))
     expected, _ = _reference(query, key, value, segment_ids, padding, rotation)
     np.testing.assert_allclose(np.asarray(context)[0], np.asarray(expected)[0], atol=2e-5, rtol=0)
+
+
+@needs_kernel
+def test_a_sequence_of_padding_only_gets_zero_context_and_zero_gradients():
+    _assert_a_sequence_of_padding_only_gets_zeros()
 
 
 def _has_avx2() -> bool:
@@ -165,6 +169,11 @@ def test_the_avx2_build_equals_dense_attention_too(avx2_build, shape, kind, monk
     monkeypatch.setattr(cpu_attention, "TARGET", avx2_build)
     _assert_fused_forward_equals_dense_attention(shape, kind, rotates=True)
     _assert_fused_gradients_equal_dense_attention(shape, kind, rotates=True)
+
+
+def test_the_avx2_build_gives_a_sequence_of_padding_only_zeros_too(avx2_build, monkeypatch):
+    monkeypatch.setattr(cpu_attention, "TARGET", avx2_build)
+    _assert_a_sequence_of_padding_only_gets_zeros()
 
 
 @needs_kernel
