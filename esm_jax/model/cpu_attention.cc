@@ -117,21 +117,20 @@ inline Vec Exp(Vec x) {
 }
 #else
 // Written for a short chain of dependent operations, which is what bounds the softmax loop on AVX2: n = x / ln 2
-// rounded by adding 1.5 * 2^23 + 127, so that the sum's low bits hold the biased exponent n + 127; the remainder
-// in one multiply-add; the polynomial evaluated in pairs. That rounds a little more than Horner's rule with ln 2
-// in two parts (above); the tests hold the kernels to float64 attention either way. Results below -87, whose
-// exponent would not fit, are set to 0.
+// rounded by adding 1.5 * 2^23 (the sum's low bits then hold n); exp of the remainder r = x - n ln 2 by a degree-5
+// minimax polynomial on [-ln(2)/2, ln(2)/2], evaluated in pairs; n added to the result's exponent. Below -86, where
+// that exponent would not fit, 0.
 inline Vec Exp(Vec x) {
-  constexpr float kShift = 12582912.0f + 127.0f;
+  constexpr float kShift = 12582912.0f;
   const Vec shifted = x * 1.44269504088896341f + kShift;
-  const Vec n = shifted - kShift;
-  const Vec r = x - n * 0.693147180559945309f;
+  const Vec r = x - (shifted - kShift) * 0.693147180559945309f;
   const Vec r2 = r * r;
-  const Vec low = (r + 1.0f) + r2 * (r * (1.0f / 6.0f) + 0.5f);
-  const Vec high = (r * (1.0f / 120.0f) + 1.0f / 24.0f) + r2 * (r * (1.0f / 5040.0f) + 1.0f / 720.0f);
-  const Vec p = low + (r2 * r2) * high;
-  const Vec result = p * (Vec)((IntVec)shifted << 23);
-  return x >= -87.0f ? result : Splat(0.0f);
+  const Vec low = r * 0.9999997019767761f + 1.0000001192092896f;
+  const Vec mid = r * 0.16667574644088745f + 0.49998894333839417f;
+  const Vec high = r * 0.008297654800117016f + 0.04191538318991661f;
+  const Vec p = low + r2 * (mid + r2 * high);
+  const Vec result = (Vec)((IntVec)p + ((IntVec)shifted << 23));
+  return x >= -86.0f ? result : Splat(0.0f);
 }
 #endif
 
