@@ -95,10 +95,11 @@ inline float HorizontalMax(Vec v) {
   return peak;
 }
 
-// exp(x) for x <= 0: 2^n times a degree-7 Taylor polynomial of the remainder |r| <= ln(2)/2 (truncation
-// error below 1e-8 relative). Masked pairs (x = -inf, or NaN in a row with no key to attend to) weigh exactly 0.
+// exp(x) for x <= 0, as 2^n times exp of the remainder |r| <= ln(2)/2. Masked pairs (x = -inf, or NaN in a row
+// with no key to attend to) weigh exactly 0; the tests hold the kernels to float64 attention.
 #ifdef __AVX512F__
-// scalef scales by 2^n in one instruction and underflows to 0 below about -104.
+// A degree-7 Taylor polynomial of r (truncation error below 1e-8 relative); scalef scales by 2^n in one
+// instruction and underflows to 0 below about -104.
 inline Vec Exp(Vec x) {
   const Vec clamped = Max(x, Splat(-150.0f));
   const __m512 scaled = (__m512)(clamped * 1.44269504088896341f);
@@ -117,9 +118,9 @@ inline Vec Exp(Vec x) {
 }
 #else
 // Written for a short chain of dependent operations, which is what bounds the softmax loop on AVX2: n = x / ln 2
-// rounded by adding 1.5 * 2^23 (the sum's low bits then hold n); exp of the remainder r = x - n ln 2 by a degree-5
-// minimax polynomial on [-ln(2)/2, ln(2)/2], evaluated in pairs; n added to the result's exponent. Below -86, where
-// that exponent would not fit, 0.
+// rounded by adding 1.5 * 2^23 (the sum's low bits then hold n); exp(r) by a degree-5 polynomial fitted for the
+// least maximum relative error on [-ln(2)/2, ln(2)/2] (Remez), evaluated in pairs; n added to the result's exponent.
+// Below -86, where that exponent would not fit, 0.
 inline Vec Exp(Vec x) {
   constexpr float kShift = 12582912.0f;
   const Vec shifted = x * 1.44269504088896341f + kShift;
