@@ -96,7 +96,8 @@ inline float HorizontalMax(Vec v) {
 }
 
 // exp(x) for x <= 0, as 2^n times exp of the remainder |r| <= ln(2)/2. Masked pairs (x = -inf, or NaN in a row
-// with no key to attend to) weigh exactly 0; the tests hold the kernels to float64 attention.
+// with no key to attend to) weigh exactly 0. tests/test_cpu_attention.py holds the contexts to dense attention
+// and the gradients to float64 dense attention.
 #ifdef __AVX512F__
 // A degree-7 Taylor polynomial of r (truncation error below 1e-8 relative); scalef scales by 2^n in one
 // instruction and underflows to 0 below about -104.
