@@ -41,6 +41,18 @@ def test_scanned_layers_equal_the_unrolled_loop(architecture):
 
 
 @pytest.mark.parametrize("architecture", ["esm2", "esm1b"])
+def test_final_hidden_states_at_positions_equal_the_full_forward(architecture):
+    config = ModelConfig(architecture, 3, 64, 4, 128, emb_layer_norm_before=architecture == "esm1b")
+    model = build_model(config, seed=3)
+    positions = np.array([[5, 0, 60, 31], [4, 11, 1, 4]], dtype=np.int32)  # row b: <mask> at 4, <eos> at 11
+    full = np.asarray(model(TOKENS, repr_layers=[3])["representations"][3])
+    picked = np.take_along_axis(full, positions[:, :, None], axis=1)
+    got = np.asarray(jax.jit(model.final_hidden_at)(TOKENS, positions))
+    assert got.shape == (2, 4, 64)
+    np.testing.assert_allclose(got, picked, atol=2e-6 * np.abs(full).max(), rtol=0)
+
+
+@pytest.mark.parametrize("architecture", ["esm2", "esm1b"])
 def test_bfloat16_compute_stays_within_its_error_budget(architecture):
     config = ModelConfig(architecture, 6, 128, 8, 512, emb_layer_norm_before=architecture == "esm1b")
     full = build_model(config, seed=2)

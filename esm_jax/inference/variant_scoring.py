@@ -23,7 +23,8 @@ scored whole, so the rule never changes their scores. A multi-mutant spanning mo
 be scored and is refused.
 
 Rows are length-sorted into a few fixed batch shapes by :mod:`esm_jax.inference.batching` and run through one
-jitted function per shape; only the rows' queried positions go through the language-model head. Padding rows and
+jitted function per shape; only the rows' queried positions go through the last block's queries and feed-forward
+(:meth:`esm_jax.model.esm.ESM.final_hidden_at`) and the language-model head. Padding rows and
 positions never reach a score, so results equal scoring each variant alone, up to float32 rounding.
 """
 
@@ -87,10 +88,7 @@ def window_bounds(indices: Sequence[int], length: int, window: int) -> tuple[int
 def _log_probs_at(graphdef, state, tokens: jax.Array, positions: jax.Array) -> jax.Array:
     """Log-softmax over the vocabulary at ``positions`` (B, K) of ``tokens`` (B, T): (B, K, V)."""
     model = nnx.merge(graphdef, state)
-    last = model.config.num_layers
-    hidden = model.forward(tokens, (last,), lean=True)["representations"][last]
-    picked = jnp.take_along_axis(hidden, positions[:, :, None], axis=1)
-    logits = model.lm_head(picked, model.embed_tokens.embedding[...])
+    logits = model.lm_head(model.final_hidden_at(tokens, positions), model.embed_tokens.embedding[...])
     return jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
 
 

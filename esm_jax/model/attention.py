@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from esm_jax.model import attention_kernels
@@ -77,3 +78,23 @@ class SelfAttention(nnx.Module):
             context, probs = attention_kernels.KERNELS[implementation](query, key, value, *masks), None
         out = self.out_proj(context.reshape(*x.shape[:2], -1))
         return out, probs
+
+    def at_positions(self, x: jax.Array, positions: jax.Array, key_padding_mask: jax.Array | None) -> jax.Array:
+        """Attention output (B, K, D) for the queries at ``positions`` (B, K) of ``x`` (B, T, D) over all its keys.
+
+        Rows are unpacked, so rotary positions are the token indices. With a few queries per row the
+        (B, H, K, T) scores are small, so all heads run at once.
+        """
+        picked = jnp.take_along_axis(x, positions[:, :, None], axis=1)
+        query = self._split_heads(self.q_proj(picked) * self.head_dim**-0.5)
+        key = self._split_heads(self.k_proj(x))
+        value = self._split_heads(self.v_proj(x)).astype(self.dtype)
+        if self.rotary_frequencies is not None:
+            frequencies = self.rotary_frequencies[...]
+            cos, sin = rotation_tables(frequencies, positions, positions.shape[1])
+            query = rotate(query, cos[:, :, None], sin[:, :, None])
+            cos, sin = rotation_tables(frequencies, None, x.shape[1])
+            key = rotate(key, cos[:, :, None], sin[:, :, None])
+        query, key = query.astype(self.dtype), key.astype(self.dtype)
+        context, _ = attention_kernels.dense_attention(query, key, value, None, key_padding_mask, self.dtype)
+        return self.out_proj(context.reshape(*picked.shape[:2], -1))

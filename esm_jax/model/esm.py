@@ -280,6 +280,29 @@ class ESM(nnx.Module):
             result["contacts"] = logits
         return result
 
+    def final_hidden_at(self, tokens: jax.Array, positions: jax.Array) -> jax.Array:
+        """The last representation (after the final LayerNorm) at ``positions`` (B, K) of ``tokens`` (B, T): (B, K, D).
+
+        Equal to indexing ``forward``'s last representation, up to float32 rounding, but the last block runs
+        its queries, attention output and feed-forward only at ``positions`` (keys and values everywhere):
+        a reader of a few positions per row, as masked-marginal scoring is, skips most of a layer.
+        """
+        tokens = jnp.asarray(tokens, dtype=jnp.int32)
+        padding_mask = tokens == self.padding_idx
+        graphdef, stacked = nnx.split(self.layers)
+
+        def block(layer: jax.Array) -> TransformerBlock:
+            # Indexed inside the loop: slicing the stack's first layers off beforehand would copy them.
+            return nnx.merge(graphdef, jax.tree.map(lambda values: values[layer], stacked))
+
+        def run_block(x, layer):
+            return constrain(block(layer)(x, padding_mask, False)[0], HIDDEN_AXES), None
+
+        x = constrain(self._embed(tokens, padding_mask, None), HIDDEN_AXES)
+        last = self.config.num_layers - 1
+        x = jax.lax.scan(run_block, x, jnp.arange(last))[0]
+        return self.emb_layer_norm_after(block(jnp.asarray(last)).at_positions(x, positions, padding_mask))
+
     def _embed(self, tokens: jax.Array, padding_mask: jax.Array, segment_ids: jax.Array | None) -> jax.Array:
         x = self.embed_tokens(tokens).astype(jnp.float32)
         if self.config.token_dropout:
