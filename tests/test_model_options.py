@@ -50,6 +50,9 @@ def test_final_hidden_states_at_positions_equal_the_full_forward(architecture):
     got = np.asarray(jax.jit(model.final_hidden_at)(TOKENS, positions))
     assert got.shape == (2, 4, 64)
     np.testing.assert_allclose(got, picked, atol=2e-6 * np.abs(full).max(), rtol=0)
+    many = np.tile(positions, 16)  # more positions than tokens: the full forward, indexed
+    got = np.asarray(jax.jit(model.final_hidden_at)(TOKENS, many))
+    np.testing.assert_allclose(got, np.tile(picked, (1, 16, 1)), atol=2e-6 * np.abs(full).max(), rtol=0)
 
 
 @pytest.mark.parametrize("architecture", ["esm2", "esm1b"])

@@ -285,9 +285,14 @@ class ESM(nnx.Module):
 
         Equal to indexing ``forward``'s last representation, up to float32 rounding, but the last block runs
         its queries, attention output and feed-forward only at ``positions`` (keys and values everywhere):
-        a reader of a few positions per row, as masked-marginal scoring is, skips most of a layer.
+        a reader of a few positions per row, as masked-marginal scoring is, skips most of a layer. With as many
+        positions as tokens or more, the whole last layer costs no more, and the full forward is indexed instead.
         """
         tokens = jnp.asarray(tokens, dtype=jnp.int32)
+        if positions.shape[1] >= tokens.shape[1]:
+            last = self.config.num_layers
+            hidden = self.forward(tokens, (last,), lean=True)["representations"][last]
+            return jnp.take_along_axis(hidden, positions[:, :, None], axis=1)
         padding_mask = tokens == self.padding_idx
         graphdef, stacked = nnx.split(self.layers)
 
