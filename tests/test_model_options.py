@@ -44,7 +44,7 @@ def test_scanned_layers_equal_the_unrolled_loop(architecture):
 def test_final_hidden_states_at_positions_equal_the_full_forward(architecture):
     config = ModelConfig(architecture, 3, 64, 4, 128, emb_layer_norm_before=architecture == "esm1b")
     model = build_model(config, seed=3)
-    positions = np.array([[5, 0, 60, 31], [4, 11, 1, 4]], dtype=np.int32)  # row b: <mask> at 4, <eos> at 11
+    positions = np.array([[5, 0, 60, 31], [4, 12, 1, 4]], dtype=np.int32)  # row b: <mask> at 4, <eos> at 12
     full = np.asarray(model(TOKENS, repr_layers=[3])["representations"][3])
     picked = np.take_along_axis(full, positions[:, :, None], axis=1)
     got = np.asarray(jax.jit(model.final_hidden_at)(TOKENS, positions))

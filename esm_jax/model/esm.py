@@ -296,7 +296,7 @@ class ESM(nnx.Module):
         padding_mask = tokens == self.padding_idx
         graphdef, stacked = nnx.split(self.layers)
 
-        def block(layer: jax.Array) -> TransformerBlock:
+        def block(layer: jax.Array | int) -> TransformerBlock:
             # Indexed inside the loop: slicing the stack's first layers off beforehand would copy them.
             return nnx.merge(graphdef, jax.tree.map(lambda values: values[layer], stacked))
 
@@ -306,7 +306,7 @@ class ESM(nnx.Module):
         x = constrain(self._embed(tokens, padding_mask, None), HIDDEN_AXES)
         last = self.config.num_layers - 1
         x = jax.lax.scan(run_block, x, jnp.arange(last))[0]
-        return self.emb_layer_norm_after(block(jnp.asarray(last)).at_positions(x, positions, padding_mask))
+        return self.emb_layer_norm_after(block(last).at_positions(x, positions, padding_mask))
 
     def _embed(self, tokens: jax.Array, padding_mask: jax.Array, segment_ids: jax.Array | None) -> jax.Array:
         x = self.embed_tokens(tokens).astype(jnp.float32)
