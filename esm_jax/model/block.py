@@ -32,15 +32,15 @@ class TransformerBlock(nnx.Module):
     ) -> tuple[jax.Array, jax.Array | None]:
         normed = self.self_attn_layer_norm(x)
         attended, probs = self.self_attn(normed, key_padding_mask, need_weights, segment_ids, positions)
-        x = x + attended.astype(jnp.float32)
-        hidden = gelu(self.fc1(self.final_layer_norm(x)).astype(jnp.float32))
-        x = x + self.fc2(hidden).astype(jnp.float32)
-        return x, probs
+        return self._feed_forward(x + attended.astype(jnp.float32)), probs
 
     def at_positions(self, x: jax.Array, positions: jax.Array, key_padding_mask: jax.Array | None) -> jax.Array:
         """The block's output at ``positions`` (B, K) only: (B, K, D), attending over every key of ``x`` (B, T, D)."""
         normed = self.self_attn_layer_norm(x)
+        attended = self.self_attn.at_positions(normed, positions, key_padding_mask)
         x = jnp.take_along_axis(x, positions[:, :, None], axis=1)
-        x = x + self.self_attn.at_positions(normed, positions, key_padding_mask).astype(jnp.float32)
+        return self._feed_forward(x + attended.astype(jnp.float32))
+
+    def _feed_forward(self, x: jax.Array) -> jax.Array:
         hidden = gelu(self.fc1(self.final_layer_norm(x)).astype(jnp.float32))
         return x + self.fc2(hidden).astype(jnp.float32)
