@@ -1,12 +1,14 @@
 """Training throughput of esm-jax against a PyTorch fair-esm training step, and compile times.
 
 CPU part: the same model shape, weights and batch; one step = forward, backward and an AdamW
-update. esm-jax runs its real jitted train step (float32, layers scanned, no rematerialisation);
-PyTorch runs fair-esm's model with ``torch.optim.AdamW``. Compilation and the first step are
-excluded; steps alternate, one of each per round (for the 650M shape, whose two optimiser states do
-not fit in memory together, esm-jax's steps run first, then PyTorch's), and the table gives median
-tokens/s and the min–max of the ratios of round i's steps. Compile part: seconds to compile the
-33-layer ESM-1b training step with ``scan_layers`` on and off (abstract inputs, nothing executed).
+update, on full rows masked as the input pipeline masks them. esm-jax runs its real jitted train step
+(float32, layers scanned, no rematerialisation), told that masking rule, so its last block runs only at the
+loss positions (:mod:`esm_jax.train.step`); PyTorch runs fair-esm's model with ``torch.optim.AdamW``.
+Compilation and the first step are excluded; steps alternate, one of each per round (for the 650M shape,
+whose two optimiser states do not fit in memory together, esm-jax's steps run first, then PyTorch's), and
+the table gives median tokens/s and the min–max of the ratios of round i's steps. Compile part: seconds to
+compile the 33-layer ESM-1b training step, as the trainer builds it, with ``scan_layers`` on and off
+(abstract inputs, nothing executed).
 
     python benchmarks/train_throughput.py            # t12 and ESM-1b 650M throughput, compile times
     python benchmarks/train_throughput.py --quick    # t12 only, no compile-time part
@@ -34,9 +36,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.forward_throughput import reference_model  # noqa: E402
 from benchmarks.settled import SETTLE_SECONDS, settled_run  # noqa: E402
+from data_pipeline.input.masking import mask_batch  # noqa: E402
+from data_pipeline.input.tokenization import ResidueTable  # noqa: E402
 from esm_jax.checkpoints import fair_esm  # noqa: E402
 from esm_jax.checkpoints.tensor_map import build_from_tensors  # noqa: E402
 from esm_jax.host_allocator import allocator_setting  # noqa: E402
+from esm_jax.masking_rule import MaskingRule  # noqa: E402
 from esm_jax.mesh import batch_sharding, build_mesh  # noqa: E402
 from esm_jax.model import named_config  # noqa: E402
 from esm_jax.sharding import (  # noqa: E402
@@ -50,6 +55,7 @@ from esm_jax.train.state import TrainState, abstract_state  # noqa: E402
 from esm_jax.train.step import make_train_step  # noqa: E402
 
 CASES = {"esm2_t12_35M_UR50D": (4, 256), "esm1b_t33_650M_UR50S": (1, 512)}
+MASKING_RULE = MaskingRule()
 SEQUENTIAL = {"esm1b_t33_650M_UR50S"}  # shapes whose two training states do not fit in memory together
 OPTIMIZER = ml_collections.ConfigDict(
     dict(peak_learning_rate=1e-4, end_learning_rate=1e-5, warmup_steps=10, schedule="linear",
@@ -58,15 +64,11 @@ OPTIMIZER = ml_collections.ConfigDict(
 
 
 def _batch(batch: int, length: int) -> dict[str, np.ndarray]:
+    """Full rows of random residues, masked as the input pipeline masks training batches (ESM-1b's rule)."""
     rng = np.random.default_rng(0)
     tokens = rng.integers(4, 24, size=(batch, length)).astype(np.int32)
     tokens[:, 0], tokens[:, -1] = 0, 2
-    selected = (rng.random((batch, length)) < 0.15) & (tokens > 3)
-    return {
-        "tokens": np.where(selected, 32, tokens).astype(np.int32),
-        "targets": np.where(selected, tokens, 1).astype(np.int32),
-        "loss_mask": selected.astype(np.float32),
-    }
+    return mask_batch(tokens, np.full(batch, length - 2), np.arange(batch), 0, ResidueTable(), MASKING_RULE)
 
 
 def _torch_step(reference: torch.nn.Module, batch: dict):
@@ -102,7 +104,8 @@ def jax_step_and_hlo(reference: torch.nn.Module, name: str, batch: dict) -> tupl
     mesh = build_mesh({"data": -1, "fsdp": 1, "tensor": 1})
     shardings = state_shardings(state, mesh, DEFAULT_RULES)
     sharding = batch_sharding(mesh)
-    train_step = make_train_step(graphdef, shardings, sharding, 1, learning_rate_schedule(OPTIMIZER, 1000))
+    schedule = learning_rate_schedule(OPTIMIZER, 1000)
+    train_step = make_train_step(graphdef, shardings, sharding, 1, schedule, MASKING_RULE)
     device_batch = {key: jax.device_put(value, sharding) for key, value in batch.items()}
     current = {"state": state}
 
@@ -173,7 +176,7 @@ def compile_seconds(scan: bool) -> float:
     mesh = build_mesh({"data": -1, "fsdp": 1, "tensor": 1})
     shardings = state_shardings(abstract, mesh, DEFAULT_RULES)
     sharding = batch_sharding(mesh)
-    step = make_train_step(graphdef, shardings, sharding, 1, learning_rate_schedule(OPTIMIZER, 1000))
+    step = make_train_step(graphdef, shardings, sharding, 1, learning_rate_schedule(OPTIMIZER, 1000), MASKING_RULE)
     batch = {key: jax.ShapeDtypeStruct((2, 512), jnp.float32 if key == "loss_mask" else jnp.int32, sharding=sharding)
              for key in ("tokens", "targets", "loss_mask")}  # fmt: skip
     start = time.perf_counter()

@@ -9,6 +9,7 @@ embeddings by its :attr:`~MaskingRule.mask_ratio` (:mod:`esm_jax.model.esm`).
 from __future__ import annotations
 
 import dataclasses
+import math
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,3 +28,10 @@ class MaskingRule:
     def mask_ratio(self) -> float:
         """The expected fraction of residues replaced by ``<mask>``."""
         return self.select_prob * self.mask_prob
+
+    def most_selected(self, residues: int) -> int:
+        """The most positions a sequence of ``residues`` residues can have selected.
+
+        The pipeline selects ``floor(select_prob * residues + u)`` with ``u`` in [0, 1), never more than this.
+        """
+        return math.ceil(self.select_prob * residues)

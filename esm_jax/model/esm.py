@@ -285,8 +285,9 @@ class ESM(nnx.Module):
 
         Equal to indexing ``forward``'s last representation, up to float32 rounding, but the last block runs
         its queries, attention output and feed-forward only at ``positions`` (keys and values everywhere):
-        a reader of a few positions per row, as masked-marginal scoring is, skips most of a layer. With as many
-        positions as tokens or more, the whole last layer costs no more, and the full forward is indexed instead.
+        a reader of a few positions per row, as masked-marginal scoring and the MLM loss are, skips most of a
+        layer. The first blocks follow ``remat_policy`` as :meth:`forward`'s do. With as many positions as tokens
+        or more, the whole last layer costs no more, and the full forward is indexed instead.
         """
         tokens = jnp.asarray(tokens, dtype=jnp.int32)
         if positions.shape[1] >= tokens.shape[1]:
@@ -303,6 +304,8 @@ class ESM(nnx.Module):
         def run_block(x, layer):
             return constrain(block(layer)(x, padding_mask, False)[0], HIDDEN_AXES), None
 
+        if self.config.remat_policy != "none":
+            run_block = jax.checkpoint(run_block, policy=_REMAT[self.config.remat_policy])
         x = constrain(self._embed(tokens, padding_mask, None), HIDDEN_AXES)
         last = self.config.num_layers - 1
         x = jax.lax.scan(run_block, x, jnp.arange(last))[0]

@@ -7,6 +7,11 @@ A batch is a dict of global arrays ``tokens``, ``targets`` and ``loss_mask`` of 
 added over micro-batches and divided once by the total number of target positions, so every
 masked token weighs the same however the batch was cut. A step whose loss or gradient is not
 finite leaves the state unchanged and reports ``finite = 0``.
+
+Given the masking rule its batches come from, the step runs the last block and the language-model head only
+at the loss positions (:meth:`esm_jax.model.esm.ESM.final_hidden_at`): the rule bounds how many a row of
+width T can have, so a static number of positions per row holds them all. A (micro-)batch with a row beyond
+that bound, or with packed rows, takes the whole forward instead; both give the same loss and gradients.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from esm_jax.alphabet import Alphabet
+from esm_jax.masking_rule import MaskingRule
 from esm_jax.model.packing import segment_sums
 from esm_jax.sharding import ROW_AXES, constrain
 from esm_jax.train.loss import masked_lm_sums
@@ -55,6 +61,46 @@ def _loss_sums(params: nnx.State, graphdef: nnx.GraphDef, rest: nnx.State, batch
     return loss_sum, (count, correct)
 
 
+def _loss_sums_at_targets(params: nnx.State, graphdef: nnx.GraphDef, rest: nnx.State, batch: dict, capacity: int):
+    """``_loss_sums`` from the last block and head run at each row's first ``capacity`` positions by loss weight.
+
+    Exact when no row has more than ``capacity`` loss positions: every one of them is among those read.
+    """
+    model = nnx.merge(graphdef, params, rest)
+    _, positions = jax.lax.top_k((batch["loss_mask"] != 0).astype(jnp.int32), capacity)
+    hidden = model.final_hidden_at(batch["tokens"], positions)
+    logits = model.lm_head(hidden, model.embed_tokens.embedding[...])
+    targets, mask = (jnp.take_along_axis(batch[key], positions, axis=1) for key in ("targets", "loss_mask"))
+    loss_sum, count, correct = masked_lm_sums(logits, targets, mask)
+    return loss_sum, (count, correct)
+
+
+def _target_capacity(batch: dict, rule: MaskingRule | None) -> int | None:
+    """Loss positions per row the at-targets path reads for ``batch``, or None where it would not pay."""
+    width = batch["tokens"].shape[1]
+    if rule is None or PACKED_KEY in batch:
+        return None
+    capacity = rule.most_selected(width - 2)  # rows hold <cls>, residues, <eos>
+    return capacity if capacity < width else None
+
+
+def _gradients(params: nnx.State, graphdef: nnx.GraphDef, rest: nnx.State, batch: dict, rule: MaskingRule | None):
+    """``((loss_sum, (count, correct)), grads)`` of one (micro-)batch, at the targets only where they fit."""
+    whole = jax.value_and_grad(_loss_sums, has_aux=True)
+    capacity = _target_capacity(batch, rule)
+    if capacity is None:
+        return whole(params, graphdef, rest, batch)
+    at_targets = jax.value_and_grad(_loss_sums_at_targets, has_aux=True)
+    fits = jnp.all(jnp.sum(batch["loss_mask"] != 0, axis=1) <= capacity)
+    # The branch chooses between two gradient computations rather than sitting inside one: differentiating
+    # through a branch would keep (zero-filled) residuals of the whole forward on the at-targets path too.
+    return jax.lax.cond(
+        fits,
+        lambda: at_targets(params, graphdef, rest, batch, capacity),
+        lambda: whole(params, graphdef, rest, batch),
+    )
+
+
 def token_counts(batch: dict) -> dict[str, jax.Array]:
     """Real (non-padding) tokens, all tokens, and attention pairs: the sum of squared sequence lengths.
 
@@ -80,22 +126,25 @@ def make_train_step(
     batch_sharding: NamedSharding,
     accumulation_steps: int,
     schedule: optax.Schedule,
+    masking_rule: MaskingRule | None = None,
 ) -> Callable:
-    """``step(state, batch) -> (state, metrics)``; ``state`` is donated."""
+    """``step(state, batch) -> (state, metrics)``; ``state`` is donated.
+
+    ``masking_rule`` is the rule the batches were masked with; given it, the last block runs at the loss positions.
+    """
     replicated = NamedSharding(batch_sharding.mesh, PartitionSpec())
 
     def train_step(state: nnx.State, batch: dict):
         train_state = nnx.merge(graphdef, state)
         model_graphdef, params, rest = nnx.split(train_state.model, nnx.Param, ...)
-        grad_fn = jax.value_and_grad(_loss_sums, has_aux=True)
 
         def micro_step(carry, micro_batch):
             grads, loss_sum, count, correct = carry
-            (loss, (n, c)), g = grad_fn(params, model_graphdef, rest, micro_batch)
+            (loss, (n, c)), g = _gradients(params, model_graphdef, rest, micro_batch, masking_rule)
             return (jax.tree.map(jnp.add, grads, g), loss_sum + loss, count + n, correct + c), None
 
         if accumulation_steps == 1:  # no zero-filled accumulator: on CPUs it costs a pass over every gradient
-            (loss_sum, (count, correct)), grads = grad_fn(params, model_graphdef, rest, batch)
+            (loss_sum, (count, correct)), grads = _gradients(params, model_graphdef, rest, batch, masking_rule)
         else:
             zeros = jax.tree.map(jnp.zeros_like, params)
             start = (zeros, jnp.zeros(()), jnp.zeros(()), jnp.zeros(()))

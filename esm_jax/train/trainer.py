@@ -24,8 +24,9 @@ from tqdm import tqdm
 from esm_jax.checkpoints.training_run import CHECKPOINTS
 from esm_jax.errors import EsmJaxError
 from esm_jax.files import write_json_atomically, write_text_atomically
+from esm_jax.masking_rule import MaskingRule
 from esm_jax.mesh import batch_sharding, build_mesh
-from esm_jax.model import AnyModelConfig, config_from_dict
+from esm_jax.model import AnyModelConfig, ModelConfig, config_from_dict
 from esm_jax.plots import learning_curve_png
 from esm_jax.progress import progress_bar
 from esm_jax.sharding import axis_rules, state_shardings, with_shardings
@@ -166,7 +167,10 @@ def step_setup(
     shardings = state_shardings(abstract, mesh, rules)
     sharding = batch_sharding(mesh)
     schedule = learning_rate_schedule(optimizer, total_steps)
-    train_step = make_train_step(graphdef, shardings, sharding, accumulation_steps, schedule)
+    # The Transformer's last block runs at the loss positions of the bundled pipeline's masking rule (batches
+    # masked otherwise still train exactly); the LSTM baselines run whole.
+    rule = MaskingRule() if isinstance(model_config, ModelConfig) else None
+    train_step = make_train_step(graphdef, shardings, sharding, accumulation_steps, schedule, rule)
     eval_step = make_eval_step(graphdef, shardings, sharding)
     return StepSetup(model_config, tx, graphdef, abstract, shardings, sharding, train_step, eval_step)
 
