@@ -62,9 +62,10 @@ def _loss_sums(params: nnx.State, graphdef: nnx.GraphDef, rest: nnx.State, batch
 
 
 def _loss_sums_at_targets(params: nnx.State, graphdef: nnx.GraphDef, rest: nnx.State, batch: dict, capacity: int):
-    """``_loss_sums`` from the last block and head run at each row's first ``capacity`` positions by loss weight.
+    """``_loss_sums`` with the last block and head run at ``capacity`` positions per row: its loss positions first.
 
-    Exact when no row has more than ``capacity`` loss positions: every one of them is among those read.
+    Exact when no row has more than ``capacity`` loss positions: every one of them is among those read, and the
+    rest are read with weight 0.
     """
     model = nnx.merge(graphdef, params, rest)
     _, positions = jax.lax.top_k((batch["loss_mask"] != 0).astype(jnp.int32), capacity)
