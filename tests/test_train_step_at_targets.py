@@ -46,10 +46,15 @@ def _overflowing_batch(seed: int) -> dict[str, np.ndarray]:
     return {"tokens": tokens, "targets": targets, "loss_mask": mask}
 
 
-def _config(architecture: str, remat_policy: str = "none") -> ModelConfig:
-    return ModelConfig(
+def _setup(architecture: str, remat_policy: str = "none"):
+    """A 3-layer model's config, optimiser, graph, state shardings and mesh."""
+    config = ModelConfig(
         architecture, 3, 32, 2, 64, emb_layer_norm_before=architecture == "esm1b", remat_policy=remat_policy
     )
+    tx = make_optimizer(tiny_config().optimizer, 10)
+    graphdef, abstract = abstract_state(config, tx)
+    mesh = build_mesh({"data": 1, "fsdp": 1, "tensor": 1})
+    return config, tx, graphdef, state_shardings(abstract, mesh), mesh
 
 
 def test_the_rule_bounds_the_selected_positions_of_every_masked_row():
@@ -62,11 +67,8 @@ def test_the_rule_bounds_the_selected_positions_of_every_masked_row():
 
 @pytest.mark.parametrize("architecture", ["esm2", "esm1b"])
 def test_the_loss_and_gradients_at_the_targets_equal_the_whole_forwards(architecture):
-    model_config = _config(architecture)
-    tx = make_optimizer(tiny_config().optimizer, 10)
-    graphdef, abstract = abstract_state(model_config, tx)
-    mesh = build_mesh({"data": 1, "fsdp": 1, "tensor": 1})
-    state = initialise(model_config, tx, state_shardings(abstract, mesh), seed=0)
+    model_config, tx, graphdef, shardings, _ = _setup(architecture)
+    state = initialise(model_config, tx, shardings, seed=0)
     model_graphdef, params, rest = nnx.split(nnx.merge(graphdef, state).model, nnx.Param, ...)
     batch = _masked_batch(seed=1)
     capacity = RULE.most_selected(LENGTH - 2)
@@ -88,13 +90,8 @@ def test_the_loss_and_gradients_at_the_targets_equal_the_whole_forwards(architec
     "architecture, accumulation, remat_policy", [("esm2", 1, "none"), ("esm1b", 2, "none"), ("esm2", 2, "full")]
 )
 def test_a_step_told_the_masking_rule_trains_as_the_whole_step(architecture, accumulation, remat_policy):
-    model_config = _config(architecture, remat_policy)
-    optimizer = tiny_config().optimizer
-    tx = make_optimizer(optimizer, 10)
-    graphdef, abstract = abstract_state(model_config, tx)
-    mesh = build_mesh({"data": 1, "fsdp": 1, "tensor": 1})
-    shardings = state_shardings(abstract, mesh)
-    schedule = learning_rate_schedule(optimizer, 10)
+    model_config, tx, graphdef, shardings, mesh = _setup(architecture, remat_policy)
+    schedule = learning_rate_schedule(tiny_config().optimizer, 10)
     steps = {
         rule: train_step.make_train_step(graphdef, shardings, batch_sharding(mesh), accumulation, schedule, rule)
         for rule in (None, RULE)

@@ -88,8 +88,7 @@ def window_bounds(indices: Sequence[int], length: int, window: int) -> tuple[int
 def _log_probs_at(graphdef, state, tokens: jax.Array, positions: jax.Array) -> jax.Array:
     """Log-softmax over the vocabulary at ``positions`` (B, K) of ``tokens`` (B, T): (B, K, V)."""
     model = nnx.merge(graphdef, state)
-    logits = model.lm_head(model.final_hidden_at(tokens, positions), model.embed_tokens.embedding[...])
-    return jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    return jax.nn.log_softmax(model.logits_at(tokens, positions).astype(jnp.float32), axis=-1)
 
 
 def _query_log_probs(

@@ -311,6 +311,10 @@ class ESM(nnx.Module):
         x = jax.lax.scan(run_block, x, jnp.arange(last))[0]
         return self.emb_layer_norm_after(block(last).at_positions(x, positions, padding_mask))
 
+    def logits_at(self, tokens: jax.Array, positions: jax.Array) -> jax.Array:
+        """Language-model logits (B, K, V) at ``positions`` (B, K) of ``tokens`` (B, T), via :meth:`final_hidden_at`."""
+        return self.lm_head(self.final_hidden_at(tokens, positions), self.embed_tokens.embedding[...])
+
     def _embed(self, tokens: jax.Array, padding_mask: jax.Array, segment_ids: jax.Array | None) -> jax.Array:
         x = self.embed_tokens(tokens).astype(jnp.float32)
         if self.config.token_dropout:

@@ -69,20 +69,17 @@ def _loss_sums_at_targets(params: nnx.State, graphdef: nnx.GraphDef, rest: nnx.S
     """
     model = nnx.merge(graphdef, params, rest)
     _, positions = jax.lax.top_k((batch["loss_mask"] != 0).astype(jnp.int32), capacity)
-    hidden = model.final_hidden_at(batch["tokens"], positions)
-    logits = model.lm_head(hidden, model.embed_tokens.embedding[...])
+    logits = model.logits_at(batch["tokens"], positions)
     targets, mask = (jnp.take_along_axis(batch[key], positions, axis=1) for key in ("targets", "loss_mask"))
     loss_sum, count, correct = masked_lm_sums(logits, targets, mask)
     return loss_sum, (count, correct)
 
 
 def _target_capacity(batch: dict, rule: MaskingRule | None) -> int | None:
-    """Loss positions per row the at-targets path reads for ``batch``, or None where it would not pay."""
-    width = batch["tokens"].shape[1]
+    """Loss positions per row the at-targets path reads for ``batch``, or None where it does not apply."""
     if rule is None or PACKED_KEY in batch:
         return None
-    capacity = rule.most_selected(width - 2)  # rows hold <cls>, residues, <eos>
-    return capacity if capacity < width else None
+    return rule.most_selected(batch["tokens"].shape[1] - 2)  # rows hold <cls>, residues, <eos>
 
 
 def _gradients(params: nnx.State, graphdef: nnx.GraphDef, rest: nnx.State, batch: dict, rule: MaskingRule | None):
