@@ -35,7 +35,7 @@ from esm_jax.model import attention_kernels, block, layers, named_config  # noqa
 
 
 def _autodiff_gelu(x):
-    return jax.nn.gelu(x, approximate=False)
+    return x * 0.5 * (1.0 + jax.lax.erf(x * (1.0 / 2.0**0.5)))
 
 
 def _config_with(key: str, value: str):

@@ -6,6 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch
+from esm.modules import gelu as fair_esm_gelu
 from jax import lax
 
 from esm_jax.model.layers import dense_product, gelu
@@ -17,11 +19,18 @@ def _exact_gelu_float64_gradient(x: np.ndarray, d_output: np.ndarray) -> np.ndar
         return np.asarray(pullback(jnp.asarray(d_output, jnp.float64))[0])
 
 
-def test_gelu_equals_exact_gelu_and_its_gradient_equals_float64_autodiff():
+def test_gelu_equals_float64_gelu_and_fair_esm_and_its_gradient_equals_float64_autodiff():
     rng = np.random.default_rng(1)
     x, d_output = (rng.standard_normal((4, 1920)).astype(np.float32) * 3.0 for _ in range(2))
     x[0, :5] = [-40.0, -6.0, 0.0, 6.0, 40.0]  # tails where the density underflows
-    assert np.array_equal(np.asarray(gelu(x)), np.asarray(jax.nn.gelu(x, approximate=False)))
+    x[1] = np.linspace(-12.0, 12.0, x.shape[1])
+    with jax.enable_x64():
+        exact = np.asarray(jax.nn.gelu(jnp.asarray(x, jnp.float64), approximate=False))
+    ours = np.asarray(gelu(x))
+    bound = 3e-7 * np.maximum(np.abs(x), 1.0)
+    assert np.all(np.abs(ours - exact) <= bound)
+    assert np.all(np.abs(np.asarray(jax.nn.gelu(x, approximate=False)) - exact) <= bound)
+    assert np.all(np.abs(ours - fair_esm_gelu(torch.from_numpy(x)).numpy()) <= 2 * bound)
     (ours,) = jax.vjp(gelu, x)[1](jnp.asarray(d_output))
     exact = _exact_gelu_float64_gradient(x, d_output)
     np.testing.assert_allclose(np.asarray(ours), exact, atol=2e-6 * np.max(np.abs(exact)))
