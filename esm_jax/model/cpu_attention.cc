@@ -117,23 +117,38 @@ inline Vec Exp(Vec x) {
   p = p * r + 1.0f;
   return (Vec)_mm512_scalef_ps((__m512)p, (__m512)n);
 }
+// The AVX2 build below splits Exp in two stages for loops to overlap; this one is computed whole.
+struct ExpStarted {
+  Vec x;
+};
+inline ExpStarted ExpStart(Vec x) { return {x}; }
+inline Vec ExpFinish(const ExpStarted& e) { return Exp(e.x); }
 #else
 // Written for a short chain of dependent operations, which is what bounds the softmax loop on AVX2: n = x / ln 2
 // rounded by adding 1.5 * 2^23 (the sum's low bits then hold n); exp(r) by a degree-5 polynomial fitted for the
 // least maximum relative error on [-ln(2)/2, ln(2)/2] (Remez), evaluated in pairs; n added to the result's exponent.
-// Below -86, where that exponent would not fit, 0.
-inline Vec Exp(Vec x) {
-  constexpr float kShift = 12582912.0f;
+// Below -86, where that exponent would not fit, 0. In two stages, so that a loop can start one vector's
+// exponential while it finishes the one before: the second stage's operations then find their inputs ready
+// instead of filling the scheduler while they wait, which is what bounds a loop of whole exponentials.
+struct ExpStarted {
+  Vec shifted, remainder;
+  IntVec in_range;
+};
+constexpr float kShift = 12582912.0f;
+inline ExpStarted ExpStart(Vec x) {
   const Vec shifted = x * 1.44269504088896341f + kShift;
-  const Vec r = x - (shifted - kShift) * 0.693147180559945309f;
-  const Vec r2 = r * r;
+  return {shifted, x - (shifted - kShift) * 0.693147180559945309f, x >= -86.0f};
+}
+inline Vec ExpFinish(const ExpStarted& e) {
+  const Vec r = e.remainder, r2 = r * r;
   const Vec low = r * 0.9999997019767761f + 1.0000001192092896f;
   const Vec mid = r * 0.16667574644088745f + 0.49998894333839417f;
   const Vec high = r * 0.008297654800117016f + 0.04191538318991661f;
   const Vec p = low + r2 * (mid + r2 * high);
-  const Vec result = (Vec)((IntVec)p + ((IntVec)shifted << 23));
-  return x >= -86.0f ? result : Splat(0.0f);
+  const IntVec result = (IntVec)p + ((IntVec)e.shifted << 23);
+  return (Vec)(result & e.in_range);
 }
+inline Vec Exp(Vec x) { return ExpFinish(ExpStart(x)); }
 #endif
 
 // Which helper tasks of one call are still working; shared with tasks that may start after the call ends.
@@ -177,22 +192,44 @@ inline void ProductTile(const float* a, int64_t lda, const float* b, int64_t ldb
   }
 }
 
-// scores[r, j] = sum_d queries[r, d] * keys_t[d, j] for kScoreRows rows and kScoreKeys key vectors, masked
-// to -inf where the key's row key differs from the row's own; peaks[r] keeps each row's lane-wise maximum.
-inline void ScoreTile(const float* queries, const float* keys_t, const int32_t* row_keys, const int32_t* own_keys,
-                      float* scores, Vec* peaks, const Shape& s) {
-  Vec acc[kScoreRows][kScoreKeys] = {};
-  ProductTile(queries, s.dim, keys_t, s.padded_length, s.dim, acc);
+// Stores a score tile, masked to -inf where the key's row key differs from the row's own when Masked, and keeps
+// each row's lane-wise maximum in peaks[r].
+template <bool Masked>
+inline void StoreScoreTile(const Vec (&acc)[kScoreRows][kScoreKeys], const int32_t* row_keys,
+                           const int32_t* own_keys, float* scores, Vec* peaks, const Shape& s) {
   const Vec minus_inf = Splat(-INFINITY);
   IntVec key_ids[kScoreKeys];
-  for (int k = 0; k < kScoreKeys; ++k) key_ids[k] = LoadInt(row_keys + k * kLanes);
+  if (Masked)
+    for (int k = 0; k < kScoreKeys; ++k) key_ids[k] = LoadInt(row_keys + k * kLanes);
   for (int r = 0; r < kScoreRows; ++r) {
     for (int k = 0; k < kScoreKeys; ++k) {
-      const Vec masked = key_ids[k] == own_keys[r] ? acc[r][k] : minus_inf;
-      Store(scores + r * s.padded_length + k * kLanes, masked);
-      peaks[r] = Max(peaks[r], masked);
+      const Vec score = Masked ? (key_ids[k] == own_keys[r] ? acc[r][k] : minus_inf) : acc[r][k];
+      Store(scores + r * s.padded_length + k * kLanes, score);
+      peaks[r] = Max(peaks[r], score);
     }
   }
+}
+
+// The row key shared by the kScoreKeys * kLanes keys of a score tile from `row_keys`, or null when they differ.
+inline const int32_t* SharedRowKey(const int32_t* row_keys) {
+  for (int i = 1; i < kScoreKeys * kLanes; ++i)
+    if (row_keys[i] != row_keys[0]) return nullptr;
+  return row_keys;
+}
+
+// scores[r, j] = sum_d queries[r, d] * keys_t[d, j] for kScoreRows rows and kScoreKeys key vectors, masked
+// to -inf where the key's row key differs from the row's own; peaks[r] keeps each row's lane-wise maximum.
+// Most tiles need no mask: all their keys share one row key (shared_key, else null) and so do their rows.
+inline void ScoreTile(const float* queries, const float* keys_t, const int32_t* row_keys, const int32_t* shared_key,
+                      const int32_t* own_keys, float* scores, Vec* peaks, const Shape& s) {
+  Vec acc[kScoreRows][kScoreKeys] = {};
+  ProductTile(queries, s.dim, keys_t, s.padded_length, s.dim, acc);
+  bool open = shared_key != nullptr;
+  for (int r = 0; r < kScoreRows && open; ++r) open = own_keys[r] == *shared_key;
+  if (open)
+    StoreScoreTile<false>(acc, row_keys, own_keys, scores, peaks, s);
+  else
+    StoreScoreTile<true>(acc, row_keys, own_keys, scores, peaks, s);
 }
 
 // c = a · b, or c += a · b when `accumulate`: a (rows, depth) with row stride lda, b (depth, columns) and c
@@ -303,12 +340,18 @@ void Context(const float* weights, const float* values, float* context, int64_t 
 // Softmax of one row of masked scores in place, unnormalised; returns the sum of the weights.
 float SoftmaxRow(float* scores, float peak, const Shape& s) {
   Vec total = {};
-  for (int64_t j = 0; j < s.padded_length; j += kLanes) {
-    const Vec weight = Exp(Load(scores + j) - peak);
+  const int64_t last = s.padded_length - kLanes;
+  ExpStarted next = ExpStart(Load(scores) - peak);
+  for (int64_t j = 0; j < last; j += kLanes) {
+    const ExpStarted current = next;
+    next = ExpStart(Load(scores + j + kLanes) - peak);
+    const Vec weight = ExpFinish(current);
     Store(scores + j, weight);
     total += weight;
   }
-  return HorizontalSum(total);
+  const Vec weight = ExpFinish(next);
+  Store(scores + last, weight);
+  return HorizontalSum(total + weight);
 }
 
 // The rotary tables (T, D) of a call, or null pointers when it rotates nothing.
@@ -377,10 +420,12 @@ void OneHead(int64_t pair, const Inputs& in, const Shape& s, Scratch& scratch) {
       own_keys[r] = in.packed && r < rows ? keys[start + r] : 0;
       row_peaks[r] = Splat(-INFINITY);
     }
-    for (int64_t j = 0; j < s.padded_length; j += kScoreKeys * kLanes)
+    for (int64_t j = 0; j < s.padded_length; j += kScoreKeys * kLanes) {
+      const int32_t* shared_key = SharedRowKey(scratch.row_keys.data() + j);
       for (int64_t r = 0; r < rows; r += kScoreRows)
-        ScoreTile(scratch.queries.data() + r * D, scratch.keys_t.data() + j, scratch.row_keys.data() + j,
+        ScoreTile(scratch.queries.data() + r * D, scratch.keys_t.data() + j, scratch.row_keys.data() + j, shared_key,
                   own_keys + r, scratch.scores.data() + r * s.padded_length + j, row_peaks + r, s);
+    }
     float peaks[kQueryBlock], totals[kQueryBlock];
     for (int64_t r = 0; r < rows; ++r) {
       peaks[r] = HorizontalMax(row_peaks[r]);
@@ -468,10 +513,12 @@ void OneHeadGradients(int64_t pair, const GradientInputs& in, const Shape& s, Gr
       }
       log_sum_exp[r] = in.log_sum_exp[pair * T + t];
     }
-    for (int64_t j = 0; j < padded_t; j += kScoreKeys * kLanes)
+    for (int64_t j = 0; j < padded_t; j += kScoreKeys * kLanes) {
+      const int32_t* shared_key = SharedRowKey(w.row_keys.data() + j);
       for (int64_t r = 0; r < rows; r += kScoreRows)
-        ScoreTile(w.queries.data() + r * D, w.keys_t.data() + j, w.row_keys.data() + j, own_keys + r,
+        ScoreTile(w.queries.data() + r * D, w.keys_t.data() + j, w.row_keys.data() + j, shared_key, own_keys + r,
                   w.probs.data() + r * padded_t + j, unused_peaks + r, s);
+    }
     Product(w.d_context.data(), D, w.values_t.data(), padded_t, D, w.d_scores.data(), padded_t, tile_rows, padded_t,
             false);
     for (int64_t r = 0; r < rows; ++r) {
