@@ -3,12 +3,15 @@
 Builds ``esm_jax/model/cpu_attention.cc`` as it is now and as it was at each ``--revisions`` entry (the
 same compiler and flags as esm-jax's own build), registers each under its own FFI target, and times one
 attention call (queries, keys, values of ``--shape`` B,T,H,D, rotary tables, no padding) per build per
-round, alternating, so every build runs under the same conditions. Prints the largest difference of each
-build's context and log-sum-exp from this checkout's, and per build the best and median milliseconds and
-GFLOP/s (four FLOPs per query, key and head dimension: two products). Run it on an idle machine.
+round, alternating, so every build runs under the same conditions; with ``--backward``, also one call of
+each build's backward kernel (on this checkout's forward outputs and a random context gradient). Prints the
+largest difference of each build's outputs from this checkout's, and per build and pass the best and median
+milliseconds and GFLOP/s (FLOPs per query, key and head dimension: four in the forward's two products, ten
+in the backward's four and its recomputed scores). Run it on an idle machine.
 
     python benchmarks/cpu_attention_builds.py --revisions 7c6dcbc
     python benchmarks/cpu_attention_builds.py --revisions 7c6dcbc --shape 2,512,20,64 --rounds 40
+    python benchmarks/cpu_attention_builds.py --revisions 7c6dcbc --backward
 """
 
 from __future__ import annotations
@@ -33,13 +36,35 @@ SOURCE_IN_REPOSITORY = "esm_jax/model/cpu_attention.cc"
 
 
 def _register(name: str, source: Path, folder: Path) -> str:
-    """Build ``source`` into ``folder``, register it, and return its forward's FFI target name."""
+    """Build ``source`` into ``folder``, register it, and return its FFI target name (without the pass suffix)."""
     library = folder / f"{name}.so"
     command = cpu_attention.build_command(cpu_attention.compiler(), library, source=source)
     subprocess.run(command, check=True, capture_output=True)
     target = f"esm_jax_attention_{name}"
     cpu_attention.register(ctypes.cdll.LoadLibrary(str(library)), target)
-    return target + "_forward"
+    return target
+
+
+def _timed(calls: dict, arguments: tuple, rounds: int) -> dict[str, list[float]]:
+    """Seconds of each call per round, the calls alternating within every round."""
+    times = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            jax.block_until_ready(call(*arguments))
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def _print_table(title: str, times: dict[str, list[float]], flops: float) -> None:
+    print(f"{title}\n| kernel source | best ms | median ms | GFLOP/s (median) |\n|---|---|---|---|")
+    for name, seconds in times.items():
+        median = statistics.median(seconds)
+        print(f"| {name} | {1e3 * min(seconds):.2f} | {1e3 * median:.2f} | {flops / median / 1e9:.0f} |")
+
+
+def _largest_differences(outputs, reference) -> str:
+    return ", ".join(f"{float(jnp.abs(out - ref).max()):.1e}" for out, ref in zip(outputs, reference, strict=True))
 
 
 def main() -> None:
@@ -47,17 +72,18 @@ def main() -> None:
     parser.add_argument("--revisions", nargs="+", required=True, help="git revisions whose kernel source to time")
     parser.add_argument("--shape", default="4,512,20,24", help="B,T,H,D (default: the ESM-2 t12 forward row)")
     parser.add_argument("--rounds", type=int, default=80, help="alternating timed rounds (default: 80)")
+    parser.add_argument("--backward", action="store_true", help="also time the backward kernels")
     args = parser.parse_args()
     batch, length, heads, head_dim = (int(part) for part in args.shape.split(","))
     root = Path(__file__).resolve().parent.parent
     rng = np.random.default_rng(0)
-    query, key, value = (jnp.asarray(rng.standard_normal((batch, length, heads * head_dim)), jnp.float32)
-                         for _ in range(3))  # fmt: skip
+    query, key, value, d_context = (jnp.asarray(rng.standard_normal((batch, length, heads * head_dim)), jnp.float32)
+                                    for _ in range(4))  # fmt: skip
     row_keys = jnp.zeros((batch, length), jnp.int32)
     cos, sin = (table[0] for table in rotation_tables(default_inverse_frequencies(head_dim), None, length))
-    shapes = (jax.ShapeDtypeStruct(query.shape, jnp.float32),
-              jax.ShapeDtypeStruct((batch, heads, length), jnp.float32))  # fmt: skip
-    calls = {}
+    rows = jax.ShapeDtypeStruct(query.shape, jnp.float32)
+    forward_shapes = (rows, jax.ShapeDtypeStruct((batch, heads, length), jnp.float32))
+    forwards, backwards = {}, {}
     with tempfile.TemporaryDirectory() as folder:
         sources = {"checkout": cpu_attention.SOURCE}
         for revision in args.revisions:
@@ -67,27 +93,29 @@ def main() -> None:
             sources[revision].write_text(text)
         for index, (name, source) in enumerate(sources.items()):
             target = _register(f"build{index}", source, Path(folder))
-            call = jax.ffi.ffi_call(target, shapes)
-            calls[name] = jax.jit(lambda q, k, v, call=call: call(q, k, v, row_keys, cos, sin, packed=False,
-                                                                  heads=heads))  # fmt: skip
-            jax.block_until_ready(calls[name](query, key, value))
-    reference = calls["checkout"](query, key, value)
+            call = jax.ffi.ffi_call(target + "_forward", forward_shapes)
+            forwards[name] = jax.jit(lambda q, k, v, call=call: call(q, k, v, row_keys, cos, sin, packed=False,
+                                                                     heads=heads))  # fmt: skip
+            if args.backward:
+                call = jax.ffi.ffi_call(target + "_backward", (rows,) * 3)
+                backwards[name] = jax.jit(
+                    lambda q, k, v, c, lse, d_c, call=call: call(q, k, v, row_keys, cos, sin, c, lse, d_c,
+                                                                  packed=False, heads=heads))  # fmt: skip
     print(f"shape {args.shape}, {args.rounds} rounds, load {os.getloadavg()[0]:.2f}")
-    for name, call in calls.items():
-        context, log_sum_exp = call(query, key, value)
-        print(f"{name}: max |Δcontext| {float(jnp.abs(context - reference[0]).max()):.1e}, "
-              f"max |Δlog-sum-exp| {float(jnp.abs(log_sum_exp - reference[1]).max()):.1e}")  # fmt: skip
-    times = {name: [] for name in calls}
-    for _ in range(args.rounds):
-        for name, call in calls.items():
-            start = time.perf_counter()
-            jax.block_until_ready(call(query, key, value))
-            times[name].append(time.perf_counter() - start)
+    arguments = (query, key, value)
+    reference = forwards["checkout"](*arguments)
+    for name, call in forwards.items():
+        print(f"{name}: max |Δcontext|, |Δlog-sum-exp| {_largest_differences(call(*arguments), reference)}")
+    backward_arguments = (*arguments, *reference, d_context)
+    if args.backward:
+        gradients = backwards["checkout"](*backward_arguments)
+        for name, call in backwards.items():
+            print(f"{name}: max |Δ∂queries|, |Δ∂keys|, |Δ∂values| "
+                  f"{_largest_differences(call(*backward_arguments), gradients)}")  # fmt: skip
     flops = 4 * batch * heads * length * length * head_dim
-    print("| kernel source | best ms | median ms | GFLOP/s (median) |\n|---|---|---|---|")
-    for name, seconds in times.items():
-        median = statistics.median(seconds)
-        print(f"| {name} | {1e3 * min(seconds):.2f} | {1e3 * median:.2f} | {flops / median / 1e9:.0f} |")
+    _print_table("forward", _timed(forwards, arguments, args.rounds), flops)
+    if args.backward:
+        _print_table("backward", _timed(backwards, backward_arguments, args.rounds), 2.5 * flops)
 
 
 if __name__ == "__main__":
