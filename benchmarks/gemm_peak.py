@@ -4,9 +4,10 @@ The ceiling every model benchmark is read against: a forward pass that is mostly
 faster than the library's best GEMM rate, so a ratio between esm-jax and fair-esm is bounded by the
 ratio of what each reaches here. Square 2048³ products and the feed-forward shapes of an ESM-2 650M
 layer (1024 tokens × 1280 → 5120 and back) and of the t12 4 × 512 forward (2048 tokens × 480 → 1920 and
-back) are timed; each rate is the best of ``--repeats`` calls (at least 5), after one warm-up call.
-bfloat16 products accumulate into float32 outputs, as esm-jax's layers do; the bfloat16 → bfloat16 rate
-is printed beside it. What the libraries' float32 rates are read against in turn: the cores' own float32
+back) are timed; each rate is the best of ``--repeats`` calls (at least 5), after one warm-up call and
+a pause that lets the previous library's threads stop spinning (``benchmarks/settled.py``). bfloat16
+products accumulate into float32 outputs, as esm-jax's layers do; the bfloat16 → bfloat16 rate is
+printed beside it. What the libraries' float32 rates are read against in turn: the cores' own float32
 multiply-add peak (8-float vectors, one thread per CPU) and a plain blocked GEMM written for this benchmark
 (``benchmarks/native_gemm.cc``, built here with ``-march=native``; rows rounded down to a multiple of its
 row block per thread), both skipped without a C++ compiler. Run it on an idle machine (``uptime`` load < 0.5).
@@ -29,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
+from settled import SETTLE_SECONDS
 
 SHAPES = {
     "2048^3": (2048, 2048, 2048),
@@ -41,6 +43,7 @@ NATIVE_SOURCE = Path(__file__).resolve().parent / "native_gemm.cc"
 
 
 def _best_seconds(call, repeats: int) -> float:
+    time.sleep(SETTLE_SECONDS)  # let the previous library's spinning threads go idle
     call()
     times = []
     for _ in range(repeats):
@@ -92,6 +95,7 @@ def native_rate(native: ctypes.CDLL, shape, threads: int, repeats: int) -> float
     a, b = rng.standard_normal((m, k), dtype=np.float32), rng.standard_normal((k, n), dtype=np.float32)
     c = np.empty((m, n), np.float32)
     pointers = tuple(array.ctypes.data for array in (a, b, c))
+    time.sleep(SETTLE_SECONDS)
     seconds = [native.native_gemm_seconds(*pointers, m, k, n, threads) for _ in range(repeats + 1)][1:]
     rows = slice(0, m, 97)
     expected = a[rows].astype(np.float64) @ b.astype(np.float64)
