@@ -57,21 +57,19 @@ struct Packed {
 
 // c = a · b for row-major a (m x k), b (k x n) and c (m x n); m a multiple of kRowBlock, n of kColumns.
 void Gemm(const float* a, const float* b, float* c, int64_t m, int64_t k, int64_t n, Packed& packed) {
-  std::vector<float>& packed_b = packed.b;
-  std::vector<float>& packed_a = packed.a;
   std::fill(c, c + m * n, 0.0f);
   for (int64_t p = 0; p < k; p += kDepthBlock) {
     const int64_t depth = std::min(kDepthBlock, k - p);
     for (int64_t j = 0; j < n; j += kColumns)
       for (int64_t d = 0; d < depth; ++d)
-        std::memcpy(&packed_b[j * depth + d * kColumns], b + (p + d) * n + j, sizeof(float) * kColumns);
+        std::memcpy(&packed.b[j * depth + d * kColumns], b + (p + d) * n + j, sizeof(float) * kColumns);
     for (int64_t block = 0; block < m; block += kRowBlock) {
       for (int64_t r = 0; r < kRowBlock; r += kRows)
         for (int64_t d = 0; d < depth; ++d)
-          for (int i = 0; i < kRows; ++i) packed_a[r * depth + d * kRows + i] = a[(block + r + i) * k + p + d];
+          for (int i = 0; i < kRows; ++i) packed.a[r * depth + d * kRows + i] = a[(block + r + i) * k + p + d];
       for (int64_t j = 0; j < n; j += kColumns)
         for (int64_t r = 0; r < kRowBlock; r += kRows)
-          Tile(&packed_a[r * depth], &packed_b[j * depth], depth, c + (block + r) * n + j, n);
+          Tile(&packed.a[r * depth], &packed.b[j * depth], depth, c + (block + r) * n + j, n);
     }
   }
 }
