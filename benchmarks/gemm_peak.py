@@ -8,9 +8,10 @@ back) are timed; each rate is the best of ``--repeats`` calls (at least 5), afte
 a pause that lets the previous library's threads stop spinning (``benchmarks/settled.py``). bfloat16
 products accumulate into float32 outputs, as esm-jax's layers do; the bfloat16 → bfloat16 rate is
 printed beside it. What the libraries' float32 rates are read against in turn: the cores' own float32
-multiply-add peak (8-float vectors, one thread per CPU) and a plain blocked GEMM written for this benchmark
-(``benchmarks/native_gemm.cc``, built here with ``-march=native``; rows rounded down to a multiple of its
-row block per thread), both skipped without a C++ compiler. Run it on an idle machine (``uptime`` load < 0.5).
+multiply-add peak (the widest vectors the build has: 16 floats with AVX-512, else 8; one thread per CPU)
+and a plain blocked GEMM written for this benchmark (``benchmarks/native_gemm.cc``, built here with
+``-march=native``; rows rounded down to a multiple of its row block per thread), both skipped without a
+C++ compiler. Run it on an idle machine (``uptime`` load < 0.5).
 
     python benchmarks/gemm_peak.py
 """
@@ -82,6 +83,7 @@ def native_library(folder: str) -> ctypes.CDLL | None:
     native.native_gemm_row_block.restype = ctypes.c_int64
     native.native_gemm_seconds.restype = ctypes.c_double
     native.native_gemm_seconds.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 3 + [ctypes.c_int]
+    native.native_vector_floats.restype = ctypes.c_int
     native.native_fma_peak.restype = ctypes.c_double
     native.native_fma_peak.argtypes = [ctypes.c_int, ctypes.c_int64]
     return native
@@ -117,7 +119,8 @@ def main() -> None:
         if native is not None:
             peak = max(native.native_fma_peak(threads, 200_000_000) for _ in range(3))
             measured = f"{peak:.0f} GFLOP/s (best of 3)" if peak > 0 else "not measured (x86-64 with FMA only)"
-            print(f"float32 multiply-add peak, 8-float vectors, {threads} threads: {measured}")
+            floats = native.native_vector_floats()
+            print(f"float32 multiply-add peak, {floats}-float vectors, {threads} threads: {measured}")
         print("| shape | XLA fp32 GF/s | torch fp32 GF/s | native fp32 GF/s | XLA bf16→fp32 GF/s | XLA bf16→bf16 GF/s "
               "| torch bf16 GF/s |\n|---|---|---|---|---|---|---|")  # fmt: skip
         for name, shape in SHAPES.items():

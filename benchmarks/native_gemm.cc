@@ -1,6 +1,6 @@
 // What this CPU's cores can do in float32, without XLA or PyTorch in between: their multiply-add peak, and a
-// plain blocked GEMM (packed 6 x 16 tiles of 8-float vectors, the standard scheme of BLIS-like libraries)
-// run on several threads. benchmarks/gemm_peak.py builds it with -march=native and calls it through ctypes,
+// plain blocked GEMM (packed tiles of two vectors' width, the standard scheme of BLIS-like libraries: 6 x 16
+// with AVX2's 8-float vectors, 12 x 32 with AVX-512's 16-float ones) run on several threads. benchmarks/gemm_peak.py builds it with -march=native and calls it through ctypes,
 // so that the libraries' GEMM rates can be read against what the hardware allows.
 
 #include <algorithm>
@@ -12,8 +12,13 @@
 
 namespace {
 
-typedef float Vec __attribute__((vector_size(32)));
-constexpr int kRows = 6, kColumns = 16;  // a tile: 12 accumulators, 2 vectors of B and a broadcast of A
+#if defined(__AVX512F__)
+constexpr int kWidth = 16, kRows = 12;  // a tile: 24 of the 32 registers accumulate
+#else
+constexpr int kWidth = 8, kRows = 6;  // a tile: 12 of the 16 registers accumulate
+#endif
+typedef float Vec __attribute__((vector_size(4 * kWidth)));
+constexpr int kColumns = 2 * kWidth;  // besides the accumulators: 2 vectors of B and a broadcast of A
 constexpr int64_t kDepthBlock = 256, kRowBlock = 72;
 
 inline Vec Load(const float* p) {
@@ -29,10 +34,10 @@ void Tile(const float* a, const float* b, int64_t depth, float* c, int64_t ldc) 
   Vec acc[kRows][2];
   for (int i = 0; i < kRows; ++i) {
     acc[i][0] = Load(c + i * ldc);
-    acc[i][1] = Load(c + i * ldc + 8);
+    acc[i][1] = Load(c + i * ldc + kWidth);
   }
   for (int64_t k = 0; k < depth; ++k) {
-    Vec b0 = Load(b + k * kColumns), b1 = Load(b + k * kColumns + 8);
+    Vec b0 = Load(b + k * kColumns), b1 = Load(b + k * kColumns + kWidth);
 #if defined(__x86_64__)
     asm("" : "+x"(b0), "+x"(b1));  // keep them in registers rather than folded into every multiply-add
 #endif
@@ -44,7 +49,7 @@ void Tile(const float* a, const float* b, int64_t depth, float* c, int64_t ldc) 
   }
   for (int i = 0; i < kRows; ++i) {
     Store(c + i * ldc, acc[i][0]);
-    Store(c + i * ldc + 8, acc[i][1]);
+    Store(c + i * ldc + kWidth, acc[i][1]);
   }
 }
 
@@ -95,35 +100,38 @@ double native_gemm_seconds(const float* a, const float* b, float* c, int64_t m, 
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-// The float32 multiply-add rate of `threads` threads in GFLOP/s, 8-float vectors (x86-64 with FMA3 only, else
-// 0): ten independent chains of multiply-adds per thread, enough to cover the latency of two pipelines, written
-// in assembly so that the compiler can neither spill nor fold them.
+// Floats per vector in this build's GEMM and multiply-add peak.
+int native_vector_floats() { return kWidth; }
+
+// The float32 multiply-add rate of `threads` threads in GFLOP/s, in vectors of native_vector_floats() (x86-64
+// with FMA3 only, else 0): ten independent chains of multiply-adds per thread, enough to cover the latency of
+// two pipelines, written in assembly so that the compiler can neither spill nor fold them.
 double native_fma_peak(int threads, int64_t iterations) {
 #if defined(__x86_64__) && defined(__FMA__)
+#if defined(__AVX512F__)
+#define PEAK_REGISTER(n) "%%zmm" #n
+#else
+#define PEAK_REGISTER(n) "%%ymm" #n
+#endif
+#define PEAK_ZERO(n) "vxorps " PEAK_REGISTER(n) ", " PEAK_REGISTER(n) ", " PEAK_REGISTER(n) "\n"
+#define PEAK_FMA(n) "vfmadd231ps " PEAK_REGISTER(10) ", " PEAK_REGISTER(11) ", " PEAK_REGISTER(n) "\n"
   const auto start = std::chrono::steady_clock::now();
   std::vector<std::thread> workers;
   for (int t = 0; t < threads; ++t)
     workers.emplace_back([=] {
       int64_t left = iterations;
-      asm volatile(
-          "vxorps %%ymm0, %%ymm0, %%ymm0\n vxorps %%ymm1, %%ymm1, %%ymm1\n vxorps %%ymm2, %%ymm2, %%ymm2\n"
-          "vxorps %%ymm3, %%ymm3, %%ymm3\n vxorps %%ymm4, %%ymm4, %%ymm4\n vxorps %%ymm5, %%ymm5, %%ymm5\n"
-          "vxorps %%ymm6, %%ymm6, %%ymm6\n vxorps %%ymm7, %%ymm7, %%ymm7\n vxorps %%ymm8, %%ymm8, %%ymm8\n"
-          "vxorps %%ymm9, %%ymm9, %%ymm9\n vxorps %%ymm10, %%ymm10, %%ymm10\n vxorps %%ymm11, %%ymm11, %%ymm11\n"
-          "1:\n"
-          "vfmadd231ps %%ymm10, %%ymm11, %%ymm0\n vfmadd231ps %%ymm10, %%ymm11, %%ymm1\n"
-          "vfmadd231ps %%ymm10, %%ymm11, %%ymm2\n vfmadd231ps %%ymm10, %%ymm11, %%ymm3\n"
-          "vfmadd231ps %%ymm10, %%ymm11, %%ymm4\n vfmadd231ps %%ymm10, %%ymm11, %%ymm5\n"
-          "vfmadd231ps %%ymm10, %%ymm11, %%ymm6\n vfmadd231ps %%ymm10, %%ymm11, %%ymm7\n"
-          "vfmadd231ps %%ymm10, %%ymm11, %%ymm8\n vfmadd231ps %%ymm10, %%ymm11, %%ymm9\n"
-          "dec %0\n jnz 1b\n vzeroupper\n"
-          : "+r"(left)
-          :
-          : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "cc");
+      asm volatile(PEAK_ZERO(0) PEAK_ZERO(1) PEAK_ZERO(2) PEAK_ZERO(3) PEAK_ZERO(4) PEAK_ZERO(5) PEAK_ZERO(6)
+                       PEAK_ZERO(7) PEAK_ZERO(8) PEAK_ZERO(9) PEAK_ZERO(10) PEAK_ZERO(11) "1:\n" PEAK_FMA(0)
+                           PEAK_FMA(1) PEAK_FMA(2) PEAK_FMA(3) PEAK_FMA(4) PEAK_FMA(5) PEAK_FMA(6) PEAK_FMA(7)
+                               PEAK_FMA(8) PEAK_FMA(9) "dec %0\n jnz 1b\n vzeroupper\n"
+                   : "+r"(left)
+                   :
+                   : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10",
+                     "xmm11", "cc");
     });
   for (std::thread& worker : workers) worker.join();
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  return 2.0 * 8 * 10 * iterations * threads / seconds / 1e9;
+  return 2.0 * kWidth * 10 * iterations * threads / seconds / 1e9;
 #else
   return 0.0;
 #endif
