@@ -7,15 +7,12 @@ call are excluded. Each round times fair-esm once and every esm-jax variant once
 ratio compares calls made under the same conditions; the table gives the median over rounds and the
 min–max of the per-round ratios, the achieved model GFLOP/s (read it against
 ``benchmarks/gemm_peak.py``), and each variant's largest logit difference to fair-esm, also relative
-to the largest logit. ``--xla-gemm`` adds a float32 variant whose dense layers multiply through XLA's
-own GEMM instead of OpenBLAS (compiled ahead, with ``ESM_JAX_CPU_GEMM=0`` and JAX's trace caches cleared
-before and after, so that neither variant reuses the other's traces; :mod:`esm_jax.model.cpu_dense`).
+to the largest logit.
 
     python benchmarks/forward_throughput.py                                   # three shapes, float32
     python benchmarks/forward_throughput.py --dtypes float32 bfloat16 --rounds 5
     python benchmarks/forward_throughput.py --quick                           # ESM-2 t12 only
     python benchmarks/forward_throughput.py --quick --rows 8                  # ESM-2 t12 at 8 × 512
-    python benchmarks/forward_throughput.py --quick --xla-gemm --rounds 7     # OpenBLAS against XLA's GEMM
 """
 
 from __future__ import annotations
@@ -30,13 +27,11 @@ import numpy as np
 import torch
 from esm.model.esm1 import ProteinBertModel
 from esm.model.esm2 import ESM2
-from flax import nnx
 from settled import settled_run
 
 from esm_jax.checkpoints import fair_esm
 from esm_jax.checkpoints.tensor_map import build_from_tensors
 from esm_jax.host_allocator import allocator_setting
-from esm_jax.model import esm as esm_model
 from esm_jax.model import named_config
 
 CASES = {
@@ -69,39 +64,15 @@ def same_weights(reference: torch.nn.Module, name: str, compute_dtype: str = "fl
     return build_from_tensors(config, slots, state, "in-memory fair-esm model")
 
 
-XLA_GEMM = "float32, XLA GEMM"
-
-
-def xla_gemm_forward(model, tokens: np.ndarray):
-    """``model(tokens, repr_layers=[last])`` compiled for ``tokens`` with the dense layers on XLA's own GEMM.
-
-    Call it before any other variant traces: JAX reuses traces of the same functions and shapes, so the caches
-    are cleared before compiling (with ``ESM_JAX_CPU_GEMM=0``) and after (so the others trace afresh).
-    """
-    graphdef, state = nnx.split(model)
-    layers = model.normalize_layers([-1])
-    jax.clear_caches()
-    os.environ["ESM_JAX_CPU_GEMM"] = "0"
-    try:
-        compiled = jax.jit(esm_model._compiled_forward.__wrapped__, static_argnums=(0, 4, 5, 6, 7))
-        executable = compiled.lower(graphdef, state, tokens, None, layers, False, False, False).compile()
-    finally:
-        os.environ.pop("ESM_JAX_CPU_GEMM")
-        jax.clear_caches()
-    return lambda tokens, repr_layers: executable(state, tokens, None)
-
-
 def run_case(name: str, batch: int, length: int, rounds: int, dtypes: list[str]) -> list[dict]:
     reference = reference_model(name)
-    ours = {dtype: same_weights(reference, name, "float32" if dtype == XLA_GEMM else dtype) for dtype in dtypes}
+    ours = {dtype: same_weights(reference, name, dtype) for dtype in dtypes}
     rng = np.random.default_rng(0)
     tokens = rng.integers(4, 24, size=(batch, length), dtype=np.int64)
     tokens[:, 0], tokens[:, -1] = 0, 2
     last = named_config(name).num_layers
     torch_tokens = torch.from_numpy(tokens)
     jax_tokens = tokens.astype(np.int32)
-    if XLA_GEMM in ours:
-        ours[XLA_GEMM] = xla_gemm_forward(ours[XLA_GEMM], jax_tokens)
 
     def run_reference():
         with torch.no_grad():
@@ -143,9 +114,7 @@ def main() -> None:
     parser.add_argument("--dtypes", nargs="+", default=["float32"], choices=["float32", "bfloat16"])
     parser.add_argument("--models", nargs="+", choices=sorted(CASES), help="shapes to run (default: all three)")
     parser.add_argument("--rows", type=int, help="sequences per batch instead of each shape's default")
-    parser.add_argument("--xla-gemm", action="store_true", help="also float32 with XLA's GEMM instead of OpenBLAS")
     args = parser.parse_args()
-    dtypes = args.dtypes + [XLA_GEMM] * args.xla_gemm
     print(
         f"jax {jax.__version__} on {jax.devices()[0].platform}, torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), load {os.getloadavg()[0]:.2f}; malloc: {allocator_setting()}"
@@ -159,7 +128,7 @@ def main() -> None:
     for name in names:
         _, batch, length = CASES[name]
         batch = args.rows or batch
-        for row in run_case(name, batch, length, args.rounds, dtypes):
+        for row in run_case(name, batch, length, args.rounds, args.dtypes):
             print(
                 f"| {row['model']} | {row['batch']} | {row['dtype']} | {row['fair_esm_tok_s']:,.0f} | "
                 f"{row['esm_jax_tok_s']:,.0f} | {row['ratio']:.2f}× ({row['ratio_min']:.2f}–{row['ratio_max']:.2f}) | "
