@@ -16,7 +16,6 @@ CORE = [
     "tqdm>=4.66",
     "matplotlib>=3.9",
     "pyhmmer==0.12.3",
-    "scipy-openblas32==0.3.34.481.3",  # OpenBLAS, whose float32 GEMM the dense layers use on CPUs (cpu_dense.cc)
     "tensorboardX==2.6.5",  # training metrics as TensorBoard events, without TensorFlow in the trainer
     # Data pipeline (TFRecords via TFDS, tf.data input); imported only by data_pipeline/.
     "tensorflow-cpu==2.21.0",
@@ -58,7 +57,7 @@ setup(
     packages=find_packages(include=["esm_jax*", "configs*", "data_pipeline*", "eval*"]),
     install_requires=CORE,
     extras_require={"torch": TORCH, "beam": BEAM, "tpu": TPU, "cuda12": CUDA12, "dev": DEV},
-    package_data={"data_pipeline": ["datasets.toml"], "esm_jax.model": ["cpu_attention.cc", "cpu_dense.cc"]},
+    package_data={"data_pipeline": ["datasets.toml"], "esm_jax.model": ["cpu_attention.cc"]},
     entry_points={"console_scripts": ["esm-jax=esm_jax.cli.main:main"]},
     license="MIT",
 )

@@ -1,6 +1,6 @@
 """``esm-jax doctor``: what this installation sees: JAX's platform and devices, the TPU/CUDA runtimes, the attention
-kernel ``auto`` picks, the CPU GEMM of the dense layers, the host allocator's setting, and where data and weights
-are cached. Also keeps libtpu quiet on machines without TPUs."""
+kernel ``auto`` picks, the host allocator's setting, and where data and weights are cached. Also keeps libtpu
+quiet on machines without TPUs."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def report(data: Path | None = None) -> dict[str, str]:
     """The facts ``esm-jax doctor`` prints, by label."""
     from data_pipeline.layout import data_root, offline_mirrors
     from esm_jax.host_allocator import allocator_setting
-    from esm_jax.model import cpu_attention, cpu_dense
+    from esm_jax.model import cpu_attention
     from esm_jax.model.attention_kernels import resolve
     from esm_jax.pretrained import cache_dir
 
@@ -78,7 +78,6 @@ def report(data: Path | None = None) -> dict[str, str]:
         "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS") or f"(unset; used {jax.config.jax_platforms or 'all'})",
         "attention auto": f"{resolve('auto', backend)} (float32), {resolve('auto', backend, 'bfloat16')} (bfloat16)",
         "cpu attention": cpu_attention.describe() if backend == "cpu" else f"not used on {backend}",
-        "cpu gemm": cpu_dense.describe() if backend == "cpu" else f"not used on {backend}",
         "host allocator": allocator_setting(),
         "data root": str(data_root(data)),
         "offline mirrors": ", ".join(str(path) for path in offline_mirrors()) or "none",

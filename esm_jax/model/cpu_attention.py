@@ -56,39 +56,31 @@ def _cpu_identity() -> str:
     return "\n".join(dict.fromkeys(wanted))
 
 
-def build_command(
-    compiler: str, output: Path, arch: str = "native", source: Path = SOURCE, extra: tuple[str, ...] = ()
-) -> list[str]:
-    """The compiler call that builds ``source`` for ``arch`` (``-march``; esm-jax builds its own for ``native``).
-
-    ``extra``: more flags after the source, such as the include and link flags of a library it calls.
-    """
-    include = f"-I{jax.ffi.include_dir()}"
-    return [compiler, f"-march={arch}", *_FLAGS, include, str(source), "-o", str(output), *extra]
+def build_command(compiler: str, output: Path, arch: str = "native", source: Path = SOURCE) -> list[str]:
+    """The compiler call that builds ``source`` for ``arch`` (``-march``; esm-jax builds its own for ``native``)."""
+    return [compiler, f"-march={arch}", *_FLAGS, f"-I{jax.ffi.include_dir()}", str(source), "-o", str(output)]
 
 
-def library_path(compiler: str, source: Path = SOURCE, extra: tuple[str, ...] = ()) -> Path:
-    """Where the library built from ``source``, with this compiler and flags, for this CPU and JAX, is kept."""
+def library_path(compiler: str) -> Path:
+    """Where the library built from this source, with this compiler, for this CPU and JAX, is kept."""
     key = hashlib.sha256()
-    command = " ".join(build_command(compiler, Path(), "native", source, extra))
-    for part in (source.read_bytes(), compiler.encode(), command.encode(), jax.__version__.encode(),
-                 _cpu_identity().encode()):  # fmt: skip
+    for part in (SOURCE.read_bytes(), compiler.encode(), " ".join(build_command(compiler, Path())).encode(),
+                 jax.__version__.encode(), _cpu_identity().encode()):  # fmt: skip
         key.update(part + b"\0")
-    return kernel_dir() / f"{source.stem}-{key.hexdigest()[:16]}.so"
+    return kernel_dir() / f"cpu_attention-{key.hexdigest()[:16]}.so"
 
 
-def build(compiler: str, source: Path = SOURCE, extra: tuple[str, ...] = ()) -> Path:
+def build(compiler: str) -> Path:
     """The compiled library, built (atomically: into a temporary file, then renamed) unless already there."""
-    path = library_path(compiler, source, extra)
+    path = library_path(compiler)
     if path.exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent) as folder:
         partial = Path(folder) / path.name
-        command = build_command(compiler, partial, "native", source, extra)
-        result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        result = subprocess.run(build_command(compiler, partial), capture_output=True, text=True, timeout=600)
         if result.returncode != 0:
-            raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-2000:]}")
+            raise RuntimeError(f"{' '.join(build_command(compiler, partial))} failed:\n{result.stderr[-2000:]}")
         os.replace(partial, path)
     return path
 

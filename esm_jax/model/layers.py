@@ -15,8 +15,6 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from esm_jax.model import cpu_dense
-
 # fairseq/RoBERTa initialisation (init_bert_params): N(0, 0.02) weights, zero biases.
 WEIGHT_INIT = nnx.initializers.normal(stddev=0.02)
 
@@ -88,9 +86,7 @@ def dense_product(lhs, rhs, dimension_numbers, precision=None, preferred_element
     output gradient to match and multiplies in a slower orientation. Contracting the token axes of the input
     and of the output gradient gives the (in, out) gradient in one product
     (``python benchmarks/train_variants.py --variant dense_gradient=custom dense_gradient=autodiff``).
-    Other contractions, precisions or output shardings go to ``lax.dot_general`` as given. Float32 products
-    traced for a CPU outside a device mesh, forward and backward, run through OpenBLAS
-    (:mod:`esm_jax.model.cpu_dense`).
+    Other contractions, precisions or output shardings go to ``lax.dot_general`` as given.
     """
     if dimension_numbers != (((lhs.ndim - 1,), (0,)), ((), ())) or precision is not None or out_sharding is not None:
         return jax.lax.dot_general(
@@ -101,30 +97,22 @@ def dense_product(lhs, rhs, dimension_numbers, precision=None, preferred_element
             preferred_element_type=preferred_element_type,
             out_sharding=out_sharding,
         )
-    openblas = cpu_dense.usable(lhs.dtype, rhs.dtype, preferred_element_type)  # an argument: JAX caches traces
-    return _dense_product(lhs, rhs, preferred_element_type, openblas)
+    return _dense_product(lhs, rhs, preferred_element_type)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _dense_product(inputs: jax.Array, kernel: jax.Array, preferred_element_type, openblas: bool) -> jax.Array:
-    if openblas:
-        rows = inputs.reshape(-1, inputs.shape[-1])
-        return cpu_dense.product(rows, kernel).reshape(*inputs.shape[:-1], kernel.shape[1])
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _dense_product(inputs: jax.Array, kernel: jax.Array, preferred_element_type) -> jax.Array:
     contraction = (((inputs.ndim - 1,), (0,)), ((), ()))
     return jax.lax.dot_general(inputs, kernel, contraction, preferred_element_type=preferred_element_type)
 
 
-def _dense_product_forward(inputs, kernel, preferred_element_type, openblas):
-    return _dense_product(inputs, kernel, preferred_element_type, openblas), (inputs, kernel)
+def _dense_product_forward(inputs, kernel, preferred_element_type):
+    return _dense_product(inputs, kernel, preferred_element_type), (inputs, kernel)
 
 
-def _dense_product_backward(preferred_element_type, openblas, saved, d_output):
+def _dense_product_backward(preferred_element_type, saved, d_output):
     """The gradients autodiff gives, in the same dtypes, with the kernel's taken in (in, out) order."""
     inputs, kernel = saved
-    if openblas and d_output.dtype == jnp.float32:
-        rows, d_rows = inputs.reshape(-1, inputs.shape[-1]), d_output.reshape(-1, d_output.shape[-1])
-        d_inputs = cpu_dense.product(d_rows, kernel, transpose_b=True).reshape(inputs.shape)
-        return d_inputs, cpu_dense.product(rows, d_rows, transpose_a=True)
     last, tokens = d_output.ndim - 1, tuple(range(inputs.ndim - 1))
     d_inputs = jax.lax.dot_general(
         d_output, kernel, (((last,), (1,)), ((), ())), preferred_element_type=preferred_element_type
