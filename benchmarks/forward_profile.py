@@ -45,12 +45,15 @@ def op_milliseconds(trace_dir: Path, calls: int) -> list[tuple[str, float, int]]
 
 
 def op_origins(hlo_text: str) -> dict[str, str]:
-    """Each HLO instruction's output shape and the last part of the JAX operation name it carries, if any."""
+    """Each HLO instruction's output shape and the last part of the JAX operation name it carries, if any, and
+    a custom call's target (which of esm-jax's FFI kernels it runs)."""
     origins = {}
     for match in re.finditer(r"^\s*%(\S+) = (\S+) (.*)$", hlo_text, re.M):
         name, shape, rest = match.groups()
         operation = re.search(r'op_name="([^"]*)"', rest)
         origins[name] = f"{shape} {operation.group(1).rsplit('/', 1)[-1]}" if operation else shape
+        target = re.search(r'custom_call_target="([^"]*)"', rest)
+        origins[name] += f" {target.group(1)}" if target else ""
     return origins
 
 
