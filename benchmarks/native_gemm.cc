@@ -1,7 +1,8 @@
 // What this CPU's cores can do in float32, without XLA or PyTorch in between: their multiply-add peak, and a
 // plain blocked GEMM (packed tiles of two vectors' width, the standard scheme of BLIS-like libraries: 6 x 16
-// with AVX2's 8-float vectors, 12 x 32 with AVX-512's 16-float ones) run on several threads. benchmarks/gemm_peak.py builds it with -march=native and calls it through ctypes,
-// so that the libraries' GEMM rates can be read against what the hardware allows.
+// with AVX2's 8-float vectors, 12 x 32 with AVX-512's 16-float ones) run on several threads.
+// benchmarks/gemm_peak.py builds it with -march=native and calls it through ctypes, so that the libraries' GEMM
+// rates can be read against what the hardware allows.
 
 #include <algorithm>
 #include <chrono>
@@ -120,14 +121,16 @@ double native_fma_peak(int threads, int64_t iterations) {
   for (int t = 0; t < threads; ++t)
     workers.emplace_back([=] {
       int64_t left = iterations;
-      asm volatile(PEAK_ZERO(0) PEAK_ZERO(1) PEAK_ZERO(2) PEAK_ZERO(3) PEAK_ZERO(4) PEAK_ZERO(5) PEAK_ZERO(6)
-                       PEAK_ZERO(7) PEAK_ZERO(8) PEAK_ZERO(9) PEAK_ZERO(10) PEAK_ZERO(11) "1:\n" PEAK_FMA(0)
-                           PEAK_FMA(1) PEAK_FMA(2) PEAK_FMA(3) PEAK_FMA(4) PEAK_FMA(5) PEAK_FMA(6) PEAK_FMA(7)
-                               PEAK_FMA(8) PEAK_FMA(9) "dec %0\n jnz 1b\n vzeroupper\n"
-                   : "+r"(left)
-                   :
-                   : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10",
-                     "xmm11", "cc");
+      asm volatile(
+          PEAK_ZERO(0) PEAK_ZERO(1) PEAK_ZERO(2) PEAK_ZERO(3) PEAK_ZERO(4) PEAK_ZERO(5)
+          PEAK_ZERO(6) PEAK_ZERO(7) PEAK_ZERO(8) PEAK_ZERO(9) PEAK_ZERO(10) PEAK_ZERO(11)
+          "1:\n"
+          PEAK_FMA(0) PEAK_FMA(1) PEAK_FMA(2) PEAK_FMA(3) PEAK_FMA(4)
+          PEAK_FMA(5) PEAK_FMA(6) PEAK_FMA(7) PEAK_FMA(8) PEAK_FMA(9)
+          "dec %0\n jnz 1b\n vzeroupper\n"
+          : "+r"(left)
+          :
+          : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "cc");
     });
   for (std::thread& worker : workers) worker.join();
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
