@@ -20,7 +20,7 @@ needs_kernel = pytest.mark.skipif(
     not cpu_attention.registered(), reason="the fused CPU attention kernel could not be built (no C++ compiler?)"
 )
 
-# (batch, length, heads, head size): lengths off the kernel's 32-key and 32-query blocks, head sizes from
+# (batch, length, heads, head size): lengths off the kernels' query blocks and key tiles, head sizes from
 # ESM-2 t6 (16), t12 (24), 650M (64) and 15B (128), and sizes that fill no whole vector (8, 40).
 SHAPES = [(3, 17, 4, 8), (2, 45, 3, 24), (2, 70, 2, 40), (1, 33, 2, 16), (2, 96, 2, 64), (1, 50, 2, 128)]
 

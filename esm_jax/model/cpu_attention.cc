@@ -25,6 +25,7 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
@@ -51,7 +52,7 @@ constexpr int kLanes = 8;
 constexpr int kScoreRows = 4;
 constexpr int kScoreKeys = 3;  // 12 accumulators, 3 key vectors and a broadcast query fill AVX2's 16 registers
 #endif
-constexpr int kQueryBlock = 32;  // rows of scores computed together: 32 x 512 floats stay in L2
+constexpr int kQueryBlock = 32;  // rows of scores the backward pass computes together: 32 x 512 floats stay in L2
 static_assert(kQueryBlock % kScoreRows == 0 && 8 % kScoreRows == 0, "tiles cover query blocks and padded heads");
 typedef float Vec __attribute__((vector_size(4 * kLanes)));
 typedef int32_t IntVec __attribute__((vector_size(4 * kLanes)));
@@ -84,16 +85,6 @@ inline void Store(float* p, Vec v) { std::memcpy(p, &v, sizeof(v)); }
 inline void StoreHalf(float* p, HalfVec v) { std::memcpy(p, &v, sizeof(v)); }
 inline Vec Splat(float x) { return x - Vec{}; }  // x - (+0) is x even for -0, so this compiles to a broadcast
 inline Vec Max(Vec a, Vec b) { return a > b ? a : b; }
-inline float HorizontalSum(Vec v) {
-  float total = 0.0f;
-  for (int i = 0; i < kLanes; ++i) total += v[i];
-  return total;
-}
-inline float HorizontalMax(Vec v) {
-  float peak = v[0];
-  for (int i = 1; i < kLanes; ++i) peak = std::max(peak, v[i]);
-  return peak;
-}
 
 // exp(x) for x <= 0, as 2^n times exp of the remainder |r| <= ln(2)/2. Masked pairs (x = -inf, or NaN in a row
 // with no key to attend to) weigh exactly 0. tests/test_cpu_attention.py holds the contexts to dense attention
@@ -162,17 +153,28 @@ struct Shape {
   int64_t heads, length, dim, padded_length, padded_dim;
 };
 
-// Scratch of one forward worker: one head's transposed keys, padded values and row keys, one block's scores.
+// The forward pass lays out a block's scores transposed, (keys, query rows), with the block's query rows along
+// the vectors' lanes: its products then fill whole vectors whatever the head size, and each row's maximum and
+// sum are lane-wise. A block is kForwardRowVectors vectors of query rows.
+constexpr int kForwardRowVectors = 2;
+constexpr int kForwardBlock = kForwardRowVectors * kLanes;  // 32 query rows with AVX-512, 16 with AVX2
+#ifdef __AVX512F__
+constexpr int kForwardTile = 12;  // keys or head dimensions per tile: 24 accumulators of 32 registers
+#else
+constexpr int kForwardTile = 6;  // 12 accumulators of AVX2's 16 registers
+#endif
+
+// Scratch of one forward worker: one head's rotated keys, values and row keys; one block's transposed queries,
+// scores and context.
 struct Scratch {
   explicit Scratch(const Shape& s)
-      : keys_t(s.dim * s.padded_length), values(s.length * s.padded_dim), row_keys(s.padded_length, INT_MIN),
-        queries(kQueryBlock * s.dim), scores(kQueryBlock * s.padded_length), context(kQueryBlock * s.padded_dim) {}
-  std::vector<float> keys_t;      // (D, padded T), zero past T
-  std::vector<float> values;      // (T, padded D), zero past D
-  std::vector<int32_t> row_keys;  // (padded T), INT_MIN past T
-  std::vector<float> queries;     // (kQueryBlock, D)
-  std::vector<float> scores;      // (kQueryBlock, padded T)
-  std::vector<float> context;     // (kQueryBlock, padded D)
+      : keys(s.length * s.dim), values(s.length * s.dim), row_keys(s.length), queries_t(s.dim * kForwardBlock),
+        scores_t(s.length * kForwardBlock), context_t(s.dim * kForwardBlock) {}
+  std::vector<float> keys, values;  // (T, D)
+  std::vector<int32_t> row_keys;    // (T)
+  std::vector<float> queries_t;     // (D, block rows), zero past the block's last row
+  std::vector<float> scores_t;      // (T, block rows)
+  std::vector<float> context_t;     // (D, block rows)
 };
 
 // acc[r][k] += sum_i a[r * lda + i] * b[i * ldb + 16 k + lane] over i < depth, for kScoreRows rows of a
@@ -337,23 +339,6 @@ void Context(const float* weights, const float* values, float* context, int64_t 
   }
 }
 
-// Softmax of one row of masked scores in place, unnormalised; returns the sum of the weights.
-float SoftmaxRow(float* scores, float peak, const Shape& s) {
-  Vec total = {};
-  const int64_t last = s.padded_length - kLanes;
-  ExpStarted next = ExpStart(Load(scores) - peak);
-  for (int64_t j = 0; j < last; j += kLanes) {
-    const ExpStarted current = next;
-    next = ExpStart(Load(scores + j + kLanes) - peak);
-    const Vec weight = ExpFinish(current);
-    Store(scores + j, weight);
-    total += weight;
-  }
-  const Vec weight = ExpFinish(next);
-  Store(scores + last, weight);
-  return HorizontalSum(total + weight);
-}
-
 // The rotary tables (T, D) of a call, or null pointers when it rotates nothing.
 struct Rotation {
   const float *cos, *sin;
@@ -389,6 +374,17 @@ inline void StoreHeadRow(const float* gradient, int64_t b, int64_t t, int64_t h,
   }
 }
 
+// Rows of keys and values fetched ahead of their use. A head's rows of a (B, T, H * D) array lie H * D floats
+// apart, too far apart for the hardware prefetchers: without this each row arrives one cache miss at a time.
+constexpr int64_t kRowsAhead = 8;
+
+// Asks the cache for row t of one head's slice of a (B, T, H * D) array: the first and last line it spans.
+inline void PrefetchHeadRow(const float* array, int64_t b, int64_t t, int64_t h, const Shape& s) {
+  const float* row = array + ((b * s.length + t) * s.heads + h) * s.dim;
+  __builtin_prefetch(row);
+  __builtin_prefetch(row + s.dim - 1);
+}
+
 // The arrays of one forward call: (B, T, H * D) queries, keys and values, (B, T) row keys, the rotation, and
 // the (B, T, H * D) context and (B, H, T) log-sum-exp it writes.
 struct Inputs {
@@ -399,45 +395,137 @@ struct Inputs {
   float *context, *log_sum_exp;
 };
 
-void OneHead(int64_t pair, const Inputs& in, const Shape& s, Scratch& scratch) {
+// acc[a][v] += x[i * x_step + a * x_stride] * lanes[i * kForwardBlock + v * kLanes + lane] over i < depth: the
+// forward's products, whose results lie along a block's query rows.
+template <int Width>
+inline void LaneTile(const float* x, int64_t x_step, int64_t x_stride, const float* lanes, int64_t depth,
+                     Vec (&acc)[Width][kForwardRowVectors]) {
+  for (int64_t i = 0; i < depth; ++i) {
+    Vec rows[kForwardRowVectors];
+    for (int v = 0; v < kForwardRowVectors; ++v) {
+      rows[v] = Load(lanes + i * kForwardBlock + v * kLanes);
+      InRegister(rows[v]);
+    }
+    for (int a = 0; a < Width; ++a) {
+      const Vec factor = Splat(x[i * x_step + a * x_stride]);
+      for (int v = 0; v < kForwardRowVectors; ++v) acc[a][v] += factor * rows[v];
+    }
+  }
+}
+
+// Calls tile(width, first) on consecutive tiles covering [0, count): of Width items, then one narrower tile for
+// the rest. width is a std::integral_constant, so that each tile width compiles to its own register-held tile.
+template <int Width, typename TileFn>
+inline void ForEachTile(int64_t count, const TileFn& tile) {
+  int64_t first = 0;
+  for (; first + Width <= count; first += Width) tile(std::integral_constant<int, Width>{}, first);
+  if constexpr (Width > 1) {
+    if (first < count)
+      ForEachTile<Width - 1>(count - first, [&](auto width, int64_t offset) { tile(width, first + offset); });
+  }
+}
+
+// One block's transposed scores for Width keys from `first`: -inf where the key's row key differs from the
+// query's own (own_keys, lane-wise) when packed, else where it is not 0 (padding). peaks keeps each row's maximum.
+template <int Width>
+inline void ScoreKeys(int64_t first, const IntVec (&own_keys)[kForwardRowVectors], bool packed, const Shape& s,
+                      Scratch& w, Vec (&peaks)[kForwardRowVectors]) {
+  Vec acc[Width][kForwardRowVectors] = {};
+  LaneTile<Width>(w.keys.data() + first * s.dim, 1, s.dim, w.queries_t.data(), s.dim, acc);
+  const Vec minus_inf = Splat(-INFINITY);
+  const int32_t* row_keys = w.row_keys.data() + first;
+  float* scores = w.scores_t.data() + first * kForwardBlock;
+  Vec peak[kForwardRowVectors];  // a local copy: stores to `scores` might alias `peaks`, which would keep it in memory
+  std::copy(peaks, peaks + kForwardRowVectors, peak);
+#pragma GCC unroll 16
+  for (int a = 0; a < Width; ++a) {
+#pragma GCC unroll 4
+    for (int v = 0; v < kForwardRowVectors; ++v) {
+      Vec score = acc[a][v];
+      if (packed)
+        score = own_keys[v] == row_keys[a] ? score : minus_inf;
+      else if (row_keys[a] != 0)
+        score = minus_inf;
+      peak[v] = Max(peak[v], score);
+      Store(scores + a * kForwardBlock + v * kLanes, score);
+    }
+  }
+  std::copy(peak, peak + kForwardRowVectors, peaks);
+}
+
+// A block's transposed scores exponentiated in place, less their row's peak; totals gets each row's sum.
+inline void SoftmaxBlock(float* scores_t, int64_t length, const Vec (&peaks)[kForwardRowVectors],
+                         Vec (&totals)[kForwardRowVectors]) {
+  for (int64_t j = 0; j < length; ++j) {
+    float* scores = scores_t + j * kForwardBlock;
+    ExpStarted started[kForwardRowVectors];
+    for (int v = 0; v < kForwardRowVectors; ++v) started[v] = ExpStart(Load(scores + v * kLanes) - peaks[v]);
+    for (int v = 0; v < kForwardRowVectors; ++v) {
+      const Vec weight = ExpFinish(started[v]);
+      Store(scores + v * kLanes, weight);
+      totals[v] += weight;
+    }
+  }
+}
+
+// One block's transposed context for Width head dimensions from `first`, each row scaled by its inverse total.
+template <int Width>
+inline void ContextDims(int64_t first, const Vec (&inverse_totals)[kForwardRowVectors], const Shape& s,
+                        Scratch& w) {
+  Vec acc[Width][kForwardRowVectors] = {};
+  LaneTile<Width>(w.values.data() + first, s.dim, 1, w.scores_t.data(), s.length, acc);
+  for (int a = 0; a < Width; ++a)
+    for (int v = 0; v < kForwardRowVectors; ++v)
+      Store(w.context_t.data() + (first + a) * kForwardBlock + v * kLanes, acc[a][v] * inverse_totals[v]);
+}
+
+void OneHead(int64_t pair, const Inputs& in, const Shape& s, Scratch& w) {
   const int64_t b = pair / s.heads, h = pair % s.heads, T = s.length, D = s.dim;
   const int32_t* keys = in.row_keys + b * T;
-  float row[128];
   for (int64_t j = 0; j < T; ++j) {
-    HeadRow(in.key, b, j, h, in.rotation, s, row);
-    for (int64_t d = 0; d < D; ++d) scratch.keys_t[d * s.padded_length + j] = row[d];
+    if (j + kRowsAhead < T) {
+      PrefetchHeadRow(in.key, b, j + kRowsAhead, h, s);
+      PrefetchHeadRow(in.value, b, j + kRowsAhead, h, s);
+    }
+    HeadRow(in.key, b, j, h, in.rotation, s, w.keys.data() + j * D);
     const float* value = in.value + ((b * T + j) * s.heads + h) * D;
-    std::copy(value, value + D, scratch.values.data() + j * s.padded_dim);
-    scratch.row_keys[j] = keys[j];
+    std::copy(value, value + D, w.values.data() + j * D);
   }
-  for (int64_t start = 0; start < T; start += kQueryBlock) {
-    const int64_t rows = std::min<int64_t>(kQueryBlock, T - start);
-    for (int64_t r = 0; r < rows; ++r)
-      HeadRow(in.query, b, start + r, h, in.rotation, s, scratch.queries.data() + r * D);
-    int32_t own_keys[kQueryBlock];
-    Vec row_peaks[kQueryBlock];
-    for (int64_t r = 0; r < kQueryBlock; ++r) {
-      own_keys[r] = in.packed && r < rows ? keys[start + r] : 0;
-      row_peaks[r] = Splat(-INFINITY);
+  std::copy(keys, keys + T, w.row_keys.begin());
+  for (int64_t start = 0; start < T; start += kForwardBlock) {
+    const int64_t rows = std::min<int64_t>(kForwardBlock, T - start);
+    float query[128];
+    int32_t own[kForwardBlock];
+    for (int64_t r = 0; r < kForwardBlock; ++r) {
+      if (r < rows) HeadRow(in.query, b, start + r, h, in.rotation, s, query);
+      for (int64_t d = 0; d < D; ++d) w.queries_t[d * kForwardBlock + r] = r < rows ? query[d] : 0.0f;
+      own[r] = r < rows ? keys[start + r] : INT_MIN;
     }
-    for (int64_t j = 0; j < s.padded_length; j += kScoreKeys * kLanes) {
-      const int32_t* shared_key = SharedRowKey(scratch.row_keys.data() + j);
-      for (int64_t r = 0; r < rows; r += kScoreRows)
-        ScoreTile(scratch.queries.data() + r * D, scratch.keys_t.data() + j, scratch.row_keys.data() + j, shared_key,
-                  own_keys + r, scratch.scores.data() + r * s.padded_length + j, row_peaks + r, s);
+    for (int64_t t = start + kForwardBlock; t < std::min<int64_t>(start + 2 * kForwardBlock, T); ++t) {
+      PrefetchHeadRow(in.query, b, t, h, s);  // the next block's queries and context rows
+      PrefetchHeadRow(in.context, b, t, h, s);
     }
-    float peaks[kQueryBlock], totals[kQueryBlock];
-    for (int64_t r = 0; r < rows; ++r) {
-      peaks[r] = HorizontalMax(row_peaks[r]);
-      totals[r] = SoftmaxRow(scratch.scores.data() + r * s.padded_length, peaks[r], s);
+    IntVec own_keys[kForwardRowVectors];
+    Vec peaks[kForwardRowVectors], totals[kForwardRowVectors] = {}, inverse_totals[kForwardRowVectors];
+    for (int v = 0; v < kForwardRowVectors; ++v) {
+      own_keys[v] = LoadInt(own + v * kLanes);
+      peaks[v] = Splat(-INFINITY);
     }
-    Context(scratch.scores.data(), scratch.values.data(), scratch.context.data(), rows, s);
+    ForEachTile<kForwardTile>(T, [&](auto width, int64_t first) {
+      ScoreKeys<decltype(width)::value>(first, own_keys, in.packed, s, w, peaks);
+    });
+    SoftmaxBlock(w.scores_t.data(), T, peaks, totals);
+    for (int v = 0; v < kForwardRowVectors; ++v)  // a row with no key to attend to gets 0
+      inverse_totals[v] = totals[v] > 0.0f ? Splat(1.0f) / totals[v] : Splat(0.0f);
+    ForEachTile<kForwardTile>(D, [&](auto width, int64_t first) {
+      ContextDims<decltype(width)::value>(first, inverse_totals, s, w);
+    });
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t t = start + r;
       float* out = in.context + ((b * T + t) * s.heads + h) * D;
-      const float scale = totals[r] > 0.0f ? 1.0f / totals[r] : 0.0f;  // a row with no key to attend to gets 0
-      for (int64_t d = 0; d < D; ++d) out[d] = scratch.context[r * s.padded_dim + d] * scale;
-      in.log_sum_exp[pair * T + t] = peaks[r] + std::log(totals[r]);
+      for (int64_t d = 0; d < D; ++d) out[d] = w.context_t[d * kForwardBlock + r];
+      const int v = r / kLanes, lane = r % kLanes;
+      in.log_sum_exp[pair * T + t] = peaks[v][lane] + std::log(totals[v][lane]);
     }
   }
 }
@@ -479,6 +567,10 @@ void OneHeadGradients(int64_t pair, const GradientInputs& in, const Shape& s, Gr
   const int64_t padded_t = s.padded_length, padded_d = s.padded_dim;
   const int32_t* keys = in.row_keys + b * T;
   for (int64_t j = 0; j < T; ++j) {
+    if (j + kRowsAhead < T) {
+      PrefetchHeadRow(in.key, b, j + kRowsAhead, h, s);
+      PrefetchHeadRow(in.value, b, j + kRowsAhead, h, s);
+    }
     float* key = w.keys.data() + j * padded_d;
     HeadRow(in.key, b, j, h, in.rotation, s, key);
     const float* value = in.value + ((b * T + j) * s.heads + h) * D;
@@ -499,6 +591,10 @@ void OneHeadGradients(int64_t pair, const GradientInputs& in, const Shape& s, Gr
     for (int64_t r = 0; r < kQueryBlock; ++r) {
       own_keys[r] = in.packed && r < rows ? keys[start + r] : 0;
       unused_peaks[r] = Splat(-INFINITY);
+    }
+    for (int64_t t = start + kQueryBlock; t < std::min<int64_t>(start + 2 * kQueryBlock, T); ++t) {
+      for (const float* array : {in.query, in.context, in.d_context, static_cast<const float*>(in.d_query)})
+        PrefetchHeadRow(array, b, t, h, s);  // the next block's rows
     }
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t t = start + r, offset = ((b * T + t) * s.heads + h) * D;
@@ -539,6 +635,10 @@ void OneHeadGradients(int64_t pair, const GradientInputs& in, const Shape& s, Gr
   }
   float row[128];
   for (int64_t j = 0; j < T; ++j) {
+    if (j + kRowsAhead < T) {
+      PrefetchHeadRow(in.d_key, b, j + kRowsAhead, h, s);
+      PrefetchHeadRow(in.d_value, b, j + kRowsAhead, h, s);
+    }
     for (int64_t d = 0; d < D; ++d) row[d] = w.d_keys_t[d * padded_t + j];
     StoreHeadRow(row, b, j, h, in.rotation, s, in.d_key);
     float* d_value = in.d_value + ((b * T + j) * s.heads + h) * D;
