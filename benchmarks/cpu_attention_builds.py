@@ -7,11 +7,14 @@ round, alternating, so every build runs under the same conditions; with ``--back
 each build's backward kernel (on this checkout's forward outputs and a random context gradient). Prints the
 largest difference of each build's outputs from this checkout's, and per build and pass the best and median
 milliseconds and GFLOP/s (FLOPs per query, key and head dimension: four in the forward's two products, ten
-in the backward's four and its recomputed scores). Run it on an idle machine.
+in the backward's four and its recomputed scores). With ``--model``, also times that model's whole jitted
+forward (``repr_layers=[last]``, random weights) at ``--shape``'s B and T with each build's kernels,
+alternating, and prints how many kernel calls each compiled forward holds. Run it on an idle machine.
 
     python benchmarks/cpu_attention_builds.py --revisions 7c6dcbc
     python benchmarks/cpu_attention_builds.py --revisions 7c6dcbc --shape 2,512,20,64 --rounds 40
     python benchmarks/cpu_attention_builds.py --revisions 7c6dcbc --backward
+    python benchmarks/cpu_attention_builds.py --revisions 7c6dcbc --model esm2_t12_35M_UR50D --model-rounds 15
 """
 
 from __future__ import annotations
@@ -28,8 +31,9 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
-from esm_jax.model import cpu_attention
+from esm_jax.model import build_model, cpu_attention, named_config
 from esm_jax.model.rotary import default_inverse_frequencies, rotation_tables
 
 SOURCE_IN_REPOSITORY = "esm_jax/model/cpu_attention.cc"
@@ -43,6 +47,31 @@ def _register(name: str, source: Path, folder: Path) -> str:
     target = f"esm_jax_attention_{name}"
     cpu_attention.register(ctypes.cdll.LoadLibrary(str(library)), target)
     return target
+
+
+def model_forwards(name: str, batch: int, length: int, targets: dict[str, str]) -> tuple[dict, tuple]:
+    """Each build's compiled forward of model ``name`` (random weights) on (batch, length) tokens, and its arguments.
+
+    JAX reuses traces of the model's layers, so each build's forward is traced afresh after clearing them;
+    the count of its kernel calls printed here shows which kernels each compiled forward runs.
+    """
+    model = build_model(name)
+    graphdef, state = nnx.split(model)
+    layers = model.config.num_layers
+    tokens = np.random.default_rng(0).integers(4, 24, size=(batch, length)).astype(np.int32)
+    tokens[:, 0], tokens[:, -1] = 0, 2
+    compiled, default_target = {}, cpu_attention.TARGET
+    for build, target in targets.items():
+        jax.clear_caches()
+        cpu_attention.TARGET = target
+        try:
+            forward = jax.jit(lambda state, tokens: nnx.merge(graphdef, state).forward(
+                tokens, (layers,), False, False, lean=False, segment_ids=None))  # fmt: skip
+            compiled[build] = forward.lower(state, tokens).compile()
+        finally:
+            cpu_attention.TARGET = default_target
+        print(f"{build}: {compiled[build].as_text().count(target + '_forward')} kernel calls in the forward")
+    return compiled, (state, tokens)
 
 
 def _timed(calls: dict, arguments: tuple, rounds: int) -> dict[str, list[float]]:
@@ -73,6 +102,8 @@ def main() -> None:
     parser.add_argument("--shape", default="4,512,20,24", help="B,T,H,D (default: the ESM-2 t12 forward row)")
     parser.add_argument("--rounds", type=int, default=80, help="alternating timed rounds (default: 80)")
     parser.add_argument("--backward", action="store_true", help="also time the backward kernels")
+    parser.add_argument("--model", help="also time this model's whole forward with each build, e.g. esm2_t12_35M_UR50D")
+    parser.add_argument("--model-rounds", type=int, default=10, help="alternating rounds of --model (default: 10)")
     args = parser.parse_args()
     batch, length, heads, head_dim = (int(part) for part in args.shape.split(","))
     root = Path(__file__).resolve().parent.parent
@@ -83,7 +114,7 @@ def main() -> None:
     cos, sin = (table[0] for table in rotation_tables(default_inverse_frequencies(head_dim), None, length))
     rows = jax.ShapeDtypeStruct(query.shape, jnp.float32)
     forward_shapes = (rows, jax.ShapeDtypeStruct((batch, heads, length), jnp.float32))
-    forwards, backwards = {}, {}
+    forwards, backwards, targets = {}, {}, {}
     with tempfile.TemporaryDirectory() as folder:
         sources = {"checkout": cpu_attention.SOURCE}
         for revision in args.revisions:
@@ -92,7 +123,7 @@ def main() -> None:
             sources[revision] = Path(folder) / f"{revision}.cc"
             sources[revision].write_text(text)
         for index, (name, source) in enumerate(sources.items()):
-            target = _register(f"build{index}", source, Path(folder))
+            target = targets[name] = _register(f"build{index}", source, Path(folder))
             call = jax.ffi.ffi_call(target + "_forward", forward_shapes)
             forwards[name] = jax.jit(lambda q, k, v, call=call: call(q, k, v, row_keys, cos, sin, packed=False,
                                                                      heads=heads))  # fmt: skip
@@ -116,6 +147,11 @@ def main() -> None:
     _print_table("forward", _timed(forwards, arguments, args.rounds), flops)
     if args.backward:
         _print_table("backward", _timed(backwards, backward_arguments, args.rounds), 2.5 * flops)
+    if args.model:
+        models, model_arguments = model_forwards(args.model, batch, length, targets)
+        model_flops = named_config(args.model).forward_flops_per_token(length) * batch * length
+        _print_table(f"{args.model} forward, {batch} × {length}", _timed(models, model_arguments, args.model_rounds),
+                     model_flops)  # fmt: skip
 
 
 if __name__ == "__main__":
