@@ -1,7 +1,7 @@
 """The fused CPU attention kernel alone: this checkout's source against the source at earlier git revisions.
 
 Builds ``esm_jax/model/cpu_attention.cc`` as it is now and as it was at each ``--revisions`` entry (the
-same compiler and flags as esm-jax's own build), registers each under its own FFI target, and times one
+same compiler and flags as esm-jax's own build, or ``--arch``'s), registers each under its own FFI target, and times one
 attention call (queries, keys, values of ``--shape`` B,T,H,D, rotary tables, no padding) per build per
 round, alternating, so every build runs under the same conditions; with ``--backward``, also one call of
 each build's backward kernel (on this checkout's forward outputs and a random context gradient). Prints the
@@ -14,6 +14,7 @@ alternating, and prints how many kernel calls each compiled forward holds. Run i
     python benchmarks/cpu_attention_builds.py --revisions 7c6dcbc
     python benchmarks/cpu_attention_builds.py --revisions 7c6dcbc --shape 2,512,20,64 --rounds 40
     python benchmarks/cpu_attention_builds.py --revisions 7c6dcbc --backward
+    python benchmarks/cpu_attention_builds.py --revisions 7c6dcbc --arch x86-64-v3   # AVX2 builds on any x86-64-v3 CPU
     python benchmarks/cpu_attention_builds.py --revisions 7c6dcbc --model esm2_t12_35M_UR50D --model-rounds 15
 """
 
@@ -39,10 +40,10 @@ from esm_jax.model.rotary import default_inverse_frequencies, rotation_tables
 SOURCE_IN_REPOSITORY = "esm_jax/model/cpu_attention.cc"
 
 
-def _register(name: str, source: Path, folder: Path) -> str:
+def _register(name: str, source: Path, folder: Path, arch: str) -> str:
     """Build ``source`` into ``folder``, register it, and return its FFI target name (without the pass suffix)."""
     library = folder / f"{name}.so"
-    command = cpu_attention.build_command(cpu_attention.compiler(), library, source=source)
+    command = cpu_attention.build_command(cpu_attention.compiler(), library, arch=arch, source=source)
     subprocess.run(command, check=True, capture_output=True)
     target = f"esm_jax_attention_{name}"
     cpu_attention.register(ctypes.cdll.LoadLibrary(str(library)), target)
@@ -102,6 +103,7 @@ def main() -> None:
     parser.add_argument("--shape", default="4,512,20,24", help="B,T,H,D (default: the ESM-2 t12 forward row)")
     parser.add_argument("--rounds", type=int, default=80, help="alternating timed rounds (default: 80)")
     parser.add_argument("--backward", action="store_true", help="also time the backward kernels")
+    parser.add_argument("--arch", default="native", help="-march of every build (x86-64-v3: the AVX2 build)")
     parser.add_argument("--model", help="also time this model's whole forward with each build, e.g. esm2_t12_35M_UR50D")
     parser.add_argument("--model-rounds", type=int, default=10, help="alternating rounds of --model (default: 10)")
     args = parser.parse_args()
@@ -123,7 +125,7 @@ def main() -> None:
             sources[revision] = Path(folder) / f"{revision}.cc"
             sources[revision].write_text(text)
         for index, (name, source) in enumerate(sources.items()):
-            target = targets[name] = _register(f"build{index}", source, Path(folder))
+            target = targets[name] = _register(f"build{index}", source, Path(folder), args.arch)
             call = jax.ffi.ffi_call(target + "_forward", forward_shapes)
             forwards[name] = jax.jit(lambda q, k, v, call=call: call(q, k, v, row_keys, cos, sin, packed=False,
                                                                      heads=heads))  # fmt: skip

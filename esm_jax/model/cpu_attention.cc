@@ -374,8 +374,8 @@ inline void StoreHeadRow(const float* gradient, int64_t b, int64_t t, int64_t h,
   }
 }
 
-// Rows of keys and values fetched ahead of their use. A head's rows of a (B, T, H * D) array lie H * D floats
-// apart, too far apart for the hardware prefetchers: without this each row arrives one cache miss at a time.
+// How far ahead the loops over a head's keys fetch the rows they read or write. A head's rows of a (B, T, H * D)
+// array lie H * D floats apart, too far apart for the hardware prefetchers: unasked, each arrives as its own miss.
 constexpr int64_t kRowsAhead = 8;
 
 // Asks the cache for row t of one head's slice of a (B, T, H * D) array: the first and last line it spans.
