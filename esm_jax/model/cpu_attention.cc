@@ -177,19 +177,20 @@ struct Scratch {
   std::vector<float> context_t;     // (D, block rows)
 };
 
-// acc[r][k] += sum_i a[r * lda + i] * b[i * ldb + 16 k + lane] over i < depth, for kScoreRows rows of a
-// and kScoreKeys vectors of b: the micro-kernel of every product whose result is laid out along keys.
-inline void ProductTile(const float* a, int64_t lda, const float* b, int64_t ldb, int64_t depth,
-                        Vec (&acc)[kScoreRows][kScoreKeys]) {
+// acc[r][k] += a[i * a_step + r * a_stride] * b[i * ldb + k * kLanes + lane] over i < depth: the micro-kernel of
+// every product: Rows broadcast values of a against Columns vectors of b, sized for registers by the caller.
+template <int Rows, int Columns>
+inline void BroadcastTile(const float* a, int64_t a_step, int64_t a_stride, const float* b, int64_t ldb,
+                          int64_t depth, Vec (&acc)[Rows][Columns]) {
   for (int64_t i = 0; i < depth; ++i) {
-    Vec columns[kScoreKeys];
-    for (int k = 0; k < kScoreKeys; ++k) {
+    Vec columns[Columns];
+    for (int k = 0; k < Columns; ++k) {
       columns[k] = Load(b + i * ldb + k * kLanes);
       InRegister(columns[k]);
     }
-    for (int r = 0; r < kScoreRows; ++r) {
-      const Vec x = Splat(a[r * lda + i]);
-      for (int k = 0; k < kScoreKeys; ++k) acc[r][k] += x * columns[k];
+    for (int r = 0; r < Rows; ++r) {
+      const Vec x = Splat(a[i * a_step + r * a_stride]);
+      for (int k = 0; k < Columns; ++k) acc[r][k] += x * columns[k];
     }
   }
 }
@@ -225,7 +226,7 @@ inline const int32_t* SharedRowKey(const int32_t* row_keys) {
 inline void ScoreTile(const float* queries, const float* keys_t, const int32_t* row_keys, const int32_t* shared_key,
                       const int32_t* own_keys, float* scores, Vec* peaks, const Shape& s) {
   Vec acc[kScoreRows][kScoreKeys] = {};
-  ProductTile(queries, s.dim, keys_t, s.padded_length, s.dim, acc);
+  BroadcastTile(queries, 1, s.dim, keys_t, s.padded_length, s.dim, acc);
   bool open = shared_key != nullptr;
   for (int r = 0; r < kScoreRows && open; ++r) open = own_keys[r] == *shared_key;
   if (open)
@@ -241,7 +242,7 @@ void Product(const float* a, int64_t lda, const float* b, int64_t ldb, int64_t d
   for (int64_t j = 0; j < columns; j += kScoreKeys * kLanes) {
     for (int64_t r = 0; r < rows; r += kScoreRows) {
       Vec acc[kScoreRows][kScoreKeys] = {};
-      ProductTile(a + r * lda, lda, b + j, ldb, depth, acc);
+      BroadcastTile(a + r * lda, 1, lda, b + j, ldb, depth, acc);
       for (int i = 0; i < kScoreRows; ++i) {
         for (int k = 0; k < kScoreKeys; ++k) {
           float* out = c + (r + i) * ldc + j + k * kLanes;
@@ -395,24 +396,6 @@ struct Inputs {
   float *context, *log_sum_exp;
 };
 
-// acc[a][v] += x[i * x_step + a * x_stride] * lanes[i * kForwardBlock + v * kLanes + lane] over i < depth: the
-// forward's products, whose results lie along a block's query rows.
-template <int Width>
-inline void LaneTile(const float* x, int64_t x_step, int64_t x_stride, const float* lanes, int64_t depth,
-                     Vec (&acc)[Width][kForwardRowVectors]) {
-  for (int64_t i = 0; i < depth; ++i) {
-    Vec rows[kForwardRowVectors];
-    for (int v = 0; v < kForwardRowVectors; ++v) {
-      rows[v] = Load(lanes + i * kForwardBlock + v * kLanes);
-      InRegister(rows[v]);
-    }
-    for (int a = 0; a < Width; ++a) {
-      const Vec factor = Splat(x[i * x_step + a * x_stride]);
-      for (int v = 0; v < kForwardRowVectors; ++v) acc[a][v] += factor * rows[v];
-    }
-  }
-}
-
 // Calls tile(width, first) on consecutive tiles covering [0, count): of Width items, then one narrower tile for
 // the rest. width is a std::integral_constant, so that each tile width compiles to its own register-held tile.
 template <int Width, typename TileFn>
@@ -431,7 +414,7 @@ template <int Width>
 inline void ScoreKeys(int64_t first, const IntVec (&own_keys)[kForwardRowVectors], bool packed, const Shape& s,
                       Scratch& w, Vec (&peaks)[kForwardRowVectors]) {
   Vec acc[Width][kForwardRowVectors] = {};
-  LaneTile<Width>(w.keys.data() + first * s.dim, 1, s.dim, w.queries_t.data(), s.dim, acc);
+  BroadcastTile(w.keys.data() + first * s.dim, 1, s.dim, w.queries_t.data(), kForwardBlock, s.dim, acc);
   const Vec minus_inf = Splat(-INFINITY);
   const int32_t* row_keys = w.row_keys.data() + first;
   float* scores = w.scores_t.data() + first * kForwardBlock;
@@ -473,7 +456,7 @@ template <int Width>
 inline void ContextDims(int64_t first, const Vec (&inverse_totals)[kForwardRowVectors], const Shape& s,
                         Scratch& w) {
   Vec acc[Width][kForwardRowVectors] = {};
-  LaneTile<Width>(w.values.data() + first, s.dim, 1, w.scores_t.data(), s.length, acc);
+  BroadcastTile(w.values.data() + first, s.dim, 1, w.scores_t.data(), kForwardBlock, s.length, acc);
   for (int a = 0; a < Width; ++a)
     for (int v = 0; v < kForwardRowVectors; ++v)
       Store(w.context_t.data() + (first + a) * kForwardBlock + v * kLanes, acc[a][v] * inverse_totals[v]);
