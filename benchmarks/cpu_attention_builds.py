@@ -1,15 +1,16 @@
-"""The fused CPU attention kernel alone: this checkout's source against the source at earlier git revisions.
+"""The fused CPU attention kernels: this checkout's source against the source at earlier git revisions.
 
 Builds ``esm_jax/model/cpu_attention.cc`` as it is now and as it was at each ``--revisions`` entry (the
-same compiler and flags as esm-jax's own build, or ``--arch``'s), registers each under its own FFI target, and times one
-attention call (queries, keys, values of ``--shape`` B,T,H,D, rotary tables, no padding) per build per
-round, alternating, so every build runs under the same conditions; with ``--backward``, also one call of
-each build's backward kernel (on this checkout's forward outputs and a random context gradient). Prints the
-largest difference of each build's outputs from this checkout's, and per build and pass the best and median
-milliseconds and GFLOP/s (FLOPs per query, key and head dimension: four in the forward's two products, ten
-in the backward's four and its recomputed scores). With ``--model``, also times that model's whole jitted
-forward (``repr_layers=[last]``, random weights) at ``--shape``'s B and T with each build's kernels,
-alternating, and prints how many kernel calls each compiled forward holds. Run it on an idle machine.
+same compiler and flags as esm-jax's own build; ``--arch`` names another ``-march``), registers each under
+its own FFI target, and times one attention call (queries, keys, values of ``--shape`` B,T,H,D, rotary
+tables, no padding) per build per round, alternating, so every build runs under the same conditions; with
+``--backward``, also one call of each build's backward kernel (on this checkout's forward outputs and a
+random context gradient). Prints the largest difference of each build's outputs from this checkout's, and
+per build and pass the best and median milliseconds and GFLOP/s (FLOPs per query, key and head dimension:
+four in the forward's two products, ten in the backward's four and its recomputed scores). With
+``--model``, also times that model's whole jitted forward (``repr_layers=[last]``, random weights) at
+``--shape``'s B and T with each build's kernels, alternating, and prints how many kernel calls each
+compiled forward holds. Run it on an idle machine.
 
     python benchmarks/cpu_attention_builds.py --revisions 7c6dcbc
     python benchmarks/cpu_attention_builds.py --revisions 7c6dcbc --shape 2,512,20,64 --rounds 40
