@@ -345,10 +345,15 @@ struct Rotation {
   const float *cos, *sin;
 };
 
+// Where row t of head h of sequence b starts in a (B, T, H * D) array.
+inline int64_t HeadRowOffset(int64_t b, int64_t t, int64_t h, const Shape& s) {
+  return ((b * s.length + t) * s.heads + h) * s.dim;
+}
+
 // Row t of one head's (T, D) slice of a (B, T, H * D) array, rotated by table row t when there are tables.
 inline void HeadRow(const float* array, int64_t b, int64_t t, int64_t h, const Rotation& rotation, const Shape& s,
                     float* out) {
-  const float* row = array + ((b * s.length + t) * s.heads + h) * s.dim;
+  const float* row = array + HeadRowOffset(b, t, h, s);
   if (rotation.cos == nullptr) {
     std::copy(row, row + s.dim, out);
     return;
@@ -362,7 +367,7 @@ inline void HeadRow(const float* array, int64_t b, int64_t t, int64_t h, const R
 // rotated back: the transpose of HeadRow's rotation.
 inline void StoreHeadRow(const float* gradient, int64_t b, int64_t t, int64_t h, const Rotation& rotation,
                          const Shape& s, float* array) {
-  float* row = array + ((b * s.length + t) * s.heads + h) * s.dim;
+  float* row = array + HeadRowOffset(b, t, h, s);
   if (rotation.cos == nullptr) {
     std::copy(gradient, gradient + s.dim, row);
     return;
@@ -381,7 +386,7 @@ constexpr int64_t kRowsAhead = 8;
 
 // Asks the cache for row t of one head's slice of a (B, T, H * D) array: the first and last line it spans.
 inline void PrefetchHeadRow(const float* array, int64_t b, int64_t t, int64_t h, const Shape& s) {
-  const float* row = array + ((b * s.length + t) * s.heads + h) * s.dim;
+  const float* row = array + HeadRowOffset(b, t, h, s);
   __builtin_prefetch(row);
   __builtin_prefetch(row + s.dim - 1);
 }
@@ -471,7 +476,7 @@ void OneHead(int64_t pair, const Inputs& in, const Shape& s, Scratch& w) {
       PrefetchHeadRow(in.value, b, j + kRowsAhead, h, s);
     }
     HeadRow(in.key, b, j, h, in.rotation, s, w.keys.data() + j * D);
-    const float* value = in.value + ((b * T + j) * s.heads + h) * D;
+    const float* value = in.value + HeadRowOffset(b, j, h, s);
     std::copy(value, value + D, w.values.data() + j * D);
   }
   std::copy(keys, keys + T, w.row_keys.begin());
@@ -505,7 +510,7 @@ void OneHead(int64_t pair, const Inputs& in, const Shape& s, Scratch& w) {
     });
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t t = start + r;
-      float* out = in.context + ((b * T + t) * s.heads + h) * D;
+      float* out = in.context + HeadRowOffset(b, t, h, s);
       for (int64_t d = 0; d < D; ++d) out[d] = w.context_t[d * kForwardBlock + r];
       const int v = r / kLanes, lane = r % kLanes;
       in.log_sum_exp[pair * T + t] = peaks[v][lane] + std::log(totals[v][lane]);
@@ -556,7 +561,7 @@ void OneHeadGradients(int64_t pair, const GradientInputs& in, const Shape& s, Gr
     }
     float* key = w.keys.data() + j * padded_d;
     HeadRow(in.key, b, j, h, in.rotation, s, key);
-    const float* value = in.value + ((b * T + j) * s.heads + h) * D;
+    const float* value = in.value + HeadRowOffset(b, j, h, s);
     for (int64_t d = 0; d < D; ++d) {
       w.keys_t[d * padded_t + j] = key[d];
       w.values_t[d * padded_t + j] = value[d];
@@ -580,7 +585,7 @@ void OneHeadGradients(int64_t pair, const GradientInputs& in, const Shape& s, Gr
         PrefetchHeadRow(array, b, t, h, s);  // the next block's rows
     }
     for (int64_t r = 0; r < rows; ++r) {
-      const int64_t t = start + r, offset = ((b * T + t) * s.heads + h) * D;
+      const int64_t t = start + r, offset = HeadRowOffset(b, t, h, s);
       float *query = w.queries.data() + r * D, *d_context = w.d_context.data() + r * D;
       HeadRow(in.query, b, t, h, in.rotation, s, query);
       std::copy(in.d_context + offset, in.d_context + offset + D, d_context);
@@ -624,7 +629,7 @@ void OneHeadGradients(int64_t pair, const GradientInputs& in, const Shape& s, Gr
     }
     for (int64_t d = 0; d < D; ++d) row[d] = w.d_keys_t[d * padded_t + j];
     StoreHeadRow(row, b, j, h, in.rotation, s, in.d_key);
-    float* d_value = in.d_value + ((b * T + j) * s.heads + h) * D;
+    float* d_value = in.d_value + HeadRowOffset(b, j, h, s);
     for (int64_t d = 0; d < D; ++d) d_value[d] = w.d_values_t[d * padded_t + j];
   }
 }
