@@ -1,23 +1,33 @@
 """One training step under different model settings, beside fair-esm's, alternating in one process.
 
 Each ``--variant KEY=VALUE`` replaces one field of the model config (``scan_layers=False``,
-``remat_policy=dots_no_batch``, ...); ``bytes=N`` instead sets the per-head attention loop's
-``PER_HEAD_STEP_BYTES``, ``cpu_attention=0`` or ``=1`` compiles the step with the fused C++ attention
-kernels off or on (``ESM_JAX_CPU_ATTENTION``), and ``gelu=autodiff`` and ``dense_gradient=autodiff``
-differentiate the feed-forward GELU and the dense layers' products with JAX's autodiff instead of their
-hand-written gradients (``gelu=custom``, ``dense_gradient=custom``). Every round times fair-esm's step once
-and each variant's once; the table gives best and median milliseconds and the median tokens/s.
+``remat_policy=dots_no_batch``, ...) or switches one part of the step away from its default:
+
+- ``bytes=N`` sets the per-head attention loop's ``PER_HEAD_STEP_BYTES``;
+- ``cpu_attention=0`` or ``=1`` compiles the step with the fused C++ attention kernels off or on
+  (``ESM_JAX_CPU_ATTENTION``);
+- ``gelu=autodiff`` differentiates the feed-forward GELU with JAX's autodiff (``gelu=custom``: its hand-written
+  gradient, inside the fused GELU → second-product gradient);
+- ``feed_forward=separate`` gives GELU and the second product their own gradients, each keeping its input
+  (``feed_forward=fused``: one gradient keeping GELU's input alone);
+- ``dense_gradient=autodiff`` differentiates the dense layers' products with autodiff (``=custom``);
+- ``layer_norm=autodiff`` differentiates LayerNorm with autodiff (``=custom``);
+- ``layer_weights=kept`` keeps each layer's weight slices for the backward pass (``=resliced``: sliced again).
+
+Every round times fair-esm's step once and each variant's once; the table gives best and median milliseconds
+and the median tokens/s.
 
     python benchmarks/train_variants.py --variant scan_layers=True scan_layers=False
     python benchmarks/train_variants.py --variant remat_policy=none remat_policy=dots_no_batch --rounds 4
     python benchmarks/train_variants.py --variant cpu_attention=1 cpu_attention=0 --rounds 7
     python benchmarks/train_variants.py --variant gelu=custom gelu=autodiff --rounds 7
-    python benchmarks/train_variants.py --variant dense_gradient=custom dense_gradient=autodiff --rounds 7
+    python benchmarks/train_variants.py --variant layer_norm=custom layer_norm=autodiff --rounds 7
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -31,12 +41,51 @@ from benchmarks import train_throughput  # noqa: E402
 from benchmarks.forward_throughput import reference_model  # noqa: E402
 from benchmarks.settled import settled_run  # noqa: E402
 from esm_jax.host_allocator import allocator_setting  # noqa: E402
-from esm_jax.model import attention_kernels, block, layers, named_config  # noqa: E402
+from esm_jax.model import attention_kernels, block, esm, layers, named_config  # noqa: E402
 
 
 def _config_with(key: str, value: str):
     parsed = {"True": True, "False": False}.get(value, value)
     return lambda name: named_config(name).replace(**{key: parsed})
+
+
+def _separate_feed_forward(gelu):
+    return lambda linear, pre_activation: linear(gelu(pre_activation))
+
+
+# For each switch KEY, the (module, attribute) it replaces and the replacement for each VALUE.
+_SWITCHES = {
+    "gelu": (block, "gelu_then_dense", {"custom": None, "autodiff": _separate_feed_forward(layers.gelu.fun)}),
+    "feed_forward": (block, "gelu_then_dense", {"fused": None, "separate": _separate_feed_forward(layers.gelu)}),
+    "dense_gradient": (layers, "dense_product", {"custom": None, "autodiff": jax.lax.dot_general}),
+    "layer_norm": (layers, "layer_norm", {"custom": None, "autodiff": layers.layer_norm.fun}),  # .fun: no VJP
+    "layer_weights": (esm, "_all_but_weights", {"resliced": None, "kept": jax.checkpoint_policies.everything_saveable}),
+}
+
+
+@contextlib.contextmanager
+def _switched(key: str, value: str):
+    """The step's code with switch ``key`` set to ``value`` (a model-config field otherwise), restored afterwards."""
+    default_bytes, default_config = attention_kernels.PER_HEAD_STEP_BYTES, train_throughput.named_config
+    replaced = None
+    if key == "bytes":
+        attention_kernels.PER_HEAD_STEP_BYTES = int(value)
+    elif key == "cpu_attention":
+        os.environ["ESM_JAX_CPU_ATTENTION"] = value
+    elif key in _SWITCHES:
+        module, attribute, choices = _SWITCHES[key]
+        replaced = (module, attribute, getattr(module, attribute))
+        if choices[value] is not None:
+            setattr(module, attribute, choices[value])
+    else:
+        train_throughput.named_config = _config_with(key, value)
+    try:
+        yield
+    finally:
+        attention_kernels.PER_HEAD_STEP_BYTES, train_throughput.named_config = default_bytes, default_config
+        os.environ.pop("ESM_JAX_CPU_ATTENTION", None)
+        if replaced is not None:
+            setattr(*replaced)
 
 
 def main() -> None:
@@ -48,33 +97,18 @@ def main() -> None:
         "--variant",
         nargs="+",
         required=True,
-        help="KEY=VALUE model-config fields, bytes=N, cpu_attention=0|1, gelu= or dense_gradient=custom|autodiff",
+        help="KEY=VALUE: a model-config field or one of the switches above",
     )
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     reference = reference_model(args.model)
     batch = train_throughput._batch(args.rows, args.length)
-    default_bytes, default_gelu = attention_kernels.PER_HEAD_STEP_BYTES, block.gelu
-    default_product = layers.dense_product
     steps = {}
     for variant in args.variant:
         key, value = variant.split("=", 1)
-        if key == "bytes":
-            attention_kernels.PER_HEAD_STEP_BYTES = int(value)
-        elif key == "cpu_attention":
-            os.environ["ESM_JAX_CPU_ATTENTION"] = value
-        elif key == "gelu":
-            block.gelu = {"custom": default_gelu, "autodiff": default_gelu.fun}[value]  # .fun: without its VJP
-        elif key == "dense_gradient":
-            layers.dense_product = {"custom": default_product, "autodiff": jax.lax.dot_general}[value]
-        else:
-            train_throughput.named_config = _config_with(key, value)
-        steps[variant] = train_throughput._jax_step(reference, args.model, batch)
-        steps[variant](), steps[variant]()  # compiled, and again once the donated state comes back
-        attention_kernels.PER_HEAD_STEP_BYTES, block.gelu = default_bytes, default_gelu
-        layers.dense_product = default_product
-        os.environ.pop("ESM_JAX_CPU_ATTENTION", None)
-        train_throughput.named_config = named_config
+        with _switched(key, value):
+            steps[variant] = train_throughput._jax_step(reference, args.model, batch)
+            steps[variant](), steps[variant]()  # compiled, and again once the donated state comes back
     steps["fair-esm"] = train_throughput._torch_step(reference, batch)
     steps["fair-esm"]()
     times = {name: [] for name in steps}

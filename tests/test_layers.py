@@ -1,4 +1,5 @@
-"""GELU and the dense layers' product with hand-written gradients: the same values and gradients as autodiff's."""
+"""GELU, the dense layers' product, GELU fused into a product, and LayerNorm, with hand-written gradients: the same
+values and gradients as autodiff's."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 from esm.modules import gelu as fair_esm_gelu
+from flax import nnx
 from jax import lax
 
-from esm_jax.model.layers import dense_product, gelu
+from esm_jax.model.layers import LayerNorm, dense, dense_product, gelu, gelu_then_dense, layer_norm
 
 
 def _exact_gelu_float64_gradient(x: np.ndarray, d_output: np.ndarray) -> np.ndarray:
@@ -69,3 +71,58 @@ def test_other_contractions_go_to_dot_general_unchanged():
     contraction = (((1,), (1,)), ((), ()))
     jaxpr = str(jax.make_jaxpr(lambda a, b: dense_product(a, b, contraction))(lhs, rhs))
     assert "custom_vjp" not in jaxpr and "dot_general" in jaxpr
+
+
+def _float64_layer_norm(x, scale, bias, eps):
+    mean = jnp.mean(x, axis=-1, keepdims=True)
+    variance = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
+    return (x - mean) / jnp.sqrt(variance + eps) * scale + bias
+
+
+def test_layer_norm_equals_autodiffs_values_and_float64_gradients():
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((3, 7, 48)) * 4.0 + 1.5).astype(np.float32)
+    scale, bias = (rng.standard_normal(48).astype(np.float32) for _ in range(2))
+    d_output = rng.standard_normal(x.shape).astype(np.float32)
+    output, pullback = jax.vjp(lambda *a: layer_norm(*a, 1e-5), x, scale, bias)
+    expected = layer_norm.fun(x, scale, bias, 1e-5)  # the same formula without the hand-written gradient
+    assert np.array_equal(np.asarray(output), np.asarray(expected))
+    with jax.enable_x64():
+        as64 = [jnp.asarray(a, jnp.float64) for a in (x, scale, bias, d_output)]
+        exact = jax.vjp(lambda *a: _float64_layer_norm(*a, 1e-5), *as64[:3])[1](as64[3])
+    for got, want in zip(pullback(jnp.asarray(d_output)), exact, strict=True):
+        assert got.dtype == jnp.float32 and got.shape == want.shape
+        want = np.asarray(want)
+        np.testing.assert_allclose(np.asarray(got), want, atol=2e-6 * np.max(np.abs(want)))
+
+
+def test_layer_norm_gradient_reaches_a_bfloat16_input_in_its_dtype():
+    norm = LayerNorm(16, 1e-5)
+    x = jnp.linspace(-3, 3, 32, dtype=jnp.bfloat16).reshape(2, 16)
+    assert jax.grad(lambda v: jnp.sum(norm(v) * jnp.arange(16.0)))(x).dtype == jnp.bfloat16
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=["float32", "bfloat16"])
+def test_gelu_then_dense_equals_the_separate_calls_and_their_gradients(dtype):
+    linear = dense(40, 24, ("embed", "mlp"), dtype, nnx.Rngs(0))
+    linear.bias[...] = jnp.linspace(-1.0, 1.0, 24)
+    rng = np.random.default_rng(4)
+    pre_activation = jnp.asarray(rng.standard_normal((3, 11, 40)) * 2.0, jnp.float32)
+    d_output = jnp.asarray(rng.standard_normal((3, 11, 24)), jnp.float32)
+    graphdef, params = nnx.split(linear)
+
+    def fused(params, pre_activation):
+        return gelu_then_dense(nnx.merge(graphdef, params), pre_activation)
+
+    def separate(params, pre_activation):
+        return nnx.merge(graphdef, params)(gelu(pre_activation))
+
+    output, pullback = jax.vjp(fused, params, pre_activation)
+    expected, expected_pullback = jax.vjp(separate, params, pre_activation)
+    assert output.dtype == expected.dtype and np.array_equal(np.asarray(output), np.asarray(expected))
+    got, want = jax.tree.leaves(pullback(d_output)), jax.tree.leaves(expected_pullback(d_output))
+    assert len(got) == len(want) == 3
+    for a, b in zip(got, want, strict=True):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        scale = float(jnp.max(jnp.abs(b.astype(jnp.float32))))
+        np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), atol=1e-6 * scale)

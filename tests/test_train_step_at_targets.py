@@ -107,3 +107,34 @@ def test_a_step_told_the_masking_rule_trains_as_the_whole_step(architecture, acc
         for name in ("loss_sum", "correct", "grad_norm", "finite"):
             np.testing.assert_allclose(metrics[name], reference_metrics[name], rtol=1e-5, err_msg=name)
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), params, reference_params)
+
+
+def _scan_output_shapes(jaxpr) -> list[tuple[int, ...]]:
+    """Shapes of every output of every scan in ``jaxpr`` and the jaxprs inside it."""
+    shapes = []
+    for equation in jaxpr.eqns:
+        if equation.primitive.name == "scan":
+            shapes += [tuple(v.aval.shape) for v in equation.outvars]
+        for value in equation.params.values():
+            inner = getattr(value, "jaxpr", value)
+            if hasattr(inner, "eqns"):
+                shapes += _scan_output_shapes(inner)
+    return shapes
+
+
+def test_the_gradient_at_the_targets_slices_each_layers_weights_again_instead_of_keeping_them():
+    model_config, tx, graphdef, shardings, _ = _setup("esm2")
+    state = initialise(model_config, tx, shardings, seed=0)
+    model_graphdef, params, rest = nnx.split(nnx.merge(graphdef, state).model, nnx.Param, ...)
+    batch = _masked_batch(seed=1)
+    capacity = RULE.most_selected(LENGTH - 2)
+
+    def at_targets(params):
+        return train_step._loss_sums_at_targets(params, model_graphdef, rest, batch, capacity)[0]
+
+    scanned = _scan_output_shapes(jax.make_jaxpr(jax.grad(at_targets))(params).jaxpr)
+    layers = model_config.num_layers
+    weights = {tuple(leaf.shape[1:]) for leaf in jax.tree.leaves(params["layers"])}
+    assert (layers - 1, LENGTH, model_config.embed_dim) not in scanned  # no activations at this batch's width
+    assert any(shape[:2] == (layers - 1, ROWS) for shape in scanned)  # but the forward does keep activations
+    assert not [shape for shape in scanned if shape[0] == layers - 1 and shape[1:] in weights]

@@ -8,7 +8,7 @@ from flax import nnx
 
 from esm_jax.model.attention import SelfAttention
 from esm_jax.model.config import ModelConfig
-from esm_jax.model.layers import LayerNorm, dense, gelu
+from esm_jax.model.layers import LayerNorm, dense, gelu_then_dense
 
 
 class TransformerBlock(nnx.Module):
@@ -42,5 +42,5 @@ class TransformerBlock(nnx.Module):
         return self._feed_forward(x + attended.astype(jnp.float32))
 
     def _feed_forward(self, x: jax.Array) -> jax.Array:
-        hidden = gelu(self.fc1(self.final_layer_norm(x)).astype(jnp.float32))
-        return x + self.fc2(hidden).astype(jnp.float32)
+        pre_activation = self.fc1(self.final_layer_norm(x)).astype(jnp.float32)
+        return x + gelu_then_dense(self.fc2, pre_activation).astype(jnp.float32)

@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax._src.ad_checkpoint import name_p
+from jax.ad_checkpoint import checkpoint_name
 from jax.sharding import Mesh
 
 from esm_jax.alphabet import Alphabet
@@ -45,6 +47,17 @@ _REMAT = {
     "dots": jax.checkpoint_policies.checkpoint_dots,
     "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
+_WEIGHTS = "layer weights"
+
+
+def _all_but_weights(primitive, *_, **params) -> bool:
+    """A rematerialisation policy: keep every residual but a layer's weights, which the backward slices again.
+
+    Naming the slices alone would keep the unnamed slice under them instead, so slicing is recomputed too.
+    """
+    if primitive is name_p:
+        return params["name"] != _WEIGHTS
+    return primitive not in (jax.lax.dynamic_slice_p, jax.lax.squeeze_p)
 
 
 class ESM(nnx.Module):
@@ -299,13 +312,15 @@ class ESM(nnx.Module):
 
         def block(layer: jax.Array | int) -> TransformerBlock:
             # Indexed inside the loop: slicing the stack's first layers off beforehand would copy them.
-            return nnx.merge(graphdef, jax.tree.map(lambda values: values[layer], stacked))
+            return nnx.merge(graphdef, jax.tree.map(lambda values: checkpoint_name(values[layer], _WEIGHTS), stacked))
 
         def run_block(x, layer):
             return constrain(block(layer)(x, padding_mask, False)[0], HIDDEN_AXES), None
 
-        if self.config.remat_policy != "none":
-            run_block = jax.checkpoint(run_block, policy=_REMAT[self.config.remat_policy])
+        # Without a rematerialisation policy, the backward pass still indexes each layer's weights again rather
+        # than keep them in a stack of their own (the slices would be saved for the products' gradients).
+        policy = _REMAT.get(self.config.remat_policy, _all_but_weights)
+        run_block = jax.checkpoint(run_block, policy=policy)
         x = constrain(self._embed(tokens, padding_mask, None), HIDDEN_AXES)
         last = self.config.num_layers - 1
         x = jax.lax.scan(run_block, x, jnp.arange(last))[0]
