@@ -12,7 +12,8 @@ Each ``--variant KEY=VALUE`` replaces one field of the model config (``scan_laye
   (``feed_forward=fused``: one gradient keeping GELU's input alone);
 - ``dense_gradient=autodiff`` differentiates the dense layers' products with autodiff (``=custom``);
 - ``layer_norm=autodiff`` differentiates LayerNorm with autodiff (``=custom``);
-- ``layer_weights=kept`` keeps each layer's weight slices for the backward pass (``=resliced``: sliced again).
+- ``views=kept`` keeps each layer's weight slices and the attention context's reshape for the backward pass
+  (``views=taken_again``: sliced and reshaped again from arrays the backward has anyway).
 
 Every round times fair-esm's step once and each variant's once; the table gives best and median milliseconds
 and the median tokens/s.
@@ -59,7 +60,7 @@ _SWITCHES = {
     "feed_forward": (block, "gelu_then_dense", {"fused": None, "separate": _separate_feed_forward(layers.gelu)}),
     "dense_gradient": (layers, "dense_product", {"custom": None, "autodiff": jax.lax.dot_general}),
     "layer_norm": (layers, "layer_norm", {"custom": None, "autodiff": layers.layer_norm.fun}),  # .fun: no VJP
-    "layer_weights": (esm, "_all_but_weights", {"resliced": None, "kept": jax.checkpoint_policies.everything_saveable}),
+    "views": (esm, "_save_all_but_views", {"taken_again": None, "kept": jax.checkpoint_policies.everything_saveable}),
 }
 
 

@@ -16,8 +16,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from jax._src.ad_checkpoint import name_p
-from jax.ad_checkpoint import checkpoint_name
 from jax.sharding import Mesh
 
 from esm_jax.alphabet import Alphabet
@@ -47,17 +45,17 @@ _REMAT = {
     "dots": jax.checkpoint_policies.checkpoint_dots,
     "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
-_WEIGHTS = "layer weights"
+_VIEWS = (jax.lax.dynamic_slice_p, jax.lax.squeeze_p, jax.lax.reshape_p)
 
 
-def _all_but_weights(primitive, *_, **params) -> bool:
-    """A rematerialisation policy: keep every residual but a layer's weights, which the backward slices again.
+def _save_all_but_views(primitive, *_, **__) -> bool:
+    """A rematerialisation policy: keep every residual except slices and reshapes, which the backward takes again.
 
-    Naming the slices alone would keep the unnamed slice under them instead, so slicing is recomputed too.
+    A layer's weights are slices of the stacked weights, which are there anyway, and the attention's context
+    reshaped for its output projection is the context the attention kernel keeps; kept, each would be another
+    stacked copy (``python benchmarks/train_variants.py --variant views=taken_again views=kept``).
     """
-    if primitive is name_p:
-        return params["name"] != _WEIGHTS
-    return primitive not in (jax.lax.dynamic_slice_p, jax.lax.squeeze_p)
+    return primitive not in _VIEWS
 
 
 class ESM(nnx.Module):
@@ -312,14 +310,14 @@ class ESM(nnx.Module):
 
         def block(layer: jax.Array | int) -> TransformerBlock:
             # Indexed inside the loop: slicing the stack's first layers off beforehand would copy them.
-            return nnx.merge(graphdef, jax.tree.map(lambda values: checkpoint_name(values[layer], _WEIGHTS), stacked))
+            return nnx.merge(graphdef, jax.tree.map(lambda values: values[layer], stacked))
 
         def run_block(x, layer):
             return constrain(block(layer)(x, padding_mask, False)[0], HIDDEN_AXES), None
 
-        # Without a rematerialisation policy, the backward pass still indexes each layer's weights again rather
+        # Without a rematerialisation policy, the backward pass still slices each layer's weights again rather
         # than keep them in a stack of their own (the slices would be saved for the products' gradients).
-        policy = _REMAT.get(self.config.remat_policy, _all_but_weights)
+        policy = _REMAT.get(self.config.remat_policy, _save_all_but_views)
         run_block = jax.checkpoint(run_block, policy=policy)
         x = constrain(self._embed(tokens, padding_mask, None), HIDDEN_AXES)
         last = self.config.num_layers - 1
