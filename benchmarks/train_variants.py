@@ -15,7 +15,8 @@ Each ``--variant KEY=VALUE`` replaces one field of the model config (``scan_laye
 - ``views=kept`` keeps each layer's weight slices and the attention context's reshape for the backward pass
   (``views=taken_again``: sliced and reshaped again from arrays the backward has anyway).
 
-Every round times fair-esm's step once and each variant's once; the table gives best and median milliseconds
+A variant may join several settings with commas (``layer_norm=autodiff,views=kept``). Every round times
+fair-esm's step once and each variant's once; the table gives best and median milliseconds
 and the median tokens/s.
 
     python benchmarks/train_variants.py --variant scan_layers=True scan_layers=False
@@ -23,6 +24,7 @@ and the median tokens/s.
     python benchmarks/train_variants.py --variant cpu_attention=1 cpu_attention=0 --rounds 7
     python benchmarks/train_variants.py --variant gelu=custom gelu=autodiff --rounds 7
     python benchmarks/train_variants.py --variant layer_norm=custom layer_norm=autodiff --rounds 7
+    python benchmarks/train_variants.py --variant feed_forward=fused feed_forward=separate,layer_norm=autodiff
 """
 
 from __future__ import annotations
@@ -42,12 +44,12 @@ from benchmarks import train_throughput  # noqa: E402
 from benchmarks.forward_throughput import reference_model  # noqa: E402
 from benchmarks.settled import settled_run  # noqa: E402
 from esm_jax.host_allocator import allocator_setting  # noqa: E402
-from esm_jax.model import attention_kernels, block, esm, layers, named_config  # noqa: E402
+from esm_jax.model import attention_kernels, block, esm, layers  # noqa: E402
 
 
-def _config_with(key: str, value: str):
+def _config_with(key: str, value: str, base):
     parsed = {"True": True, "False": False}.get(value, value)
-    return lambda name: named_config(name).replace(**{key: parsed})
+    return lambda name: base(name).replace(**{key: parsed})
 
 
 def _separate_feed_forward(gelu):
@@ -79,7 +81,7 @@ def _switched(key: str, value: str):
         if choices[value] is not None:
             setattr(module, attribute, choices[value])
     else:
-        train_throughput.named_config = _config_with(key, value)
+        train_throughput.named_config = _config_with(key, value, default_config)
     try:
         yield
     finally:
@@ -98,7 +100,7 @@ def main() -> None:
         "--variant",
         nargs="+",
         required=True,
-        help="KEY=VALUE: a model-config field or one of the switches above",
+        help="KEY=VALUE[,KEY=VALUE...]: model-config fields or switches above",
     )
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
@@ -106,8 +108,9 @@ def main() -> None:
     batch = train_throughput._batch(args.rows, args.length)
     steps = {}
     for variant in args.variant:
-        key, value = variant.split("=", 1)
-        with _switched(key, value):
+        with contextlib.ExitStack() as switches:
+            for setting in variant.split(","):
+                switches.enter_context(_switched(*setting.split("=", 1)))
             steps[variant] = train_throughput._jax_step(reference, args.model, batch)
             steps[variant](), steps[variant]()  # compiled, and again once the donated state comes back
     steps["fair-esm"] = train_throughput._torch_step(reference, batch)

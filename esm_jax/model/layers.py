@@ -161,7 +161,11 @@ def _gelu_product_backward(dtype, saved, d_output):
     hidden = (pre_activation * cdf).astype(dtype)
     last, tokens = d_output.ndim - 1, tuple(range(hidden.ndim - 1))
     d_hidden = jax.lax.dot_general(d_output, kernel, (((last,), (1,)), ((), ())), preferred_element_type=jnp.float32)
-    d_kernel = jax.lax.dot_general(hidden, d_output, ((tokens, tokens), ((), ())), preferred_element_type=jnp.float32)
+    # (d_outputᵀ hidden)ᵀ rather than hiddenᵀ d_output: XLA:CPU would write GELU's output transposed for the
+    # latter, a strided pass over the feed-forward width that took longer than the product
+    # (``python benchmarks/train_profile.py``); the barrier keeps XLA from folding the transpose back in.
+    d_kernel = jax.lax.dot_general(d_output, hidden, ((tokens, tokens), ((), ())), preferred_element_type=jnp.float32)
+    d_kernel = jax.lax.optimization_barrier(d_kernel).T
     d_hidden = d_hidden.astype(dtype).astype(pre_activation.dtype)
     return (d_hidden * (cdf + pre_activation * density)).astype(pre_activation.dtype), d_kernel.astype(kernel.dtype)
 
