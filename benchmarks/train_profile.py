@@ -1,13 +1,13 @@
 """Where the time of one esm-jax training step goes on this machine: XLA's ops, summed from a JAX profiler trace.
 
 Runs the jitted float32 training step of ``train_throughput.py`` (forward, backward and AdamW, layers scanned;
-ESM-2 t12 at 4 × 256 by default) until compiled, times a few steps, traces ``--steps`` more and prints the
-milliseconds per step of each kind of op (matrix products, the fused attention kernels, buffers filled with a
-constant, writes into and reads from the layer scan's stacked buffers, copies, other fusions), then the
-largest ops with their output shape and the JAX operation each came from, and counts the page faults per step
-(see ``esm_jax/host_allocator.py``). Ops on the two cores may overlap, so the kinds need not sum to the step's
-wall time; XLA's plain ``dot`` ops (not YNNPACK's) run asynchronously and their events may cover only part of
-their run. Run it on an idle machine.
+ESM-2 t12 at 4 × 256 by default) until compiled, times a few steps, traces ``--steps`` more and prints the size of
+XLA's temporary buffer for one step, the milliseconds per step of each kind of op (matrix products, the fused
+attention kernels, buffers filled with a constant, writes into and reads from the layer scan's stacked buffers,
+copies, other fusions), then the largest ops with their output shape and the JAX operation each came from, and
+counts the page faults per step (see ``esm_jax/host_allocator.py``). Ops on the two cores may overlap, so the
+kinds need not sum to the step's wall time; XLA's plain ``dot`` ops (not YNNPACK's) run asynchronously and their
+events may cover only part of their run. Run it on an idle machine.
 
     python benchmarks/train_profile.py
     python benchmarks/train_profile.py --model esm2_t6_8M_UR50D --rows 16 --length 512
@@ -59,7 +59,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="steps traced")
     parser.add_argument("--top", type=int, default=25, help="ops listed")
     args = parser.parse_args()
-    step, compiled_hlo = jax_step_and_hlo(reference_model(args.model), args.model, _batch(args.rows, args.length))
+    step, compiled = jax_step_and_hlo(reference_model(args.model), args.model, _batch(args.rows, args.length))
     step(), step()  # compiled, and again once the donated state comes back
     faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     seconds = [settled_run(step, settle=0.0)[0] for _ in range(5)]  # back to back
@@ -72,11 +72,13 @@ def main() -> None:
             for _ in range(args.steps):
                 step()
         rows = op_milliseconds(Path(folder), args.steps)
-    origins = op_origins(compiled_hlo())
+    executable = compiled()
+    origins = op_origins(executable.as_text())
     ops = [row for row in rows if not any(mark in row[0] for mark in ("::", " ", "(", "$"))]  # no runtime spans
     kinds = collections.Counter()
     for name, milliseconds, _ in ops:
         kinds[op_kind(name, origins.get(name, ""))] += milliseconds
+    print(f"XLA temporary buffer per step: {executable.memory_analysis().temp_size_in_bytes / 1e6:,.0f} MB")
     print("| kind of op | ms per step |\n|---|---|")
     for kind, milliseconds in kinds.most_common():
         print(f"| {kind} | {milliseconds:.0f} |")

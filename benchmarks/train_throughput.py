@@ -91,10 +91,10 @@ def _torch_step(reference: torch.nn.Module, batch: dict):
 
 
 def jax_step_and_hlo(reference: torch.nn.Module, name: str, batch: dict) -> tuple[Callable, Callable]:
-    """esm-jax's jitted train step on the reference's weights, as ``step()`` and ``compiled_hlo()``.
+    """esm-jax's jitted train step on the reference's weights, as ``step()`` and ``compiled()``.
 
-    ``step()`` runs one step (the state is kept inside); ``compiled_hlo()`` is the step's compiled HLO for
-    the current state (its layouts settle once the donated state has come back).
+    ``step()`` runs one step (the state is kept inside); ``compiled()`` is the step compiled for the current
+    state (its HLO's layouts settle once the donated state has come back).
     """
     config = named_config(name)
     state_dict = {key: value.detach().numpy() for key, value in reference.state_dict().items()}
@@ -114,11 +114,11 @@ def jax_step_and_hlo(reference: torch.nn.Module, name: str, batch: dict) -> tupl
             current["state"], metrics = train_step(current["state"], device_batch)
             jax.block_until_ready(metrics)
 
-    def compiled_hlo() -> str:
+    def compiled() -> jax.stages.Compiled:
         with jax.set_mesh(mesh):
-            return train_step.lower(current["state"], device_batch).compile().as_text()
+            return train_step.lower(current["state"], device_batch).compile()
 
-    return step, compiled_hlo
+    return step, compiled
 
 
 def _jax_step(reference: torch.nn.Module, name: str, batch: dict) -> Callable:
