@@ -135,6 +135,5 @@ def test_the_gradient_at_the_targets_slices_each_layers_weights_again_instead_of
     scanned = _scan_output_shapes(jax.make_jaxpr(jax.grad(at_targets))(params).jaxpr)
     layers = model_config.num_layers
     weights = {tuple(leaf.shape[1:]) for leaf in jax.tree.leaves(params["layers"])}
-    assert (layers - 1, LENGTH, model_config.embed_dim) not in scanned  # no activations at this batch's width
     assert any(shape[:2] == (layers - 1, ROWS) for shape in scanned)  # but the forward does keep activations
     assert not [shape for shape in scanned if shape[0] == layers - 1 and shape[1:] in weights]

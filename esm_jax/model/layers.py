@@ -44,10 +44,16 @@ def _gelu_forward(x: jax.Array) -> tuple[jax.Array, jax.Array]:
     return gelu(x), x
 
 
-def _gelu_backward(x: jax.Array, d_output: jax.Array) -> tuple[jax.Array]:
-    """d gelu / dx = Φ(x) + x φ(x), with Φ and φ the standard normal distribution and density."""
+def _normal_cdf_and_density(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Φ(x) and φ(x), the standard normal distribution and density: GELU is x Φ(x), its derivative Φ(x) + x φ(x)."""
     cdf = 0.5 * (1.0 + jax.lax.erf(x * (1.0 / math.sqrt(2.0))))
     density = jnp.exp(-0.5 * jnp.square(x)) * (1.0 / math.sqrt(2.0 * math.pi))
+    return cdf, density
+
+
+def _gelu_backward(x: jax.Array, d_output: jax.Array) -> tuple[jax.Array]:
+    """d gelu / dx = Φ(x) + x φ(x)."""
+    cdf, density = _normal_cdf_and_density(x)
     return ((d_output * (cdf + x * density)).astype(x.dtype),)
 
 
@@ -156,8 +162,7 @@ def _gelu_product_backward(dtype, saved, d_output):
     """GELU's output rebuilt as x Φ(x), then the dense product's and GELU's gradients as :func:`dense_product` and
     :func:`gelu` give them."""
     pre_activation, kernel = saved
-    cdf = 0.5 * (1.0 + jax.lax.erf(pre_activation * (1.0 / math.sqrt(2.0))))
-    density = jnp.exp(-0.5 * jnp.square(pre_activation)) * (1.0 / math.sqrt(2.0 * math.pi))
+    cdf, density = _normal_cdf_and_density(pre_activation)
     hidden = (pre_activation * cdf).astype(dtype)
     last, tokens = d_output.ndim - 1, tuple(range(hidden.ndim - 1))
     d_hidden = jax.lax.dot_general(d_output, kernel, (((last,), (1,)), ((), ())), preferred_element_type=jnp.float32)
