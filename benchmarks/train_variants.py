@@ -12,6 +12,8 @@ Each ``--variant KEY=VALUE`` replaces one field of the model config (``scan_laye
   (``feed_forward=fused``: one gradient keeping GELU's input alone);
 - ``dense_gradient=autodiff`` differentiates the dense layers' products with autodiff (``=custom``);
 - ``layer_norm=autodiff`` differentiates LayerNorm with autodiff (``=custom``);
+- ``norm_products=separate`` gives each LayerNorm and the products after it their own gradients, LayerNorm's
+  output kept for the products' (``norm_products=fused``: one gradient that rebuilds it from the normalised input);
 - ``views=kept`` keeps each layer's weight slices and the attention context's reshape for the backward pass
   (``views=taken_again``: sliced and reshaped again from arrays the backward has anyway).
 
@@ -52,6 +54,11 @@ def _config_with(key: str, value: str, base):
     return lambda name: base(name).replace(**{key: parsed})
 
 
+def _separate_norm_products(norm, linears, x):
+    normed = norm(x)
+    return tuple(linear(normed) for linear in linears)
+
+
 def _separate_feed_forward(gelu):
     return lambda linear, pre_activation: linear(gelu(pre_activation))
 
@@ -61,6 +68,7 @@ _SWITCHES = {
     "gelu": (block, "gelu_then_dense", {"custom": None, "autodiff": _separate_feed_forward(layers.gelu.fun)}),
     "feed_forward": (block, "gelu_then_dense", {"fused": None, "separate": _separate_feed_forward(layers.gelu)}),
     "dense_gradient": (layers, "dense_product", {"custom": None, "autodiff": jax.lax.dot_general}),
+    "norm_products": (block, "layer_norm_then_dense", {"fused": None, "separate": _separate_norm_products}),
     "layer_norm": (layers, "layer_norm", {"custom": None, "autodiff": layers.layer_norm.fun}),  # .fun: no VJP
     "views": (esm, "_save_all_but_views", {"taken_again": None, "kept": jax.checkpoint_policies.everything_saveable}),
 }

@@ -12,7 +12,15 @@ from esm.modules import gelu as fair_esm_gelu
 from flax import nnx
 from jax import lax
 
-from esm_jax.model.layers import LayerNorm, dense, dense_product, gelu, gelu_then_dense, layer_norm
+from esm_jax.model.layers import (
+    LayerNorm,
+    dense,
+    dense_product,
+    gelu,
+    gelu_then_dense,
+    layer_norm,
+    layer_norm_then_dense,
+)
 
 
 def _exact_gelu_float64_gradient(x: np.ndarray, d_output: np.ndarray) -> np.ndarray:
@@ -126,3 +134,69 @@ def test_gelu_then_dense_equals_the_separate_calls_and_their_gradients(dtype):
         assert a.dtype == b.dtype and a.shape == b.shape
         scale = float(jnp.max(jnp.abs(b.astype(jnp.float32))))
         np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), atol=1e-6 * scale)
+
+
+class _NormThenProjections(nnx.Module):
+    """A LayerNorm and three products of different widths after it, as a block's attention input has."""
+
+    def __init__(self, dtype):
+        self.norm = LayerNorm(40, 1e-5)
+        self.norm.scale[...] = jnp.linspace(0.5, 1.5, 40)
+        self.norm.bias[...] = jnp.linspace(-0.2, 0.3, 40)
+        self.first, self.second, self.third = (
+            dense(40, width, ("embed", "heads"), dtype, nnx.Rngs(seed)) for seed, width in enumerate((40, 40, 24))
+        )
+        for linear in self.linears:
+            linear.bias[...] = jnp.linspace(-1.0, 1.0, linear.bias.shape[0])
+
+    @property
+    def linears(self):
+        return self.first, self.second, self.third
+
+
+def _norm_then_projections_functions(dtype):
+    graphdef, params = nnx.split(_NormThenProjections(dtype))
+
+    def fused(params, x):
+        module = nnx.merge(graphdef, params)
+        return layer_norm_then_dense(module.norm, module.linears, x)
+
+    def separate(params, x):
+        module = nnx.merge(graphdef, params)
+        normed = module.norm(x)
+        return tuple(linear(normed) for linear in module.linears)
+
+    return params, fused, separate
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_layer_norm_then_dense_equals_the_separate_calls_and_their_gradients(dtype):
+    params, fused, separate = _norm_then_projections_functions(dtype)
+    rng = np.random.default_rng(5)
+    x = jnp.asarray(rng.standard_normal((3, 11, 40)) * 2.0 + 0.5, jnp.float32)
+    d_outputs = tuple(jnp.asarray(rng.standard_normal((3, 11, width)), jnp.float32) for width in (40, 40, 24))
+    outputs, pullback = jax.vjp(fused, params, x)
+    expected, expected_pullback = jax.vjp(separate, params, x)
+    for a, b in zip(outputs, expected, strict=True):
+        assert a.dtype == b.dtype and np.array_equal(np.asarray(a), np.asarray(b))
+    got, want = jax.tree.leaves(pullback(d_outputs)), jax.tree.leaves(expected_pullback(d_outputs))
+    assert len(got) == len(want) == 9  # LayerNorm scale and bias, three kernels and biases, the input
+    # Autodiff adds the three products' input gradients in another order; in bfloat16 a sum may round differently.
+    tolerance = 1e-6 if dtype == jnp.float32 else 1e-2
+    for a, b in zip(got, want, strict=True):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        scale = float(jnp.max(jnp.abs(b.astype(jnp.float32))))
+        np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), atol=tolerance * scale)
+
+
+def test_layer_norm_then_dense_keeps_only_the_normalised_input_of_the_model_width():
+    params, fused, separate = _norm_then_projections_functions(jnp.float32)
+    x = jnp.ones((3, 11, 40), jnp.float32) * jnp.arange(40.0)
+
+    def kept_activations(function):
+        pullback = jax.vjp(function, params, x)[1]  # a pytree whose leaves are what the backward pass keeps
+        # Distinct values: outside jit, each product's residual is its own copy of LayerNorm's output.
+        return {np.asarray(kept).tobytes() for kept in jax.tree.leaves(pullback) if kept.shape == x.shape}
+
+    assert len(kept_activations(fused)) == 1
+    assert len(kept_activations(separate)) == 2  # LayerNorm's output as well, for the products

@@ -41,29 +41,37 @@ class SelfAttention(nnx.Module):
     def _split_heads(self, x: jax.Array) -> jax.Array:
         return x.reshape(*x.shape[:2], self.num_heads, self.head_dim)
 
+    @property
+    def input_projections(self) -> tuple[nnx.Linear, nnx.Linear, nnx.Linear]:
+        """The query, key and value layers, whose outputs :meth:`__call__` takes."""
+        return self.q_proj, self.k_proj, self.v_proj
+
     def __call__(
         self,
-        x: jax.Array,
+        projections: tuple[jax.Array, jax.Array, jax.Array],
         key_padding_mask: jax.Array | None,
         need_weights: bool,
         segment_ids: jax.Array | None = None,
         positions: jax.Array | None = None,
     ) -> tuple[jax.Array, jax.Array | None]:
-        """``x`` (B, T, D) → (out (B, T, D), probs (B, H, T, T) when ``need_weights``).
+        """The :attr:`input_projections` of the input, each (B, T, D) → (out (B, T, D), probs (B, H, T, T) when
+        ``need_weights``).
 
+        The block computes the projections with its LayerNorm (:func:`esm_jax.model.layers.layer_norm_then_dense`).
         ``key_padding_mask`` (B, T) is True at padding; ``segment_ids`` (B, T), when given, confines
         attention to each packed sequence; ``positions`` (B, T) are the rotary positions (default 0..T-1).
         """
-        query = self._split_heads(self.q_proj(x) * self.head_dim**-0.5)
-        key = self._split_heads(self.k_proj(x))
-        value = self._split_heads(self.v_proj(x)).astype(self.dtype)
+        query, key, value = projections
+        query = self._split_heads(query * self.head_dim**-0.5)
+        key = self._split_heads(key)
+        value = self._split_heads(value).astype(self.dtype)
         implementation = attention_kernels.resolve(self.implementation, dtype=self.dtype)
         if need_weights:
             implementation = "dense"
         masks = (segment_ids, key_padding_mask, self.dtype)
         rotation = None
         if self.rotary_frequencies is not None:
-            cos, sin = rotation_tables(self.rotary_frequencies[...], positions, x.shape[1])
+            cos, sin = rotation_tables(self.rotary_frequencies[...], positions, key.shape[1])
             if implementation == "per_head" and positions is None:
                 rotation = (cos[0], sin[0])  # shared by every row: the kernel rotates each head in its loop
             else:
@@ -76,7 +84,7 @@ class SelfAttention(nnx.Module):
             context, probs = attention_kernels.KERNELS["per_head"](query, key, value, *masks, rotation=rotation), None
         else:
             context, probs = attention_kernels.KERNELS[implementation](query, key, value, *masks), None
-        out = self.out_proj(context.reshape(*x.shape[:2], -1))
+        out = self.out_proj(context.reshape(*key.shape[:2], -1))
         return out, probs
 
     def at_positions(self, x: jax.Array, positions: jax.Array, key_padding_mask: jax.Array | None) -> jax.Array:

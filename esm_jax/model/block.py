@@ -8,7 +8,7 @@ from flax import nnx
 
 from esm_jax.model.attention import SelfAttention
 from esm_jax.model.config import ModelConfig
-from esm_jax.model.layers import LayerNorm, dense, gelu_then_dense
+from esm_jax.model.layers import LayerNorm, dense, gelu_then_dense, layer_norm_then_dense
 
 
 class TransformerBlock(nnx.Module):
@@ -30,8 +30,8 @@ class TransformerBlock(nnx.Module):
         segment_ids: jax.Array | None = None,
         positions: jax.Array | None = None,
     ) -> tuple[jax.Array, jax.Array | None]:
-        normed = self.self_attn_layer_norm(x)
-        attended, probs = self.self_attn(normed, key_padding_mask, need_weights, segment_ids, positions)
+        projections = layer_norm_then_dense(self.self_attn_layer_norm, self.self_attn.input_projections, x)
+        attended, probs = self.self_attn(projections, key_padding_mask, need_weights, segment_ids, positions)
         return self._feed_forward(x + attended.astype(jnp.float32)), probs
 
     def at_positions(self, x: jax.Array, positions: jax.Array, key_padding_mask: jax.Array | None) -> jax.Array:
@@ -42,5 +42,6 @@ class TransformerBlock(nnx.Module):
         return self._feed_forward(x + attended.astype(jnp.float32))
 
     def _feed_forward(self, x: jax.Array) -> jax.Array:
-        pre_activation = self.fc1(self.final_layer_norm(x)).astype(jnp.float32)
+        (pre_activation,) = layer_norm_then_dense(self.final_layer_norm, (self.fc1,), x)
+        pre_activation = pre_activation.astype(jnp.float32)
         return x + gelu_then_dense(self.fc2, pre_activation).astype(jnp.float32)

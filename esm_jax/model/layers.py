@@ -220,6 +220,57 @@ def _layer_norm_backward(eps, saved, d_output):
 layer_norm.defvjp(_layer_norm_forward, _layer_norm_backward)
 
 
+def layer_norm_then_dense(norm: LayerNorm, linears: tuple[nnx.Linear, ...], x: jax.Array) -> tuple[jax.Array, ...]:
+    """``linear(norm(x))`` for each layer made by :func:`dense` (one dtype); its gradient keeps no LayerNorm output.
+
+    Separately, LayerNorm's gradient keeps the normalised input and each product's keeps LayerNorm's output: two
+    activations of the model width per LayerNorm. The output is the normalised input scaled and shifted, so the
+    backward pass rebuilds it in one elementwise pass instead of keeping it. Same values as the separate calls,
+    same gradients up to rounding; no faster on a CPU, where the step's time goes to the products
+    (``python benchmarks/train_variants.py --variant norm_products=fused norm_products=separate``), but every
+    backend keeps two activations fewer per block.
+    """
+    dtype = linears[0].dtype
+    kernels = tuple(linear.kernel[...].astype(dtype) for linear in linears)
+    products = _normalized_products(x.astype(jnp.float32), norm.scale[...], norm.bias[...], kernels, norm.eps, dtype)
+    return tuple(product + linear.bias[...].astype(dtype) for product, linear in zip(products, linears, strict=True))
+
+
+def _scaled_products(normalized, scale, bias, kernels, dtype) -> tuple[jax.Array, ...]:
+    hidden = (normalized * scale + bias).astype(dtype)
+    contraction = (((hidden.ndim - 1,), (0,)), ((), ()))
+    return tuple(
+        jax.lax.dot_general(hidden, kernel, contraction, preferred_element_type=jnp.float32) for kernel in kernels
+    )
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def _normalized_products(x, scale, bias, kernels, eps, dtype) -> tuple[jax.Array, ...]:
+    return _scaled_products(_normalize(x, eps)[0], scale, bias, kernels, dtype)
+
+
+def _normalized_products_forward(x, scale, bias, kernels, eps, dtype):
+    normalized, inverse_std = _normalize(x, eps)
+    products = _scaled_products(normalized, scale, bias, kernels, dtype)
+    return products, (normalized, inverse_std, scale, bias, kernels)
+
+
+def _normalized_products_backward(eps, dtype, saved, d_products):
+    """LayerNorm's output rebuilt from the normalised input, then the gradients of the products and of LayerNorm."""
+    normalized, inverse_std, scale, bias, kernels = saved
+    hidden = (normalized * scale + bias).astype(dtype)
+    d_hidden, d_kernels = None, []
+    for d_product, kernel in zip(d_products, kernels, strict=True):
+        d_hidden_part, d_kernel = _dense_product_backward(jnp.float32, (hidden, kernel), d_product)
+        d_hidden = d_hidden_part if d_hidden is None else d_hidden + d_hidden_part
+        d_kernels.append(d_kernel)
+    d_x, d_scale, d_bias = _layer_norm_backward(eps, (normalized, inverse_std, scale), d_hidden.astype(jnp.float32))
+    return d_x, d_scale, d_bias, tuple(d_kernels)
+
+
+_normalized_products.defvjp(_normalized_products_forward, _normalized_products_backward)
+
+
 class LayerNorm(nnx.Module):
     """LayerNorm over the last axis, computed in float32 with a two-pass variance (as torch)."""
 
