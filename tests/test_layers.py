@@ -40,7 +40,9 @@ def test_gelu_equals_float64_gelu_and_fair_esm_and_its_gradient_equals_float64_a
     bound = 3e-7 * np.maximum(np.abs(x), 1.0)
     assert np.all(np.abs(ours - exact) <= bound)
     assert np.all(np.abs(np.asarray(jax.nn.gelu(x, approximate=False)) - exact) <= bound)
-    assert np.all(np.abs(ours - fair_esm_gelu(torch.from_numpy(x)).numpy()) <= 2 * bound)
+    # PyTorch's float32 erf gave exactly -1 near x = -4 in one pytest run of about ten on an Intel Xeon (a 7e-5 error
+    # in GELU), so the comparison with fair-esm allows the project's parity tolerance, 1e-4, as well.
+    assert np.all(np.abs(ours - fair_esm_gelu(torch.from_numpy(x)).numpy()) <= np.maximum(2 * bound, 1e-4))
     (ours,) = jax.vjp(gelu, x)[1](jnp.asarray(d_output))
     exact = _exact_gelu_float64_gradient(x, d_output)
     np.testing.assert_allclose(np.asarray(ours), exact, atol=2e-6 * np.max(np.abs(exact)))
