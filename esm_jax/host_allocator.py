@@ -1,8 +1,8 @@
 """The host's malloc setting, which decides whether every CPU call page-faults its working memory afresh.
 
-XLA:CPU takes each call's temporary buffer (499 MB for the ESM-2 t12 training step at 4 × 256) from malloc. Under
+XLA:CPU takes each call's temporary buffer (452 MB for the ESM-2 t12 training step at 4 × 256) from malloc. Under
 glibc's defaults a block that large is mapped fresh from the kernel on every call and unmapped after it, so each
-call touches every page for the first time: 113,592 page faults of 4 KiB per t12 step on the project's machine
+call touches every page for the first time: 102,930 page faults of 4 KiB per t12 step on the project's machine
 (``benchmarks/train_profile.py`` prints both figures). PyTorch pays the same on its large activations. glibc
 keeps freed memory for reuse when its tunables say so; it reads them only when a process starts, so they go in the
 environment of the command:
