@@ -18,7 +18,8 @@ Each ``--variant KEY=VALUE`` replaces one field of the model config (``scan_laye
   (``views=taken_again``: sliced and reshaped again from arrays the backward has anyway).
 
 A variant may join several settings with commas (``layer_norm=autodiff,views=kept``). Every round times
-fair-esm's step once and each variant's once; the table gives best and median milliseconds
+fair-esm's step once and each variant's once, each round starting with the next step in turn (at the ESM-2 150M
+shape the step timed right after fair-esm's ran slower); the table gives best and median milliseconds
 and the median tokens/s.
 
     python benchmarks/train_variants.py --variant scan_layers=True scan_layers=False
@@ -123,10 +124,11 @@ def main() -> None:
             steps[variant](), steps[variant]()  # compiled, and again once the donated state comes back
     steps["fair-esm"] = train_throughput._torch_step(reference, batch)
     steps["fair-esm"]()
-    times = {name: [] for name in steps}
-    for _ in range(args.rounds):
-        for name, step in steps.items():
-            times[name].append(settled_run(step)[0])
+    times, names = {name: [] for name in steps}, list(steps)
+    for round_index in range(args.rounds):
+        first = round_index % len(names)  # rounds start in turn with each step: the one after fair-esm's may be slower
+        for name in names[first:] + names[:first]:
+            times[name].append(settled_run(steps[name])[0])
     tokens = args.rows * args.length
     print(
         f"{args.model}, {args.rows} × {args.length}, load {os.getloadavg()[0]:.2f}, {args.rounds} rounds; "
