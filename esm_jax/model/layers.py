@@ -226,9 +226,10 @@ def layer_norm_then_dense(norm: LayerNorm, linears: tuple[nnx.Linear, ...], x: j
     Separately, LayerNorm's gradient keeps the normalised input and each product's keeps LayerNorm's output: two
     activations of the model width per LayerNorm. The output is the normalised input scaled and shifted, so the
     backward pass rebuilds it in one elementwise pass instead of keeping it. Same values as the separate calls,
-    same gradients up to rounding. A CPU training step, whose time goes mostly to the products, gains a few per
-    cent at most (``python benchmarks/train_variants.py --variant norm_products=fused norm_products=separate``);
-    every backend keeps two activations fewer per block.
+    same gradients up to rounding. A CPU training step, whose time goes mostly to the products, moves by a few per
+    cent at most: faster at the ESM-2 t12 shape, perhaps slower at 150M (README, "Speed on CPU";
+    ``python benchmarks/train_variants.py --variant norm_products=fused norm_products=separate``). Every backend
+    keeps two activations fewer per block.
     """
     dtype = linears[0].dtype
     kernels = tuple(linear.kernel[...].astype(dtype) for linear in linears)
