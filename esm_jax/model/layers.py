@@ -227,7 +227,7 @@ def layer_norm_then_dense(norm: LayerNorm, linears: tuple[nnx.Linear, ...], x: j
     activations of the model width per LayerNorm. The output is the normalised input scaled and shifted, so the
     backward pass rebuilds it in one elementwise pass instead of keeping it. Same values as the separate calls,
     same gradients up to rounding. A CPU training step, whose time goes mostly to the products, moves by a few per
-    cent at most: faster at the ESM-2 t12 shape, perhaps slower at 150M (README, "Speed on CPU";
+    cent at most: faster at the ESM-2 t12 shape, perhaps slower at 150M (README, "Parity and performance";
     ``python benchmarks/train_variants.py --variant norm_products=fused norm_products=separate``). Every backend
     keeps two activations fewer per block.
     """
