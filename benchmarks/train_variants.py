@@ -15,7 +15,12 @@ Each ``--variant KEY=VALUE`` replaces one field of the model config (``scan_laye
 - ``norm_products=separate`` gives each LayerNorm and the products after it their own gradients, LayerNorm's
   output kept for the products' (``norm_products=fused``: one gradient that rebuilds it from the normalised input);
 - ``views=kept`` keeps each layer's weight slices and the attention context's reshape for the backward pass
-  (``views=taken_again``: sliced and reshaped again from arrays the backward has anyway).
+  (``views=taken_again``: sliced and reshaped again from arrays the backward has anyway);
+- ``last_layer_gradient=padded`` adds the last layer's weight gradient to the other layers' as a zero-padded
+  stack (``=in_place``: into the stack's last slice);
+- ``gradient_mean=divided`` divides the gradients by the number of targets after the backward pass
+  (``=seeded``: the backward pass starts from one over it);
+- ``clip=optax`` clips the gradients with ``optax.clip_by_global_norm`` (``=scalar``: esm-jax's, one product).
 
 A variant may join several settings with commas (``layer_norm=autodiff,views=kept``). Every round times
 fair-esm's step once and each variant's once, each round starting with the next step in turn (at the ESM-2 150M
@@ -40,6 +45,7 @@ import sys
 from pathlib import Path
 
 import jax
+import optax
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -48,6 +54,7 @@ from benchmarks.forward_throughput import reference_model  # noqa: E402
 from benchmarks.settled import settled_run  # noqa: E402
 from esm_jax.host_allocator import allocator_setting  # noqa: E402
 from esm_jax.model import attention_kernels, block, esm, layers  # noqa: E402
+from esm_jax.train import optimizer, step  # noqa: E402
 
 
 def _config_with(key: str, value: str, base):
@@ -64,6 +71,17 @@ def _separate_feed_forward(gelu):
     return lambda linear, pre_activation: linear(gelu(pre_activation))
 
 
+def _padded_last_layer(stacked):
+    return stacked, jax.tree.map(lambda values: values[-1], stacked)
+
+
+def _divided_gradients(loss_sums, params, scale):
+    loss_sum, pullback, aux = jax.vjp(loss_sums, params, has_aux=True)
+    (grads,) = pullback(jax.numpy.ones_like(loss_sum))
+    count = 1.0 / scale
+    return (loss_sum, aux), jax.tree.map(lambda g: g / count, grads)
+
+
 # For each switch KEY, the (module, attribute) it replaces and the replacement for each VALUE.
 _SWITCHES = {
     "gelu": (block, "gelu_then_dense", {"custom": None, "autodiff": _separate_feed_forward(layers.gelu.fun)}),
@@ -72,6 +90,9 @@ _SWITCHES = {
     "norm_products": (block, "layer_norm_then_dense", {"fused": None, "separate": _separate_norm_products}),
     "layer_norm": (layers, "layer_norm", {"custom": None, "autodiff": layers.layer_norm.fun}),  # .fun: no VJP
     "views": (esm, "_save_all_but_views", {"taken_again": None, "kept": jax.checkpoint_policies.everything_saveable}),
+    "last_layer_gradient": (esm, "_stack_and_last_layer", {"in_place": None, "padded": _padded_last_layer}),
+    "gradient_mean": (step, "_scaled_gradients", {"seeded": None, "divided": _divided_gradients}),
+    "clip": (optimizer, "clip_by_global_norm", {"scalar": None, "optax": optax.clip_by_global_norm}),
 }
 
 

@@ -137,3 +137,33 @@ def test_the_gradient_at_the_targets_slices_each_layers_weights_again_instead_of
     weights = {tuple(leaf.shape[1:]) for leaf in jax.tree.leaves(params["layers"])}
     assert any(shape[:2] == (layers - 1, ROWS) for shape in scanned)  # but the forward does keep activations
     assert not [shape for shape in scanned if shape[0] == layers - 1 and shape[1:] in weights]
+
+
+def _equations(jaxpr):
+    """Every equation of ``jaxpr`` and of the jaxprs inside it (loop bodies, branches, custom gradients)."""
+    for equation in jaxpr.eqns:
+        yield equation
+        for value in equation.params.values():
+            for inner in value if isinstance(value, tuple) else (value,):
+                inner = getattr(inner, "jaxpr", inner)
+                if hasattr(inner, "eqns"):
+                    yield from _equations(inner)
+
+
+def test_the_last_layers_weight_gradient_goes_into_the_stacks_in_place_not_as_a_padded_stack():
+    model_config, tx, graphdef, shardings, _ = _setup("esm2")
+    state = initialise(model_config, tx, shardings, seed=0)
+    model_graphdef, params, rest = nnx.split(nnx.merge(graphdef, state).model, nnx.Param, ...)
+    batch = _masked_batch(seed=1)
+    capacity = RULE.most_selected(LENGTH - 2)
+
+    def at_targets(params):
+        return train_step._loss_sums_at_targets(params, model_graphdef, rest, batch, capacity)[0]
+
+    stacked = {tuple(leaf.shape) for leaf in jax.tree.leaves(params["layers"])}
+    padded = [
+        equation.outvars[0].aval.shape
+        for equation in _equations(jax.make_jaxpr(jax.grad(at_targets))(params).jaxpr)
+        if equation.primitive.name == "pad" and tuple(equation.outvars[0].aval.shape) in stacked
+    ]
+    assert not padded

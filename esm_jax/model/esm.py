@@ -307,8 +307,9 @@ class ESM(nnx.Module):
             return jnp.take_along_axis(hidden, positions[:, :, None], axis=1)
         padding_mask = tokens == self.padding_idx
         graphdef, stacked = nnx.split(self.layers)
+        stacked, last_layer = _stack_and_last_layer(stacked)
 
-        def block(layer: jax.Array | int) -> TransformerBlock:
+        def block(layer: jax.Array) -> TransformerBlock:
             # Indexed inside the loop: slicing the stack's first layers off beforehand would copy them.
             return nnx.merge(graphdef, jax.tree.map(lambda values: values[layer], stacked))
 
@@ -322,7 +323,7 @@ class ESM(nnx.Module):
         x = constrain(self._embed(tokens, padding_mask, None), HIDDEN_AXES)
         last = self.config.num_layers - 1
         x = jax.lax.scan(run_block, x, jnp.arange(last))[0]
-        return self.emb_layer_norm_after(block(last).at_positions(x, positions, padding_mask))
+        return self.emb_layer_norm_after(nnx.merge(graphdef, last_layer).at_positions(x, positions, padding_mask))
 
     def logits_at(self, tokens: jax.Array, positions: jax.Array) -> jax.Array:
         """Language-model logits (B, K, V) at ``positions`` (B, K) of ``tokens`` (B, T), via :meth:`final_hidden_at`."""
@@ -426,6 +427,29 @@ class ESM(nnx.Module):
         (x, buffer, contact_logits), maps = jax.lax.scan(body, carry, (stacked, slots, jnp.arange(count)))
         hidden = {layer: buffer[k] for k, layer in enumerate(wanted)}
         return x, hidden, (jnp.moveaxis(maps, 0, 1) if keep_attentions else None), contact_logits
+
+
+@jax.custom_vjp
+def _stack_and_last_layer(stacked: nnx.State) -> tuple[nnx.State, nnx.State]:
+    """The stacked layers' state as it is, and the last layer's alone.
+
+    Differentiated, each use of the stack gives a gradient of the stack's size: the loop's over the first layers
+    and the last layer's, zero-padded. Adding the two took a pass over every stacked weight; the last layer's
+    gradient is added into the loop's in place instead.
+    """
+    return stacked, jax.tree.map(lambda values: values[-1], stacked)
+
+
+def _stack_and_last_layer_forward(stacked):
+    return _stack_and_last_layer(stacked), None
+
+
+def _stack_and_last_layer_backward(_, cotangents):
+    d_stacked, d_last = cotangents
+    return (jax.tree.map(lambda stack, last: stack.at[-1].add(last), d_stacked, d_last),)
+
+
+_stack_and_last_layer.defvjp(_stack_and_last_layer_forward, _stack_and_last_layer_backward)
 
 
 def _unstack(stacked: nnx.State, count: int) -> list[nnx.State]:

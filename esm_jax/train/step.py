@@ -4,7 +4,7 @@ A batch is a dict of global arrays ``tokens``, ``targets`` and ``loss_mask`` of 
 (rows, T), plus ``segment_ids`` when rows are packed with several sequences
 (:mod:`esm_jax.model.packing`), split into ``accumulation_steps`` micro-batches (row ``i`` goes to micro-batch
 ``i mod accumulation_steps``, so each device keeps its rows). Gradients of the summed loss are
-added over micro-batches and divided once by the total number of target positions, so every
+added over micro-batches, each scaled by one over the whole batch's number of target positions, so every
 masked token weighs the same however the batch was cut. A step whose loss or gradient is not
 finite leaves the state unchanged and reports ``finite = 0``.
 
@@ -82,21 +82,37 @@ def _target_capacity(batch: dict, rule: MaskingRule | None) -> int | None:
     return rule.most_selected(batch["tokens"].shape[1] - 2)  # rows hold <cls>, residues, <eos>
 
 
-def _gradients(params: nnx.State, graphdef: nnx.GraphDef, rest: nnx.State, batch: dict, rule: MaskingRule | None):
-    """``((loss_sum, (count, correct)), grads)`` of one (micro-)batch, at the targets only where they fit."""
-    whole = jax.value_and_grad(_loss_sums, has_aux=True)
+def _scaled_gradients(loss_sums: Callable, params: nnx.State, scale: jax.Array):
+    """``((loss_sum, aux), grads)`` of ``loss_sums(params)``, the gradients those of ``scale · loss_sum``.
+
+    The backward pass starts from ``scale`` instead of 1: dividing the gradients afterwards would be one more
+    pass over all of them, which XLA writes to a buffer of its own (division is not folded into several users).
+    """
+    loss_sum, pullback, aux = jax.vjp(loss_sums, params, has_aux=True)
+    (grads,) = pullback(scale.astype(loss_sum.dtype))
+    return (loss_sum, aux), grads
+
+
+def _gradients(
+    params: nnx.State, graphdef: nnx.GraphDef, rest: nnx.State, batch: dict, rule: MaskingRule | None, scale: jax.Array
+):
+    """``((loss_sum, (count, correct)), grads)`` of one (micro-)batch, at the targets only where they fit; the
+    gradients are those of ``scale · loss_sum``."""
+
+    def whole():
+        return _scaled_gradients(lambda p: _loss_sums(p, graphdef, rest, batch), params, scale)
+
     capacity = _target_capacity(batch, rule)
     if capacity is None:
-        return whole(params, graphdef, rest, batch)
-    at_targets = jax.value_and_grad(_loss_sums_at_targets, has_aux=True)
+        return whole()
+
+    def at_targets():
+        return _scaled_gradients(lambda p: _loss_sums_at_targets(p, graphdef, rest, batch, capacity), params, scale)
+
     fits = jnp.all(jnp.sum(batch["loss_mask"] != 0, axis=1) <= capacity)
     # The branch chooses between two gradient computations rather than sitting inside one: differentiating
     # through a branch would keep (zero-filled) residuals of the whole forward on the at-targets path too.
-    return jax.lax.cond(
-        fits,
-        lambda: at_targets(params, graphdef, rest, batch, capacity),
-        lambda: whole(params, graphdef, rest, batch),
-    )
+    return jax.lax.cond(fits, at_targets, whole)
 
 
 def token_counts(batch: dict) -> dict[str, jax.Array]:
@@ -136,21 +152,21 @@ def make_train_step(
         train_state = nnx.merge(graphdef, state)
         model_graphdef, params, rest = nnx.split(train_state.model, nnx.Param, ...)
 
+        # Every target position in the batch, known before any gradient: the gradients come out as the mean's.
+        count = jnp.maximum(jnp.sum(batch["loss_mask"].astype(jnp.float32)), 1.0)
+        scale = 1.0 / count
+
         def micro_step(carry, micro_batch):
-            grads, loss_sum, count, correct = carry
-            (loss, (n, c)), g = _gradients(params, model_graphdef, rest, micro_batch, masking_rule)
-            return (jax.tree.map(jnp.add, grads, g), loss_sum + loss, count + n, correct + c), None
+            grads, loss_sum, correct = carry
+            (loss, (_, c)), g = _gradients(params, model_graphdef, rest, micro_batch, masking_rule, scale)
+            return (jax.tree.map(jnp.add, grads, g), loss_sum + loss, correct + c), None
 
         if accumulation_steps == 1:  # no zero-filled accumulator: on CPUs it costs a pass over every gradient
-            (loss_sum, (count, correct)), grads = _gradients(params, model_graphdef, rest, batch, masking_rule)
+            (loss_sum, (_, correct)), grads = _gradients(params, model_graphdef, rest, batch, masking_rule, scale)
         else:
             zeros = jax.tree.map(jnp.zeros_like, params)
-            start = (zeros, jnp.zeros(()), jnp.zeros(()), jnp.zeros(()))
-            (grads, loss_sum, count, correct), _ = jax.lax.scan(
-                micro_step, start, _micro_batches(batch, accumulation_steps)
-            )
-        count = jnp.maximum(count, 1.0)
-        grads = jax.tree.map(lambda g: g / count, grads)
+            start = (zeros, jnp.zeros(()), jnp.zeros(()))
+            (grads, loss_sum, correct), _ = jax.lax.scan(micro_step, start, _micro_batches(batch, accumulation_steps))
         loss = loss_sum / count
         grad_norm = optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
