@@ -90,24 +90,31 @@ def _torch_step(reference: torch.nn.Module, batch: dict):
     return step
 
 
-def jax_step_and_hlo(reference: torch.nn.Module, name: str, batch: dict) -> tuple[Callable, Callable]:
+def jax_step_and_hlo(
+    reference: torch.nn.Module, name: str, batch: dict, current: dict | None = None
+) -> tuple[Callable, Callable]:
     """esm-jax's jitted train step on the reference's weights, as ``step()`` and ``compiled()``.
 
     ``step()`` runs one step (the state is kept inside); ``compiled()`` is the step compiled for the current
-    state (its HLO's layouts settle once the donated state has come back).
+    state (its HLO's layouts settle once the donated state has come back). Steps given the same ``current``
+    dict share one state, built by the first: variants of the step then need the memory of one.
     """
     config = named_config(name)
-    state_dict = {key: value.detach().numpy() for key, value in reference.state_dict().items()}
-    model = build_from_tensors(config, fair_esm.model_slots(config) + fair_esm.CONTACT_SLOTS, state_dict, "bench")
     tx = make_optimizer(OPTIMIZER, 1000)
-    graphdef, state = nnx.split(TrainState(model, tx))
+    current = {} if current is None else current
+    if "state" in current:
+        graphdef, state = abstract_state(config, tx)[0], current["state"]
+    else:
+        state_dict = {key: value.detach().numpy() for key, value in reference.state_dict().items()}
+        model = build_from_tensors(config, fair_esm.model_slots(config) + fair_esm.CONTACT_SLOTS, state_dict, "bench")
+        graphdef, state = nnx.split(TrainState(model, tx))
     mesh = build_mesh({"data": -1, "fsdp": 1, "tensor": 1})
     shardings = state_shardings(state, mesh, DEFAULT_RULES)
     sharding = batch_sharding(mesh)
     schedule = learning_rate_schedule(OPTIMIZER, 1000)
     train_step = make_train_step(graphdef, shardings, sharding, 1, schedule, MASKING_RULE)
     device_batch = {key: jax.device_put(value, sharding) for key, value in batch.items()}
-    current = {"state": state}
+    current["state"] = state
 
     def step():
         with jax.set_mesh(mesh):
@@ -121,9 +128,9 @@ def jax_step_and_hlo(reference: torch.nn.Module, name: str, batch: dict) -> tupl
     return step, compiled
 
 
-def _jax_step(reference: torch.nn.Module, name: str, batch: dict) -> Callable:
-    """esm-jax's train step as a call: one call is one step (state kept inside)."""
-    return jax_step_and_hlo(reference, name, batch)[0]
+def _jax_step(reference: torch.nn.Module, name: str, batch: dict, current: dict | None = None) -> Callable:
+    """esm-jax's train step as a call: one call is one step (state kept inside, or in ``current``)."""
+    return jax_step_and_hlo(reference, name, batch, current)[0]
 
 
 def step_times(

@@ -22,10 +22,11 @@ Each ``--variant KEY=VALUE`` replaces one field of the model config (``scan_laye
   (``=seeded``: the backward pass starts from one over it);
 - ``clip=optax`` clips the gradients with ``optax.clip_by_global_norm`` (``=scalar``: esm-jax's, one product).
 
-A variant may join several settings with commas (``layer_norm=autodiff,views=kept``). Every round times
-fair-esm's step once and each variant's once, each round starting with the next step in turn (at the ESM-2 150M
-shape the step timed right after fair-esm's ran slower); the table gives best and median milliseconds
-and the median tokens/s.
+A variant may join several settings with commas (``layer_norm=autodiff,views=kept``). The variants' steps share
+one training state, each step taking the state the last one left. Every round times fair-esm's step once
+(``--without-fair-esm``: not at all, for shapes where its training state does not fit beside esm-jax's) and
+each variant's once, each round starting with the next step in turn (at the ESM-2 150M shape the step timed right
+after fair-esm's ran slower); the table gives best and median milliseconds and the median tokens/s.
 
     python benchmarks/train_variants.py --variant scan_layers=True scan_layers=False
     python benchmarks/train_variants.py --variant remat_policy=none remat_policy=dots_no_batch --rounds 4
@@ -33,6 +34,8 @@ and the median tokens/s.
     python benchmarks/train_variants.py --variant gelu=custom gelu=autodiff --rounds 7
     python benchmarks/train_variants.py --variant layer_norm=custom layer_norm=autodiff --rounds 7
     python benchmarks/train_variants.py --variant feed_forward=fused feed_forward=separate,layer_norm=autodiff
+    python benchmarks/train_variants.py --model esm1b_t33_650M_UR50S --rows 1 --length 512 --without-fair-esm \
+        --variant clip=scalar clip=optax
 """
 
 from __future__ import annotations
@@ -133,18 +136,20 @@ def main() -> None:
         help="KEY=VALUE[,KEY=VALUE...]: model-config fields or switches above",
     )
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--without-fair-esm", action="store_true", help="time the variants alone")
     args = parser.parse_args()
     reference = reference_model(args.model)
     batch = train_throughput._batch(args.rows, args.length)
-    steps = {}
+    steps, shared = {}, {}
     for variant in args.variant:
         with contextlib.ExitStack() as switches:
             for setting in variant.split(","):
                 switches.enter_context(_switched(*setting.split("=", 1)))
-            steps[variant] = train_throughput._jax_step(reference, args.model, batch)
+            steps[variant] = train_throughput._jax_step(reference, args.model, batch, shared)
             steps[variant](), steps[variant]()  # compiled, and again once the donated state comes back
-    steps["fair-esm"] = train_throughput._torch_step(reference, batch)
-    steps["fair-esm"]()
+    if not args.without_fair_esm:
+        steps["fair-esm"] = train_throughput._torch_step(reference, batch)
+        steps["fair-esm"]()
     times, names = {name: [] for name in steps}, list(steps)
     for round_index in range(args.rounds):
         first = round_index % len(names)  # rounds start in turn with each step: the one after fair-esm's may be slower
