@@ -109,36 +109,6 @@ def test_a_step_told_the_masking_rule_trains_as_the_whole_step(architecture, acc
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), params, reference_params)
 
 
-def _scan_output_shapes(jaxpr) -> list[tuple[int, ...]]:
-    """Shapes of every output of every scan in ``jaxpr`` and the jaxprs inside it."""
-    shapes = []
-    for equation in jaxpr.eqns:
-        if equation.primitive.name == "scan":
-            shapes += [tuple(v.aval.shape) for v in equation.outvars]
-        for value in equation.params.values():
-            inner = getattr(value, "jaxpr", value)
-            if hasattr(inner, "eqns"):
-                shapes += _scan_output_shapes(inner)
-    return shapes
-
-
-def test_the_gradient_at_the_targets_slices_each_layers_weights_again_instead_of_keeping_them():
-    model_config, tx, graphdef, shardings, _ = _setup("esm2")
-    state = initialise(model_config, tx, shardings, seed=0)
-    model_graphdef, params, rest = nnx.split(nnx.merge(graphdef, state).model, nnx.Param, ...)
-    batch = _masked_batch(seed=1)
-    capacity = RULE.most_selected(LENGTH - 2)
-
-    def at_targets(params):
-        return train_step._loss_sums_at_targets(params, model_graphdef, rest, batch, capacity)[0]
-
-    scanned = _scan_output_shapes(jax.make_jaxpr(jax.grad(at_targets))(params).jaxpr)
-    layers = model_config.num_layers
-    weights = {tuple(leaf.shape[1:]) for leaf in jax.tree.leaves(params["layers"])}
-    assert any(shape[:2] == (layers - 1, ROWS) for shape in scanned)  # but the forward does keep activations
-    assert not [shape for shape in scanned if shape[0] == layers - 1 and shape[1:] in weights]
-
-
 def _equations(jaxpr):
     """Every equation of ``jaxpr`` and of the jaxprs inside it (loop bodies, branches, custom gradients)."""
     for equation in jaxpr.eqns:
@@ -150,7 +120,8 @@ def _equations(jaxpr):
                     yield from _equations(inner)
 
 
-def test_the_last_layers_weight_gradient_goes_into_the_stacks_in_place_not_as_a_padded_stack():
+def _at_targets_gradient():
+    """The jaxpr of a 3-layer ESM-2's at-targets loss gradient, with the model's config and parameters."""
     model_config, tx, graphdef, shardings, _ = _setup("esm2")
     state = initialise(model_config, tx, shardings, seed=0)
     model_graphdef, params, rest = nnx.split(nnx.merge(graphdef, state).model, nnx.Param, ...)
@@ -160,10 +131,24 @@ def test_the_last_layers_weight_gradient_goes_into_the_stacks_in_place_not_as_a_
     def at_targets(params):
         return train_step._loss_sums_at_targets(params, model_graphdef, rest, batch, capacity)[0]
 
+    return jax.make_jaxpr(jax.grad(at_targets))(params).jaxpr, model_config, params
+
+
+def test_the_gradient_at_the_targets_slices_each_layers_weights_again_instead_of_keeping_them():
+    jaxpr, model_config, params = _at_targets_gradient()
+    scanned = [tuple(out.aval.shape) for eq in _equations(jaxpr) if eq.primitive.name == "scan" for out in eq.outvars]
+    layers = model_config.num_layers
+    weights = {tuple(leaf.shape[1:]) for leaf in jax.tree.leaves(params["layers"])}
+    assert any(shape[:2] == (layers - 1, ROWS) for shape in scanned)  # but the forward does keep activations
+    assert not [shape for shape in scanned if shape[0] == layers - 1 and shape[1:] in weights]
+
+
+def test_the_last_layers_weight_gradient_goes_into_the_stacks_in_place_not_as_a_padded_stack():
+    jaxpr, _, params = _at_targets_gradient()
     stacked = {tuple(leaf.shape) for leaf in jax.tree.leaves(params["layers"])}
     padded = [
-        equation.outvars[0].aval.shape
-        for equation in _equations(jax.make_jaxpr(jax.grad(at_targets))(params).jaxpr)
-        if equation.primitive.name == "pad" and tuple(equation.outvars[0].aval.shape) in stacked
+        eq.outvars[0].aval.shape
+        for eq in _equations(jaxpr)
+        if eq.primitive.name == "pad" and tuple(eq.outvars[0].aval.shape) in stacked
     ]
     assert not padded
