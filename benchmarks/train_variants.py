@@ -20,7 +20,9 @@ Each ``--variant KEY=VALUE`` replaces one field of the model config (``scan_laye
   stack (``=in_place``: into the stack's last slice);
 - ``gradient_mean=divided`` divides the gradients by the number of targets after the backward pass
   (``=seeded``: the backward pass starts from one over it);
-- ``clip=optax`` clips the gradients with ``optax.clip_by_global_norm`` (``=scalar``: esm-jax's, one product).
+- ``clip=optax`` clips the gradients with ``optax.clip_by_global_norm`` (``=scalar``: esm-jax's, one product);
+- ``kernel_gradient=by_width`` takes a dense kernel's gradient as (d_outputᵀ · inputs)ᵀ whenever its input is
+  wider than its output (``=by_size``: whichever form transposes fewer floats, see ``layers.kernel_gradient``).
 
 A variant may join several settings with commas (``layer_norm=autodiff,views=kept``). The variants' steps share
 one training state, each step taking the state the last one left. Every round times fair-esm's step once
@@ -85,6 +87,16 @@ def _divided_gradients(loss_sums, params, scale):
     return (loss_sum, aux), jax.tree.map(lambda g: g / count, grads)
 
 
+def _kernel_gradient_by_width(inputs, d_output, preferred_element_type):
+    """The kernel gradient as (d_outputᵀ · inputs)ᵀ for every input wider than its output, whatever the tokens."""
+    tokens = tuple(range(inputs.ndim - 1))
+    contraction = ((tokens, tokens), ((), ()))
+    if inputs.shape[-1] <= d_output.shape[-1]:
+        return jax.lax.dot_general(inputs, d_output, contraction, preferred_element_type=preferred_element_type)
+    product = jax.lax.dot_general(d_output, inputs, contraction, preferred_element_type=preferred_element_type)
+    return jax.lax.optimization_barrier(product).T
+
+
 # For each switch KEY, the (module, attribute) it replaces and the replacement for each VALUE.
 _SWITCHES = {
     "gelu": (block, "gelu_then_dense", {"custom": None, "autodiff": _separate_feed_forward(layers.gelu.fun)}),
@@ -96,6 +108,7 @@ _SWITCHES = {
     "last_layer_gradient": (esm, "_stack_and_last_layer", {"in_place": None, "padded": _padded_last_layer}),
     "gradient_mean": (step, "_scaled_gradients", {"seeded": None, "divided": _divided_gradients}),
     "clip": (optimizer, "clip_by_global_norm", {"scalar": None, "optax": optax.clip_by_global_norm}),
+    "kernel_gradient": (layers, "kernel_gradient", {"by_size": None, "by_width": _kernel_gradient_by_width}),
 }
 
 

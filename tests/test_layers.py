@@ -18,6 +18,7 @@ from esm_jax.model.layers import (
     dense_product,
     gelu,
     gelu_then_dense,
+    kernel_gradient,
     layer_norm,
     layer_norm_then_dense,
 )
@@ -74,6 +75,27 @@ def test_dense_product_and_its_gradients_equal_dot_general_and_autodiff(dtype):
         assert got.dtype == want.dtype and got.shape == want.shape
         scale = float(jnp.max(jnp.abs(want.astype(jnp.float32))))
         np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32), atol=1e-6 * scale)
+
+
+@pytest.mark.parametrize(
+    ("tokens", "width_in", "width_out", "transposes_result"),
+    [(6, 40, 24, False), (64, 40, 8, True)],
+    ids=["narrow input: inputs transposed", "wide input, many tokens: result transposed"],
+)
+def test_kernel_gradient_takes_the_form_that_transposes_fewer_floats_and_equals_float64(
+    tokens, width_in, width_out, transposes_result
+):
+    rng = np.random.default_rng(3)
+    inputs = rng.standard_normal((2, tokens // 2, width_in)).astype(np.float32)
+    d_output = rng.standard_normal((2, tokens // 2, width_out)).astype(np.float32)
+    got = kernel_gradient(jnp.asarray(inputs), jnp.asarray(d_output), jnp.float32)
+    want = np.einsum("bti,bto->io", inputs.astype(np.float64), d_output.astype(np.float64))
+    assert got.shape == (width_in, width_out) and got.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(got), want, atol=1e-5 * np.abs(want).max())
+    equations = jax.make_jaxpr(lambda x, d: kernel_gradient(x, d, jnp.float32))(inputs, d_output).jaxpr.eqns
+    names = [equation.primitive.name for equation in equations]
+    assert names.count("dot_general") == 1
+    assert ("transpose" in names) == ("optimization_barrier" in names) == transposes_result
 
 
 def test_other_contractions_go_to_dot_general_unchanged():
