@@ -87,14 +87,9 @@ def _divided_gradients(loss_sums, params, scale):
     return (loss_sum, aux), jax.tree.map(lambda g: g / count, grads)
 
 
-def _kernel_gradient_by_width(inputs, d_output, preferred_element_type):
-    """The kernel gradient as (d_outputᵀ · inputs)ᵀ for every input wider than its output, whatever the tokens."""
-    tokens = tuple(range(inputs.ndim - 1))
-    contraction = ((tokens, tokens), ((), ()))
-    if inputs.shape[-1] <= d_output.shape[-1]:
-        return jax.lax.dot_general(inputs, d_output, contraction, preferred_element_type=preferred_element_type)
-    product = jax.lax.dot_general(d_output, inputs, contraction, preferred_element_type=preferred_element_type)
-    return jax.lax.optimization_barrier(product).T
+def _transposes_result_by_width(input_shape, width_out):
+    """The rule before ``7b86cfb``: the result transposed for every input wider than its output, whatever the tokens."""
+    return input_shape[-1] > width_out
 
 
 # For each switch KEY, the (module, attribute) it replaces and the replacement for each VALUE.
@@ -108,7 +103,7 @@ _SWITCHES = {
     "last_layer_gradient": (esm, "_stack_and_last_layer", {"in_place": None, "padded": _padded_last_layer}),
     "gradient_mean": (step, "_scaled_gradients", {"seeded": None, "divided": _divided_gradients}),
     "clip": (optimizer, "clip_by_global_norm", {"scalar": None, "optax": optax.clip_by_global_norm}),
-    "kernel_gradient": (layers, "kernel_gradient", {"by_size": None, "by_width": _kernel_gradient_by_width}),
+    "kernel_gradient": (layers, "transposes_result", {"by_size": None, "by_width": _transposes_result_by_width}),
 }
 
 

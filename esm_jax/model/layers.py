@@ -137,18 +137,23 @@ def kernel_gradient(inputs: jax.Array, d_output: jax.Array, preferred_element_ty
     transposes something in memory: ``inputsᵀ · d_output`` the inputs (tokens × in floats), ``(d_outputᵀ ·
     inputs)ᵀ`` the output gradient and the result (tokens × out + in × out). The first is taken unless the
     second moves fewer floats, which happens for a wide input over many tokens: the feed-forward's second
-    product at the t12 4 × 256 shape, not at ESM-1b 1 × 512, whose step the first form makes about 5% faster
-    in median (``python benchmarks/train_variants.py --model esm1b_t33_650M_UR50S --rows 1 --length 512
+    product at the t12 4 × 256 shape, not at ESM-1b 1 × 512, whose step the first form makes 4–5% faster in
+    median (``python benchmarks/train_variants.py --model esm1b_t33_650M_UR50S --rows 1 --length 512
     --without-fair-esm --variant kernel_gradient=by_size kernel_gradient=by_width``). In the second form an
     optimisation barrier keeps XLA from folding the transpose back into the product.
     """
     tokens = tuple(range(inputs.ndim - 1))
-    count, width_in, width_out = math.prod(inputs.shape[:-1]), inputs.shape[-1], d_output.shape[-1]
     contraction = ((tokens, tokens), ((), ()))
-    if count * width_in <= (count + width_in) * width_out:
+    if not transposes_result(inputs.shape, d_output.shape[-1]):
         return jax.lax.dot_general(inputs, d_output, contraction, preferred_element_type=preferred_element_type)
     product = jax.lax.dot_general(d_output, inputs, contraction, preferred_element_type=preferred_element_type)
     return jax.lax.optimization_barrier(product).T
+
+
+def transposes_result(input_shape: tuple[int, ...], width_out: int) -> bool:
+    """Whether :func:`kernel_gradient` takes the form ``(d_outputᵀ · inputs)ᵀ``: when it moves fewer floats."""
+    count, width_in = math.prod(input_shape[:-1]), input_shape[-1]
+    return count * width_in > (count + width_in) * width_out
 
 
 def gelu_then_dense(linear: nnx.Linear, pre_activation: jax.Array) -> jax.Array:
