@@ -58,7 +58,7 @@ def test_per_head_gradients_equal_autodiff_of_dense_attention(mask, cpu_forward)
         assert float(jnp.max(jnp.abs(a - b))) < 2e-5, name
 
 
-def test_per_head_bfloat16_gradients_stay_close_to_float32():
+def test_per_head_bfloat16_gradients_stay_close_to_float32(cpu_forward):
     inputs = _inputs((BATCH, LENGTH, HEADS, HEAD_DIM), seed=1)
     half = _gradients(attention_kernels.per_head_attention, MASKS["padding"], inputs, jnp.bfloat16)
     full = _gradients(_dense, MASKS["padding"], inputs)
@@ -114,7 +114,7 @@ def test_per_head_rotation_equals_rotating_before(mask, cpu_forward):
         assert float(jnp.max(jnp.abs(a - b))) < 2e-5, name
 
 
-def test_per_head_rotation_in_bfloat16_stays_close_to_float32():
+def test_per_head_rotation_in_bfloat16_stays_close_to_float32(cpu_forward):
     inputs = _inputs((BATCH, LENGTH, HEADS, HEAD_DIM), seed=3)
     half = _gradients(_rotating_per_head, MASKS["padding"], inputs, jnp.bfloat16)
     full = _gradients(_rotated_dense, MASKS["padding"], inputs)

@@ -177,7 +177,7 @@ def test_the_avx2_build_gives_a_sequence_of_padding_only_zeros_too(avx2_build, m
 
 
 @needs_kernel
-def test_per_head_attention_calls_the_fused_kernels_only_in_float32_and_unless_turned_off(monkeypatch):
+def test_per_head_attention_calls_the_fused_kernels_in_either_dtype_unless_turned_off(monkeypatch):
     query = jnp.ones((1, 8, 2, 4))
 
     def traced(dtype) -> str:
@@ -186,11 +186,26 @@ def test_per_head_attention_calls_the_fused_kernels_only_in_float32_and_unless_t
 
         return str(jax.make_jaxpr(jax.grad(loss))(query.astype(dtype)))
 
-    assert cpu_attention.TARGET + "_forward" in traced(jnp.float32)
-    assert cpu_attention.TARGET + "_backward" in traced(jnp.float32)
-    assert cpu_attention.TARGET not in traced(jnp.bfloat16)
+    for dtype in (jnp.float32, jnp.bfloat16):
+        assert cpu_attention.TARGET + "_forward" in traced(dtype)
+        assert cpu_attention.TARGET + "_backward" in traced(dtype)
     monkeypatch.setenv("ESM_JAX_CPU_ATTENTION", "0")
     assert cpu_attention.TARGET not in traced(jnp.float32)
+    assert cpu_attention.TARGET not in traced(jnp.bfloat16)
+
+
+@needs_kernel
+def test_bfloat16_attention_is_the_float32_kernel_on_its_inputs_rounded_once_at_the_end():
+    """A bfloat16 model's queries, keys and values are widened for the float32 kernel; the output is rounded once."""
+    rng = np.random.default_rng(4)
+    query, key, value = (jnp.asarray(rng.standard_normal((2, 40, 3, 16)), jnp.bfloat16) for _ in range(3))
+    padding = jnp.asarray(np.arange(40)[None, :] >= np.array([[40], [27]]))
+    half = attention_kernels.per_head_attention(query, key, value, None, padding, jnp.bfloat16)
+    widened = (x.astype(jnp.float32) for x in (query, key, value))
+    full = attention_kernels.per_head_attention(*widened, None, padding, jnp.float32)
+    assert half.dtype == jnp.bfloat16
+    expected = full.astype(jnp.bfloat16).astype(jnp.float32)
+    np.testing.assert_array_equal(np.asarray(half.astype(jnp.float32)), np.asarray(expected))
 
 
 def test_a_missing_compiler_leaves_attention_on_xla_with_a_warning():

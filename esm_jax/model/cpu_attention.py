@@ -123,9 +123,10 @@ def registered() -> bool:
     return True
 
 
-def usable(dtype, head_dim: int) -> bool:
-    """Whether attention of this compute ``dtype`` and head size can run through the fused kernel here."""
-    return jnp.dtype(dtype) == jnp.float32 and head_dim <= MAX_HEAD_DIM and enabled() and registered()
+def usable(head_dim: int) -> bool:
+    """Whether attention with this head size can run through the fused kernel here (in float32, whatever the
+    model's compute dtype)."""
+    return head_dim <= MAX_HEAD_DIM and enabled() and registered()
 
 
 def _rotation_tables(rotation: tuple | None) -> tuple[jax.Array, jax.Array]:
