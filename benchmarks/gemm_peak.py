@@ -7,11 +7,12 @@ layer (1024 tokens × 1280 → 5120 and back) and of the t12 4 × 512 forward (2
 back) are timed; each rate is the best of ``--repeats`` calls (at least 5), after one warm-up call and
 a pause that lets the previous library's threads stop spinning (``benchmarks/settled.py``). bfloat16
 products accumulate into float32 outputs, as esm-jax's layers do; the bfloat16 → bfloat16 rate is
-printed beside it. What the libraries' float32 rates are read against in turn: the cores' own float32
-multiply-add peak (the widest vectors the build has: 16 floats with AVX-512, else 8; one thread per CPU)
-and a plain blocked GEMM written for this benchmark (``benchmarks/native_gemm.cc``, built here with
-``-march=native``; rows rounded down to a multiple of its row block per thread), both skipped without a
-C++ compiler. Run it on an idle machine (``uptime`` load < 0.5).
+printed beside it. What the libraries' rates are read against in turn: the cores' own float32
+multiply-add peak (the widest vectors the build has: 16 floats with AVX-512, else 8; one thread per CPU),
+their bfloat16 dot-product peak on CPUs with AVX-512 BF16, and a plain blocked float32 GEMM written for
+this benchmark (``benchmarks/native_gemm.cc``, built here with ``-march=native``; rows rounded down to a
+multiple of its row block per thread), all skipped without a C++ compiler. Run it on an idle machine
+(``uptime`` load < 0.5).
 
     python benchmarks/gemm_peak.py
 """
@@ -86,6 +87,8 @@ def native_library(folder: str) -> ctypes.CDLL | None:
     native.native_vector_floats.restype = ctypes.c_int
     native.native_fma_peak.restype = ctypes.c_double
     native.native_fma_peak.argtypes = [ctypes.c_int, ctypes.c_int64]
+    native.native_bf16_dot_peak.restype = ctypes.c_double
+    native.native_bf16_dot_peak.argtypes = [ctypes.c_int, ctypes.c_int64]
     return native
 
 
@@ -121,6 +124,9 @@ def main() -> None:
             measured = f"{peak:.0f} GFLOP/s (best of 3)" if peak > 0 else "not measured (x86-64 with FMA only)"
             floats = native.native_vector_floats()
             print(f"float32 multiply-add peak, {floats}-float vectors, {threads} threads: {measured}")
+            peak = max(native.native_bf16_dot_peak(threads, 200_000_000) for _ in range(3))
+            measured = f"{peak:.0f} GFLOP/s (best of 3)" if peak > 0 else "not measured (no AVX-512 BF16)"
+            print(f"bfloat16 dot-product peak (vdpbf16ps, float32 sums), {threads} threads: {measured}")
         print("| shape | XLA fp32 GF/s | torch fp32 GF/s | native fp32 GF/s | XLA bf16→fp32 GF/s | XLA bf16→bf16 GF/s "
               "| torch bf16 GF/s |\n|---|---|---|---|---|---|---|")  # fmt: skip
         for name, shape in SHAPES.items():

@@ -1,6 +1,7 @@
-// What this CPU's cores can do in float32, without XLA or PyTorch in between: their multiply-add peak, and a
-// plain blocked GEMM (packed tiles of two vectors' width, the standard scheme of BLIS-like libraries: 6 x 16
-// with AVX2's 8-float vectors, 12 x 32 with AVX-512's 16-float ones) run on several threads.
+// What this CPU's cores can do without XLA or PyTorch in between: their float32 multiply-add peak, their bfloat16
+// dot-product peak where they have AVX-512 BF16, and a plain blocked float32 GEMM (packed tiles of two vectors'
+// width, the standard scheme of BLIS-like libraries: 6 x 16 with AVX2's 8-float vectors, 12 x 32 with AVX-512's
+// 16-float ones) run on several threads.
 // benchmarks/gemm_peak.py builds it with -march=native and calls it through ctypes, so that the libraries' GEMM
 // rates can be read against what the hardware allows.
 
@@ -135,6 +136,37 @@ double native_fma_peak(int threads, int64_t iterations) {
   for (std::thread& worker : workers) worker.join();
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return 2.0 * kWidth * 10 * iterations * threads / seconds / 1e9;
+#else
+  return 0.0;
+#endif
+}
+
+// The bfloat16 rate of `threads` threads in GFLOP/s through AVX-512 BF16's dot-product instruction (each one
+// multiplies 16 pairs of bfloat16 pairs and adds both products to 16 float32 sums: 64 FLOPs), which is what
+// bfloat16 GEMMs with float32 sums run on; 0 where the build has no AVX-512 BF16. Same chains as above.
+double native_bf16_dot_peak(int threads, int64_t iterations) {
+#if defined(__x86_64__) && defined(__AVX512BF16__)
+#define PEAK_DOT(n) "vdpbf16ps %%zmm10, %%zmm11, %%zmm" #n "\n"
+#define PEAK_ZERO_Z(n) "vpxord %%zmm" #n ", %%zmm" #n ", %%zmm" #n "\n"
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<std::thread> workers;
+  for (int t = 0; t < threads; ++t)
+    workers.emplace_back([=] {
+      int64_t left = iterations;
+      asm volatile(
+          PEAK_ZERO_Z(0) PEAK_ZERO_Z(1) PEAK_ZERO_Z(2) PEAK_ZERO_Z(3) PEAK_ZERO_Z(4) PEAK_ZERO_Z(5)
+          PEAK_ZERO_Z(6) PEAK_ZERO_Z(7) PEAK_ZERO_Z(8) PEAK_ZERO_Z(9) PEAK_ZERO_Z(10) PEAK_ZERO_Z(11)
+          "1:\n"
+          PEAK_DOT(0) PEAK_DOT(1) PEAK_DOT(2) PEAK_DOT(3) PEAK_DOT(4)
+          PEAK_DOT(5) PEAK_DOT(6) PEAK_DOT(7) PEAK_DOT(8) PEAK_DOT(9)
+          "dec %0\n jnz 1b\n vzeroupper\n"
+          : "+r"(left)
+          :
+          : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "cc");
+    });
+  for (std::thread& worker : workers) worker.join();
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return 64.0 * 10 * iterations * threads / seconds / 1e9;
 #else
   return 0.0;
 #endif
