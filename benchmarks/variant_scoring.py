@@ -11,7 +11,9 @@ programs on disk) and with it (cold, first call in a fresh process). ``--positio
 to the mutants of the first N positions (for shapes too slow to run whole; the work per position is the same).
 ``--dtypes float32 bfloat16`` also times esm-jax with bfloat16 matrix multiplications (against fair-esm in
 float32); several ``--toks-per-batch`` values time each batch size as its own variant in the same rounds;
-``--rounds`` alternates fair-esm and esm-jax runs and reports the median and min–max ratio.
+``--rounds`` alternates fair-esm and esm-jax runs and reports the median and min–max ratio. Each variant's
+scores are compared with fair-esm's: their largest difference in nats and their Spearman rank correlation
+(what a deep-mutational-scan evaluation reads).
 
     python benchmarks/variant_scoring.py                                   # esm2_t12_35M_UR50D
     python benchmarks/variant_scoring.py --models esm2_t33_650M_UR50D --positions 32
@@ -37,6 +39,7 @@ from data_pipeline.layout import data_root
 from esm_jax.alphabet import STANDARD_AMINO_ACIDS
 from esm_jax.host_allocator import allocator_setting
 from esm_jax.inference.mutations import parse_mutants
+from esm_jax.inference.rank_correlation import spearman
 from esm_jax.inference.variant_scoring import default_tokens_per_batch, score_mutants
 from eval.variants.assays import load_assay
 
@@ -98,6 +101,7 @@ def run(
             "ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
             "esm_jax_cold_s": cold[variant], "ratio_cold": statistics.median(reference_times) / cold[variant],
             "max_abs_diff": float(np.max(np.abs(results[variant] - expected))),
+            "spearman": spearman(results[variant], expected),
         })  # fmt: skip
     return rows
 
@@ -119,15 +123,15 @@ def main() -> None:
           f"load {os.getloadavg()[0]:.2f}; malloc: {allocator_setting()}")  # fmt: skip
     batch_sizes = args.toks_per_batch or [default_tokens_per_batch()]
     print("| model | esm-jax dtype | tokens per batch | mutants | fair-esm s | esm-jax s (warm) | ratio (min–max) "
-          "| esm-jax s (cold) | ratio cold | max abs diff |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| esm-jax s (cold) | ratio cold | max abs diff | Spearman ρ |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name in args.models:
         for r in run(name, wild_type, positions, batch_sizes, args.dtypes, args.rounds):
             print(
                 f"| {r['model']} | {r['dtype']} | {r['toks_per_batch']} | {r['mutants']} | {r['fair_esm_s']:.1f} | "
                 f"{r['esm_jax_warm_s']:.1f} | "
                 f"{r['ratio']:.2f}× ({r['ratio_min']:.2f}–{r['ratio_max']:.2f}) | {r['esm_jax_cold_s']:.1f} | "
-                f"{r['ratio_cold']:.2f}× | {r['max_abs_diff']:.1e} |",
+                f"{r['ratio_cold']:.2f}× | {r['max_abs_diff']:.1e} | {r['spearman']:.5f} |",
                 flush=True,
             )
 
