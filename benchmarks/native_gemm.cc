@@ -81,7 +81,28 @@ void Gemm(const float* a, const float* b, float* c, int64_t m, int64_t k, int64_
   }
 }
 
+// Seconds until `threads` threads, each running body(its index), have all finished.
+template <typename Body>
+double SecondsOnThreads(int threads, Body body) {
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<std::thread> workers;
+  for (int t = 0; t < threads; ++t) workers.emplace_back(body, t);
+  for (std::thread& worker : workers) worker.join();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
 }  // namespace
+
+// Ten independent chains of one vector instruction, OP(n) accumulating into register n after ZERO(n) clears it,
+// repeated `left` times: enough to cover the latency of two pipelines, and in assembly so that the compiler can
+// neither spill nor fold them.
+#define PEAK_CHAINS(ZERO, OP, left)                                                                                \
+  asm volatile(ZERO(0) ZERO(1) ZERO(2) ZERO(3) ZERO(4) ZERO(5) ZERO(6) ZERO(7) ZERO(8) ZERO(9) ZERO(10) ZERO(11) \
+               "1:\n" OP(0) OP(1) OP(2) OP(3) OP(4) OP(5) OP(6) OP(7) OP(8) OP(9)                                  \
+               "dec %0\n jnz 1b\n vzeroupper\n"                                                                   \
+               : "+r"(left)                                                                                      \
+               :                                                                                                 \
+               : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "cc")
 
 extern "C" {
 
@@ -93,21 +114,17 @@ int64_t native_gemm_row_block() { return kRowBlock; }
 double native_gemm_seconds(const float* a, const float* b, float* c, int64_t m, int64_t k, int64_t n,
                            int threads) {
   std::vector<Packed> packed(threads, Packed(n));
-  const auto start = std::chrono::steady_clock::now();
   const int64_t part = m / threads;
-  std::vector<std::thread> workers;
-  for (int t = 0; t < threads; ++t)
-    workers.emplace_back([=, &packed] { Gemm(a + t * part * k, b, c + t * part * n, part, k, n, packed[t]); });
-  for (std::thread& worker : workers) worker.join();
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return SecondsOnThreads(threads, [=, &packed](int t) {
+    Gemm(a + t * part * k, b, c + t * part * n, part, k, n, packed[t]);
+  });
 }
 
 // Floats per vector in this build's GEMM and multiply-add peak.
 int native_vector_floats() { return kWidth; }
 
 // The float32 multiply-add rate of `threads` threads in GFLOP/s, in vectors of native_vector_floats() (x86-64
-// with FMA3 only, else 0): ten independent chains of multiply-adds per thread, enough to cover the latency of
-// two pipelines, written in assembly so that the compiler can neither spill nor fold them.
+// with FMA3 only, else 0).
 double native_fma_peak(int threads, int64_t iterations) {
 #if defined(__x86_64__) && defined(__FMA__)
 #if defined(__AVX512F__)
@@ -117,24 +134,10 @@ double native_fma_peak(int threads, int64_t iterations) {
 #endif
 #define PEAK_ZERO(n) "vxorps " PEAK_REGISTER(n) ", " PEAK_REGISTER(n) ", " PEAK_REGISTER(n) "\n"
 #define PEAK_FMA(n) "vfmadd231ps " PEAK_REGISTER(10) ", " PEAK_REGISTER(11) ", " PEAK_REGISTER(n) "\n"
-  const auto start = std::chrono::steady_clock::now();
-  std::vector<std::thread> workers;
-  for (int t = 0; t < threads; ++t)
-    workers.emplace_back([=] {
-      int64_t left = iterations;
-      asm volatile(
-          PEAK_ZERO(0) PEAK_ZERO(1) PEAK_ZERO(2) PEAK_ZERO(3) PEAK_ZERO(4) PEAK_ZERO(5)
-          PEAK_ZERO(6) PEAK_ZERO(7) PEAK_ZERO(8) PEAK_ZERO(9) PEAK_ZERO(10) PEAK_ZERO(11)
-          "1:\n"
-          PEAK_FMA(0) PEAK_FMA(1) PEAK_FMA(2) PEAK_FMA(3) PEAK_FMA(4)
-          PEAK_FMA(5) PEAK_FMA(6) PEAK_FMA(7) PEAK_FMA(8) PEAK_FMA(9)
-          "dec %0\n jnz 1b\n vzeroupper\n"
-          : "+r"(left)
-          :
-          : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "cc");
-    });
-  for (std::thread& worker : workers) worker.join();
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double seconds = SecondsOnThreads(threads, [=](int) {
+    int64_t left = iterations;
+    PEAK_CHAINS(PEAK_ZERO, PEAK_FMA, left);
+  });
   return 2.0 * kWidth * 10 * iterations * threads / seconds / 1e9;
 #else
   return 0.0;
@@ -143,29 +146,15 @@ double native_fma_peak(int threads, int64_t iterations) {
 
 // The bfloat16 rate of `threads` threads in GFLOP/s through AVX-512 BF16's dot-product instruction (each one
 // multiplies 16 pairs of bfloat16 pairs and adds both products to 16 float32 sums: 64 FLOPs), which is what
-// bfloat16 GEMMs with float32 sums run on; 0 where the build has no AVX-512 BF16. Same chains as above.
+// bfloat16 GEMMs with float32 sums run on; 0 where the build has no AVX-512 BF16.
 double native_bf16_dot_peak(int threads, int64_t iterations) {
 #if defined(__x86_64__) && defined(__AVX512BF16__)
+#define PEAK_ZERO_512(n) "vpxord %%zmm" #n ", %%zmm" #n ", %%zmm" #n "\n"
 #define PEAK_DOT(n) "vdpbf16ps %%zmm10, %%zmm11, %%zmm" #n "\n"
-#define PEAK_ZERO_Z(n) "vpxord %%zmm" #n ", %%zmm" #n ", %%zmm" #n "\n"
-  const auto start = std::chrono::steady_clock::now();
-  std::vector<std::thread> workers;
-  for (int t = 0; t < threads; ++t)
-    workers.emplace_back([=] {
-      int64_t left = iterations;
-      asm volatile(
-          PEAK_ZERO_Z(0) PEAK_ZERO_Z(1) PEAK_ZERO_Z(2) PEAK_ZERO_Z(3) PEAK_ZERO_Z(4) PEAK_ZERO_Z(5)
-          PEAK_ZERO_Z(6) PEAK_ZERO_Z(7) PEAK_ZERO_Z(8) PEAK_ZERO_Z(9) PEAK_ZERO_Z(10) PEAK_ZERO_Z(11)
-          "1:\n"
-          PEAK_DOT(0) PEAK_DOT(1) PEAK_DOT(2) PEAK_DOT(3) PEAK_DOT(4)
-          PEAK_DOT(5) PEAK_DOT(6) PEAK_DOT(7) PEAK_DOT(8) PEAK_DOT(9)
-          "dec %0\n jnz 1b\n vzeroupper\n"
-          : "+r"(left)
-          :
-          : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "cc");
-    });
-  for (std::thread& worker : workers) worker.join();
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double seconds = SecondsOnThreads(threads, [=](int) {
+    int64_t left = iterations;
+    PEAK_CHAINS(PEAK_ZERO_512, PEAK_DOT, left);
+  });
   return 64.0 * 10 * iterations * threads / seconds / 1e9;
 #else
   return 0.0;
